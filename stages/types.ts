@@ -1,0 +1,140 @@
+/**
+ * The records that flow through the pipeline's edges. Stages in this folder are written against
+ * these; keep them small and plain (they cross process boundaries with v8 serialization).
+ */
+
+/** One CSV row, validated. `line` is the 1-based line number in the file (header is line 1). */
+export interface CsvRow {
+  readonly file: string;
+  readonly line: number;
+  readonly image_id: string;
+  readonly center_id: number;
+  readonly patient_id: string;
+  readonly image_num: number;
+  /** Absent when the CSV has no label column (inference). */
+  readonly label?: string;
+  /** The row's raw fields in header order, as read (the split command writes them back unchanged). */
+  readonly raw: readonly string[];
+}
+
+/** What a worker needs to tile one slide. */
+export interface SlideTask {
+  readonly image_id: string;
+  readonly patient_id: string;
+  readonly image_num: number;
+  /** The slides folder; the reader resolves `<slidesDir>/<image_id>.<ext>` safely. */
+  readonly slidesDir: string;
+}
+
+/** Tile selection parameters; defaults are the seed's constants (see stages/lib/tile-params.ts). */
+export interface TileParams {
+  /** Tile side at level 0, in pixels (448). */
+  readonly tileSize: number;
+  /** Thumbnail downsample factor (16). */
+  readonly downsample: number;
+  /** A thumbnail pixel is background when R, G and B are all > this (190). */
+  readonly backgroundThreshold: number;
+  /** A tile is kept when at most this fraction of its thumbnail pixels is background (0.1). */
+  readonly maxBackground: number;
+  /** Keep at most this many tiles per slide, in row-major order (undefined: all). */
+  readonly maxTiles?: number;
+}
+
+/** One tile of RGB uint8 pixels, `size*size*3` bytes, row-major, no alpha. */
+export interface Tile {
+  readonly image_id: string;
+  readonly patient_id: string;
+  readonly image_num: number;
+  /** Level-0 position of the tile's top-left corner. */
+  readonly x: number;
+  readonly y: number;
+  readonly size: number;
+  readonly pixels: Uint8Array;
+}
+
+/** Embedding of one tile: global average and global max pooling of the backbone's features. */
+export interface TileEmbedding {
+  readonly kind: 'embedding';
+  readonly image_id: string;
+  readonly patient_id: string;
+  readonly image_num: number;
+  readonly x: number;
+  readonly y: number;
+  readonly avg: Float32Array;
+  readonly max: Float32Array;
+}
+
+/** Colour histogram of one normalized tile: 4096 bins (r>>4)*256 + (g>>4)*16 + (b>>4), summing to 1. */
+export interface TileHistogram {
+  readonly kind: 'histogram';
+  readonly image_id: string;
+  readonly patient_id: string;
+  readonly x: number;
+  readonly y: number;
+  readonly histogram: Float32Array;
+}
+
+/** What the tile selection found for one slide: for the run report (and its thumbnail picture). */
+export interface SlideSummary {
+  readonly kind: 'summary';
+  readonly image_id: string;
+  readonly patient_id: string;
+  readonly path: string;
+  readonly backend: 'sharp' | 'openslide';
+  readonly width: number;
+  readonly height: number;
+  /** Downsample factor of each pyramid level, level 0 first. */
+  readonly levels: readonly number[];
+  /** Which pyramid level the thumbnail was read from. */
+  readonly thumbnailLevel: number;
+  /** Tiles on the grid (full tiles only) and tiles kept by the background rule (after max tiles). */
+  readonly tiles_total: number;
+  readonly tiles_kept: number;
+  /** Level-0 positions of the kept tiles, row-major. */
+  readonly positions: ReadonlyArray<readonly [x: number, y: number]>;
+  /** The thumbnail as PNG, with its background mask as PNG (white = background); for the report. */
+  readonly thumbnailPng: Uint8Array;
+  readonly maskPng: Uint8Array;
+}
+
+/** Everything a worker streams back for one slide. */
+export type SlideResult = TileEmbedding | TileHistogram | SlideSummary;
+
+/** A patient's tabular data, combined over its CSV rows. */
+export interface PatientData {
+  readonly patient_id: string;
+  readonly center_id: number;
+  readonly label?: string;
+  /** The patient's image_ids in image_num order. */
+  readonly image_ids: readonly string[];
+  readonly lines: readonly number[];
+}
+
+/** Where one tile of a bag came from. */
+export interface TileRef {
+  readonly image_id: string;
+  readonly image_num: number;
+  readonly x: number;
+  readonly y: number;
+}
+
+/**
+ * A patient's ragged bag of tile embeddings. Tiles are sorted by (image_num, y, x). The rows may live
+ * in memory or in a spill file, so they are read as a stream; `dispose` frees the spill file.
+ */
+export interface EmbeddingBag {
+  readonly patient_id: string;
+  /** Embedding width (1280 for EfficientNet-B0). */
+  readonly dim: number;
+  readonly tiles: readonly TileRef[];
+  /** The avg or max rows in `tiles` order, in chunks of whole rows (row-major float32). */
+  rows(which: 'avg' | 'max'): AsyncIterable<Float32Array>;
+  dispose(): Promise<void>;
+}
+
+/** A patient's mean colour histogram (4096 bins summing to 1) and the number of tiles it averages. */
+export interface MeanHistogram {
+  readonly patient_id: string;
+  readonly tiles: number;
+  readonly histogram: Float32Array;
+}
