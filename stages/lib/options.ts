@@ -1,0 +1,155 @@
+/**
+ * Command-line options of the main job (`node graph.js [flags]`): parsing, defaults and --help.
+ * Defaults are the seed's constants. Usage errors carry code E_USAGE (exit code 2).
+ */
+import { parseArgs } from 'node:util';
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+
+export interface RunOptions {
+  /** Absent for the demo run (no --csv): the demo set is generated and used. */
+  readonly csv?: string;
+  readonly slides?: string;
+  readonly out: string;
+  readonly workDir?: string;
+  readonly tileSize: number;
+  readonly downsample: number;
+  readonly backgroundThreshold: number;
+  readonly maxBackground: number;
+  readonly maxTiles?: number;
+  readonly workers: number;
+  readonly batchSize: number;
+  /** An ONNX file, a StainNet .pth, or 'none'; absent: the demo StainNet. */
+  readonly normalizer?: string;
+  /** An ONNX file, or a torchvision .pth / .safetensors; absent: the demo EfficientNet-B0. */
+  readonly embedder?: string;
+  readonly shards?: number;
+  readonly failFast: boolean;
+  readonly resume: boolean;
+  readonly tileBudget: number;
+  readonly progress: 'auto' | 'bars' | 'lines' | 'none';
+}
+
+export class UsageError extends Error {
+  readonly code = 'E_USAGE';
+  override readonly name = 'UsageError';
+}
+
+export const HELP = `Usage:
+  node graph.js                                   run on the built-in demo data (out/demo/)
+  node graph.js --csv FILE --slides DIR --out DIR [options]
+  node graph.js split --csv FILE --out DIR [--fractions 0.8,0.1,0.1] [--seed N]
+  node graph.js inspect OUT_DIR
+  node graph.js models build --out DIR [--stainnet FILE.pth] [--efficientnet FILE.pth|FILE.safetensors]
+
+Main job options (defaults are the seed's constants):
+  --csv FILE                 image_id,center_id,patient_id,image_num[,label] (no label column: inference)
+  --slides DIR               folder holding <image_id>.<ext> (svs, tif, tiff, ndpi, mrxs, scn, ...)
+  --out DIR                  output folder: TFRecord shards, report.json, report.html
+  --tile-size N              tile side at level 0, pixels (448)
+  --downsample N             thumbnail downsample for tile selection (16)
+  --background-threshold N   thumbnail pixel is background when R, G and B are all > N (190)
+  --max-background F         keep a tile when at most F of its thumbnail pixels are background (0.1)
+  --max-tiles N              keep at most N tiles per slide, row-major (all)
+  --workers N                slide worker processes (cores: ${availableParallelism()})
+  --batch-size N             tiles per model batch (16)
+  --normalizer X             StainNet: an ONNX file, a StainNet .pth, or none (demo StainNet, untrained)
+  --embedder X               EfficientNet-B0: an ONNX file, or a torchvision .pth / .safetensors (demo, untrained)
+  --shards N                 number of TFRecord shards (from the data size)
+  --work-dir DIR             checkpoints and temporary files (<out>/.work)
+  --tile-budget N            most tiles resident in memory across all processes (256)
+  --fail-fast                stop at the first failed slide (default: report it and go on)
+  --resume / --no-resume     reuse finished slides' checkpoints from an interrupted run (default: resume)
+  --progress MODE            auto | bars | lines | none (auto: bars on a terminal, lines otherwise)
+  -h, --help                 this help
+`;
+
+function positiveInt(name: string, value: string | undefined, fallback: number): number;
+function positiveInt(name: string, value: string | undefined, fallback: undefined): number | undefined;
+function positiveInt(name: string, value: string | undefined, fallback: number | undefined): number | undefined {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer, got "${value}"`);
+  return n;
+}
+
+function fraction(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new UsageError(`--${name} must be a number in [0, 1], got "${value}"`);
+  return n;
+}
+
+/** Parses the main job's flags; returns 'help' for -h/--help. */
+export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: false,
+      strict: true,
+      options: {
+        csv: { type: 'string' },
+        slides: { type: 'string' },
+        out: { type: 'string' },
+        'work-dir': { type: 'string' },
+        'tile-size': { type: 'string' },
+        downsample: { type: 'string' },
+        'background-threshold': { type: 'string' },
+        'max-background': { type: 'string' },
+        'max-tiles': { type: 'string' },
+        workers: { type: 'string' },
+        'batch-size': { type: 'string' },
+        normalizer: { type: 'string' },
+        embedder: { type: 'string' },
+        shards: { type: 'string' },
+        'tile-budget': { type: 'string' },
+        'fail-fast': { type: 'boolean' },
+        resume: { type: 'boolean' },
+        'no-resume': { type: 'boolean' },
+        progress: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) return 'help';
+  if ((v.csv === undefined) !== (v.slides === undefined)) {
+    throw new UsageError('--csv and --slides go together (omit both for the demo run)');
+  }
+  if (v.csv !== undefined && v.out === undefined) throw new UsageError('--out is required with --csv');
+  if (v.resume && v['no-resume']) throw new UsageError('--resume and --no-resume contradict each other');
+  const threshold = v['background-threshold'] === undefined ? 190 : Number(v['background-threshold']);
+  if (!Number.isInteger(threshold) || threshold < 0 || threshold > 255) {
+    throw new UsageError(`--background-threshold must be an integer in [0, 255], got "${v['background-threshold']}"`);
+  }
+  const progress = (v.progress ?? 'auto') as RunOptions['progress'];
+  if (!['auto', 'bars', 'lines', 'none'].includes(progress)) {
+    throw new UsageError(`--progress must be auto, bars, lines or none, got "${v.progress}"`);
+  }
+  const tileSize = positiveInt('tile-size', v['tile-size'], 448);
+  const downsample = positiveInt('downsample', v.downsample, 16);
+  if (downsample > tileSize) throw new UsageError(`--downsample (${downsample}) must not exceed --tile-size (${tileSize})`);
+  return {
+    ...(v.csv !== undefined && { csv: resolve(v.csv) }),
+    ...(v.slides !== undefined && { slides: resolve(v.slides) }),
+    out: resolve(v.out ?? 'out/demo'),
+    ...(v['work-dir'] !== undefined && { workDir: resolve(v['work-dir']) }),
+    tileSize,
+    downsample,
+    backgroundThreshold: threshold,
+    maxBackground: fraction('max-background', v['max-background'], 0.1),
+    ...(v['max-tiles'] !== undefined && { maxTiles: positiveInt('max-tiles', v['max-tiles'], undefined) }),
+    workers: positiveInt('workers', v.workers, availableParallelism()),
+    batchSize: positiveInt('batch-size', v['batch-size'], 16),
+    ...(v.normalizer !== undefined && { normalizer: v.normalizer === 'none' ? 'none' : resolve(v.normalizer) }),
+    ...(v.embedder !== undefined && { embedder: resolve(v.embedder) }),
+    ...(v.shards !== undefined && { shards: positiveInt('shards', v.shards, undefined) }),
+    failFast: v['fail-fast'] ?? false,
+    resume: !v['no-resume'],
+    tileBudget: positiveInt('tile-budget', v['tile-budget'], 256),
+    progress,
+  };
+}

@@ -1,0 +1,145 @@
+/**
+ * The run report: `report.json` (machine-readable) and `report.html` (per slide: thumbnail, background
+ * mask and kept-tile grid; per stage: timings). Both are written atomically (temp file, then rename).
+ */
+import { writeFile, rename, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import type { SlideSummary } from '../types.js';
+
+export interface SlideReport {
+  image_id: string;
+  patient_id: string;
+  status: 'ok' | 'failed';
+  error: string | null;
+  width: number | null;
+  height: number | null;
+  tiles_total: number | null;
+  tiles_kept: number | null;
+  seconds: number | null;
+  /** Extra facts, for reading the report: reader backend, pyramid levels, thumbnail level, resumed or not. */
+  backend?: string;
+  levels?: readonly number[];
+  thumbnail_level?: number;
+  resumed?: boolean;
+}
+
+export interface StageReport {
+  name: string;
+  elements_in: number;
+  elements_out: number;
+  busy_ms: number;
+  blocked_ms: number;
+  max_queue_depth: number;
+  /** Elements out per second of busy time. */
+  throughput_per_s: number;
+}
+
+export interface RunReport {
+  started_at: string;
+  elapsed_s: number;
+  exit_code: number;
+  params: Record<string, unknown>;
+  models: Record<string, { path: string; sha256: string; weights: string }>;
+  slides: SlideReport[];
+  patients: { written: number; dropped: Array<{ patient_id: string; reason: string }> };
+  shards: Array<{ file: string; records: number; bytes: number }>;
+  stages: StageReport[];
+  peak_rss_mb: number;
+  max_tiles_in_flight: number;
+  tile_budget: number;
+  tiles_written: number;
+}
+
+/** Pictures for report.html, keyed by image_id: small PNGs and the kept-tile positions. */
+export type SlidePictures = Map<string, Pick<SlideSummary, 'width' | 'height' | 'positions' | 'thumbnailPng' | 'maskPng'> & { tileSize: number }>;
+
+const PICTURE_WIDTH = 360;
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+async function smallPngDataUri(png: Uint8Array, width: number): Promise<string> {
+  const small = await sharp(png).resize({ width, withoutEnlargement: true }).png().toBuffer();
+  return `data:image/png;base64,${small.toString('base64')}`;
+}
+
+/** One slide's figure: thumbnail, mask drawn in translucent blue, kept tiles outlined in green. */
+async function slideFigure(slide: SlideReport, picture: SlidePictures extends Map<string, infer P> ? P : never): Promise<string> {
+  const thumb = await smallPngDataUri(picture.thumbnailPng, PICTURE_WIDTH);
+  const mask = await smallPngDataUri(picture.maskPng, PICTURE_WIDTH);
+  const rects = picture.positions
+    .map(([x, y]) => `<rect x="${x}" y="${y}" width="${picture.tileSize}" height="${picture.tileSize}"/>`)
+    .join('');
+  const viewBox = `0 0 ${picture.width} ${picture.height}`;
+  return `<svg class="slide" viewBox="${viewBox}" width="${PICTURE_WIDTH}" preserveAspectRatio="xMinYMin meet">
+  <image href="${thumb}" x="0" y="0" width="${picture.width}" height="${picture.height}" preserveAspectRatio="none"/>
+  <image href="${mask}" x="0" y="0" width="${picture.width}" height="${picture.height}" preserveAspectRatio="none" opacity="0.35" style="mix-blend-mode:multiply"/>
+  <g fill="none" stroke="#0a0" stroke-width="${Math.max(2, picture.width / 400)}">${rects}</g>
+</svg>
+<figcaption>${escapeHtml(slide.image_id)} &mdash; ${slide.tiles_kept} of ${slide.tiles_total} tiles kept</figcaption>`;
+}
+
+export async function renderHtml(report: RunReport, pictures: SlidePictures): Promise<string> {
+  const rows = report.slides
+    .map(
+      (s) => `<tr class="${s.status}"><td>${escapeHtml(s.image_id)}</td><td>${escapeHtml(s.patient_id)}</td><td>${s.status}</td>` +
+        `<td>${s.width ?? ''}&times;${s.height ?? ''}</td><td>${s.tiles_kept ?? ''} / ${s.tiles_total ?? ''}</td>` +
+        `<td>${s.seconds?.toFixed(1) ?? ''}</td><td>${escapeHtml(s.error ?? '')}</td></tr>`,
+    )
+    .join('\n');
+  const stages = report.stages
+    .map(
+      (s) => `<tr><td>${escapeHtml(s.name)}</td><td>${s.elements_in}</td><td>${s.elements_out}</td><td>${(s.busy_ms / 1000).toFixed(2)}</td>` +
+        `<td>${(s.blocked_ms / 1000).toFixed(2)}</td><td>${s.max_queue_depth}</td><td>${s.throughput_per_s.toFixed(1)}</td></tr>`,
+    )
+    .join('\n');
+  const figures: string[] = [];
+  for (const slide of report.slides) {
+    const picture = pictures.get(slide.image_id);
+    if (picture) figures.push(`<figure>${await slideFigure(slide, picture)}</figure>`);
+  }
+  const dropped = report.patients.dropped.map((d) => `<li>${escapeHtml(d.patient_id)}: ${escapeHtml(d.reason)}</li>`).join('');
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>WSI dataset run report</title>
+<style>
+body{font:14px system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left}tr.failed td{background:#fee}
+figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figcaption{font-size:12px}
+svg.slide{border:1px solid #999;background:#fff}
+</style></head><body>
+<h1>Run report</h1>
+<p>Started ${escapeHtml(report.started_at)}; ${report.elapsed_s.toFixed(1)} s; exit code ${report.exit_code};
+${report.tiles_written} tiles written for ${report.patients.written} patients; peak RSS (all processes) ${report.peak_rss_mb.toFixed(0)} MB;
+max tiles in flight ${report.max_tiles_in_flight} (budget ${report.tile_budget}).</p>
+<h2>Slides</h2>
+<table><tr><th>image_id</th><th>patient</th><th>status</th><th>size</th><th>kept / grid</th><th>s</th><th>error</th></tr>
+${rows}</table>
+${dropped ? `<h2>Dropped patients</h2><ul>${dropped}</ul>` : ''}
+<h2>Stages</h2>
+<table><tr><th>stage</th><th>in</th><th>out</th><th>busy s</th><th>blocked s</th><th>max queue</th><th>out/busy s</th></tr>
+${stages}</table>
+<h2>Tile selection</h2>
+<p>Blue: background on the thumbnail; green: kept tiles.</p>
+${figures.join('\n')}
+</body></html>
+`;
+}
+
+async function writeAtomic(path: string, data: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, data);
+  await rename(tmp, path);
+}
+
+/** Writes report.json and report.html into `outDir`; returns their paths. */
+export async function writeReport(outDir: string, report: RunReport, pictures: SlidePictures): Promise<{ json: string; html: string }> {
+  await mkdir(outDir, { recursive: true });
+  const json = join(outDir, 'report.json');
+  const html = join(outDir, 'report.html');
+  await writeAtomic(json, JSON.stringify(report, null, 2) + '\n');
+  await writeAtomic(html, await renderHtml(report, pictures));
+  return { json, html };
+}

@@ -1,0 +1,58 @@
+import t from 'tap';
+import { parseRunOptions, UsageError, HELP } from '../stages/lib/options.js';
+
+t.test('defaults are the seed constants', async (t) => {
+  const o = parseRunOptions([]);
+  if (o === 'help') throw new Error('unexpected help');
+  t.equal(o.tileSize, 448);
+  t.equal(o.downsample, 16);
+  t.equal(o.backgroundThreshold, 190);
+  t.equal(o.maxBackground, 0.1);
+  t.equal(o.maxTiles, undefined);
+  t.equal(o.resume, true);
+  t.equal(o.failFast, false);
+  t.equal(o.csv, undefined, 'no --csv means the demo run');
+  t.match(o.out, /out\/demo$/);
+});
+
+t.test('flags are parsed', async (t) => {
+  const o = parseRunOptions(['--csv', 'a.csv', '--slides', 's', '--out', 'o', '--tile-size', '224', '--max-tiles', '5',
+    '--no-resume', '--fail-fast', '--normalizer', 'none', '--workers', '3', '--max-background', '0.25']);
+  if (o === 'help') throw new Error('unexpected help');
+  t.equal(o.tileSize, 224);
+  t.equal(o.maxTiles, 5);
+  t.equal(o.resume, false);
+  t.equal(o.failFast, true);
+  t.equal(o.normalizer, 'none');
+  t.equal(o.workers, 3);
+  t.equal(o.maxBackground, 0.25);
+});
+
+t.test('help', async (t) => {
+  t.equal(parseRunOptions(['--help']), 'help');
+  for (const flag of ['--tile-size', '--downsample', '--background-threshold', '--max-background', '--max-tiles', '--workers',
+    '--batch-size', '--normalizer', '--embedder', '--shards', '--work-dir', '--fail-fast', '--resume', '--no-resume']) {
+    t.ok(HELP.includes(flag), `help documents ${flag}`);
+  }
+});
+
+t.test('usage errors', async (t) => {
+  const bad: Array<[string[], RegExp]> = [
+    [['--tile-size', '0'], /--tile-size must be a positive integer/],
+    [['--tile-size', 'abc'], /--tile-size/],
+    [['--csv', 'a.csv'], /--csv and --slides go together/],
+    [['--csv', 'a.csv', '--slides', 's'], /--out is required/],
+    [['--background-threshold', '300'], /--background-threshold/],
+    [['--max-background', '2'], /--max-background/],
+    [['--resume', '--no-resume'], /contradict/],
+    [['--bogus'], /bogus/],
+    [['--progress', 'fancy'], /--progress/],
+    [['--downsample', '32', '--tile-size', '16'], /must not exceed/],
+  ];
+  for (const [argv, re] of bad) {
+    t.throws(() => parseRunOptions(argv), { code: 'E_USAGE', message: re }, argv.join(' '));
+    let caught: unknown;
+    try { parseRunOptions(argv); } catch (err) { caught = err; }
+    t.ok(caught instanceof UsageError, 'is a UsageError');
+  }
+});
