@@ -1,0 +1,146 @@
+/**
+ * The pipeline, declared. Read it as the seed's diagram; running it is the engine's job (engine/),
+ * and the command line around it lives in stages/cmd/.
+ *
+ *   ParseCSV ─► KeyRows ─► GroupPatientData ───────────────────────────────────────┐
+ *      └─► SlideTasks ─► ProduceTiles ⇉ (worker processes, one slide at a time:     │
+ *                          ProduceTiles ─► Batch ─► NormalizeTiles ─┬─► EmbedTiles   │
+ *                                                                   └─► ColorHistograms)
+ *                        ├─► Embeddings ─► CombineEmbeddings ─────────────────────► MergeData ─► DropNoTiles ─► ToExample ─► WriteTFRecords
+ *                        ├─► Histograms ─► CombineHistograms ─────────────────────┘
+ *                        └─► Summaries (tile selection, for the run report)
+ */
+import { Graph, type KV, type Node, type StageContext } from './engine/index.js';
+import type { CsvRow, SlideResult, SlideSummary, SlideTask, TileEmbedding, TileHistogram, TileParams } from './stages/types.js';
+import { produceTiles } from './stages/produce-tiles.js';
+import { normalizeTiles } from './stages/normalize-tiles.js';
+import { embedTiles } from './stages/embed-tiles.js';
+import { colorHistograms } from './stages/color-histograms.js';
+import { releaseTiles } from './stages/release-tiles.js';
+import { patientData } from './stages/combine-patient-data.js';
+import { combineEmbeddings } from './stages/combine-embeddings.js';
+import { combineHistograms } from './stages/combine-histograms.js';
+import { dropNoTiles, type DropReason } from './stages/drop-no-tiles.js';
+import { toExample } from './stages/to-example.js';
+import { writeTfrecords, type WriteSummary } from './stages/write-tfrecords.js';
+import { configureSharpForWorker } from './stages/lib/slide-sharp.js';
+import { main as runMain } from './stages/cmd/main.js';
+
+/** What the per-slide sub-pipeline needs; crosses to the worker processes (plain data). */
+export interface SlideConfig {
+  readonly tile: TileParams;
+  readonly batchSize: number;
+  /** Longest a partial batch waits for more tiles before going to the model. */
+  readonly batchMaxWaitMs: number;
+  /** StainNet ONNX file, or 'none'. */
+  readonly normalizer: string;
+  /** EfficientNet-B0 ONNX file. */
+  readonly embedder: string;
+  /** Where StainNet's 2^24-colour lookup table is cached. */
+  readonly lutCacheDir: string;
+  /** onnxruntime threads per worker process (workers x threads <= cores). */
+  readonly threads: number;
+}
+
+export interface PipelineConfig {
+  readonly rows: readonly CsvRow[];
+  readonly slidesDir: string;
+  readonly slide: SlideConfig;
+  readonly withLabel: boolean;
+  readonly outDir: string;
+  readonly shards?: number;
+  readonly workers: number;
+  readonly retries: number;
+  readonly failFast: boolean;
+  /** Committed per-slide results (resume); keyed by a hash of parameters and models. */
+  readonly checkpointDir: string;
+}
+
+/** What the pipeline reports besides the engine's own events. */
+export interface PipelineHooks {
+  onSummary(summary: SlideSummary): void;
+  onEmbedded(image_id: string, tiles: number): void;
+  onDropped(patient_id: string, reason: DropReason): void;
+  onWritten(summary: WriteSummary): void;
+}
+
+/**
+ * Per slide, inside a worker process: tiles at full resolution, stain-normalized in micro-batches, then
+ * two branches over the normalized tiles (embeddings and colour histograms), merged back into one stream
+ * of results for the parent. Built once per process; the returned function runs once per slide.
+ */
+export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageContext) => AsyncIterable<SlideResult> {
+  configureSharpForWorker();
+  return (task, ctx) =>
+    Graph.stream<SlideResult>({ name: `slide ${task.image_id}`, tileBudget: ctx.tiles, signal: ctx.signal, metricsIntervalMs: 0 }, (g) => {
+      const summaries: SlideSummary[] = [];
+      const tiles = g.source('ProduceTiles', (c) => produceTiles(config.tile, { onSummary: (s) => summaries.push(s) })(once(task), c));
+      const normalized = tiles
+        .batch('Batch', { size: config.batchSize, maxWaitMs: config.batchMaxWaitMs })
+        .pipe('NormalizeTiles', normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, threads: config.threads }));
+      const embeddings = normalized.pipe('EmbedTiles', embedTiles({ model: config.embedder, threads: config.threads })).flatten('Embeddings');
+      const histograms = normalized.pipe('ColorHistograms', colorHistograms()).flatten('Histograms');
+      return g
+        .merge('SlideResults', embeddings, histograms)
+        .pipe('ReleaseTiles', releaseTiles<SlideResult>(() => summaries.splice(0)));
+    });
+}
+
+/** The whole job as one graph: returns the graph, ready to run. */
+export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Graph {
+  // Tabular data: CSV rows keyed by patient, combined per patient (center and label must agree).
+  const rows = g.source('ParseCSV', () => fromArray(c.rows));
+  const patients = rows.combinePerKey('GroupPatientData', keyRows, patientData());
+
+  // Slides: fan out to worker processes, one slide per worker at a time (see perSlide).
+  const results: Node<SlideResult> = rows
+    .map('SlideTasks', (r): SlideTask => ({ image_id: r.image_id, patient_id: r.patient_id, image_num: r.image_num, slidesDir: c.slidesDir }))
+    .fanOut('ProduceTiles', {
+      module: import.meta.url,
+      exportName: 'perSlide',
+      config: c.slide,
+      key: (t: SlideTask) => t.image_id,
+      workers: c.workers,
+      retries: c.retries,
+      failFast: c.failFast,
+      checkpointDir: c.checkpointDir,
+    });
+
+  // Per patient: the bag of embeddings and the mean colour histogram.
+  const bags = results
+    .filter('Embeddings', (r) => r.kind === 'embedding')
+    .map('CountEmbedded', (e) => (hooks.onEmbedded(e.image_id, 1), e as TileEmbedding))
+    .combinePerKey('CombineEmbeddings', (e) => e.patient_id, combineEmbeddings({}));
+  const histograms = results
+    .filter('Histograms', (r) => r.kind === 'histogram')
+    .combinePerKey('CombineHistograms', (h) => (h as TileHistogram).patient_id, combineHistograms() as never);
+  results
+    .filter('Summaries', (r) => r.kind === 'summary')
+    .sink('CollectSummaries', async (source) => {
+      for await (const s of source) hooks.onSummary(s as SlideSummary);
+    });
+
+  // Join on patient id, drop patients without tiles, encode and write.
+  g.join('MergeData', { patient: patients, embeddings: bags, histograms })
+    .pipe('DropNoTiles', dropNoTiles({ onDropped: hooks.onDropped }))
+    .pipe('ToExample', toExample({ withLabel: c.withLabel }))
+    .sink('WriteTFRecords', writeTfrecords({ outDir: c.outDir, ...(c.shards !== undefined && { shards: c.shards }), expectedPatients: new Set(c.rows.map(keyRows)).size, onSummary: hooks.onWritten }));
+  return g;
+}
+
+const keyRows = (row: CsvRow): string => row.patient_id;
+
+async function* once<T>(value: T): AsyncIterable<T> {
+  yield value;
+}
+
+async function* fromArray<T>(values: readonly T[]): AsyncIterable<T> {
+  yield* values;
+}
+
+/** `node graph.js ...`: the main job, or the split / inspect / models sub-commands. */
+export function main(argv: readonly string[]): Promise<number> {
+  return runMain(argv, { pipeline, workerModule: import.meta.url });
+}
+
+export type { KV };
