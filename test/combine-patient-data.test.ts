@@ -4,9 +4,9 @@ import type { CsvRow } from '../stages/types.js';
 
 const ctx = { key: 'P1', spillDir: '/nonexistent', signal: new AbortController().signal };
 
-function row(line: number, image_num: number, center_id = 2, label: string | undefined = 'A', patient_id = 'P1'): CsvRow {
+function row(line: number, image_num: number, center_id = 2, label: string | null = 'A', patient_id = 'P1'): CsvRow {
   const image_id = `img-${line}`;
-  return { file: 'train.csv', line, image_id, center_id, patient_id, image_num, ...(label === undefined ? {} : { label }), raw: [image_id, String(center_id), patient_id, String(image_num), label ?? ''] };
+  return { file: 'train.csv', line, image_id, center_id, patient_id, image_num, ...(label === null ? {} : { label }), raw: [image_id, String(center_id), patient_id, String(image_num), label ?? ''] };
 }
 
 t.test('image_ids in image_num order, lines kept', async (t) => {
@@ -19,7 +19,7 @@ t.test('image_ids in image_num order, lines kept', async (t) => {
 
 t.test('no label column: no label', async (t) => {
   const fn = patientData();
-  const acc = fn.addInput(fn.createAccumulator(ctx), row(2, 0, 1, undefined));
+  const acc = fn.addInput(fn.createAccumulator(ctx), row(2, 0, 1, null));
   const out = fn.extractOutput(acc);
   t.notOk('label' in out);
 });
