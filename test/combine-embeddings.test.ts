@@ -1,0 +1,161 @@
+import t from 'tap';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { combineEmbeddings, type EmbeddingAcc } from '../stages/combine-embeddings.js';
+import type { CombineContext, CombineFn } from '../engine/types.js';
+import type { EmbeddingBag, TileEmbedding } from '../stages/types.js';
+
+const DIM = 16;
+
+/** Deterministic embeddings of `n` tiles over 3 images, in a scrambled arrival order. */
+function tiles(n: number, patient = 'P1'): TileEmbedding[] {
+  const out: TileEmbedding[] = [];
+  for (let i = 0; i < n; i++) {
+    const image_num = i % 3;
+    const avg = new Float32Array(DIM).map((_, d) => i * 100 + d);
+    const max = new Float32Array(DIM).map((_, d) => -(i * 100 + d));
+    out.push({ kind: 'embedding', image_id: `img-${image_num}`, patient_id: patient, image_num, x: 448 * ((i * 7) % 11), y: 448 * Math.floor(i / 3), avg, max });
+  }
+  // Scramble deterministically.
+  return out.map((e, i) => [((i * 7919) % 104729), e] as const).sort((a, b) => a[0] - b[0]).map(([, e]) => e);
+}
+
+async function context(t: Tap.Test): Promise<CombineContext> {
+  const dir = await mkdtemp(join(tmpdir(), 'spill-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return { key: 'P1', spillDir: join(dir, 'acc'), signal: new AbortController().signal };
+}
+
+async function fold(fn: CombineFn<TileEmbedding, EmbeddingAcc, EmbeddingBag>, ctx: CombineContext, input: TileEmbedding[]): Promise<EmbeddingAcc> {
+  let acc = await fn.createAccumulator(ctx);
+  for (const e of input) acc = await fn.addInput(acc, e);
+  return acc;
+}
+
+async function contents(bag: EmbeddingBag) {
+  const read = async (which: 'avg' | 'max') => {
+    const parts: number[] = [];
+    for await (const chunk of bag.rows(which)) {
+      if (chunk.length % bag.dim !== 0) throw new Error(`a chunk of ${chunk.length} floats is not whole rows of ${bag.dim}`);
+      parts.push(...chunk);
+    }
+    return parts;
+  };
+  return { tiles: bag.tiles.map((r) => ({ ...r })), avg: await read('avg'), max: await read('max') };
+}
+
+const files = async (dir: string) => (await readdir(dir).catch(() => [] as string[])).length;
+
+t.test('in-memory bag: tiles sorted by (image_num, y, x), rows follow', async (t) => {
+  const ctx = await context(t);
+  const fn = combineEmbeddings();
+  const input = tiles(40);
+  const bag = await fn.extractOutput(await fold(fn, ctx, input));
+  t.equal(bag.dim, DIM);
+  t.equal(bag.tiles.length, 40);
+  const { tiles: refs, avg, max } = await contents(bag);
+  const sorted = [...input].sort((a, b) => a.image_num - b.image_num || a.y - b.y || a.x - b.x);
+  t.same(refs, sorted.map((e) => ({ image_id: e.image_id, image_num: e.image_num, x: e.x, y: e.y })));
+  t.same(avg, sorted.flatMap((e) => Array.from(e.avg)));
+  t.same(max, sorted.flatMap((e) => Array.from(e.max)));
+  t.equal(await files(ctx.spillDir), 0, 'nothing spilled');
+  await bag.dispose();
+});
+
+t.test('spilled bag gives exactly the rows of the in-memory bag; files removed by bag.dispose', async (t) => {
+  const input = tiles(700); // > BAG_CHUNK_ROWS, so chunks and coalesced reads span several batches
+  const memCtx = await context(t);
+  const memory = await combineEmbeddings().extractOutput(await fold(combineEmbeddings(), memCtx, input));
+  const ctx = await context(t);
+  // Tiny threshold: spills every 3 tiles, so the files hold many appends.
+  const fn = combineEmbeddings({ spillThresholdBytes: 3 * DIM * 8 });
+  const acc = await fold(fn, ctx, input);
+  t.ok(acc.spill !== undefined, 'the accumulator spilled');
+  t.ok(acc.memBytes <= 3 * DIM * 8, 'memory held stays under the threshold');
+  t.equal(await files(ctx.spillDir), 2, 'avg and max spill files');
+  const spilled = await fn.extractOutput(acc);
+  t.same(await contents(spilled), await contents(memory));
+  await fn.dispose!(acc); // the bag owns the files now: disposing the accumulator must not break it
+  t.same((await contents(spilled)).avg.length, 700 * DIM, 'bag still readable after dispose(acc)');
+  await spilled.dispose();
+  await spilled.dispose();
+  t.equal(await files(ctx.spillDir), 0, 'spill files removed');
+  await t.rejects(contents(spilled), { code: 'E_DISPOSED' });
+  await memory.dispose();
+});
+
+t.test('a spilled bag stays readable after the engine removes spillDir', async (t) => {
+  const ctx = await context(t);
+  const fn = combineEmbeddings({ spillThresholdBytes: 1 });
+  const bag = await fn.extractOutput(await fold(fn, ctx, tiles(20)));
+  await rm(ctx.spillDir, { recursive: true, force: true });
+  t.equal((await contents(bag)).max.length, 20 * DIM);
+  await bag.dispose();
+});
+
+t.test('merging accumulators, spilled and not, equals one accumulator over all inputs', async (t) => {
+  const input = tiles(300);
+  const ctx = await context(t);
+  const whole = await combineEmbeddings().extractOutput(await fold(combineEmbeddings(), ctx, input));
+  const expected = await contents(whole);
+  await whole.dispose();
+  for (const threshold of [1, 10 * DIM * 8, 1 << 30]) {
+    const fn = combineEmbeddings({ spillThresholdBytes: threshold });
+    const parts = [input.slice(0, 100), input.slice(100, 101), input.slice(101)];
+    const accs = [];
+    for (const part of parts) accs.push(await fold(fn, ctx, part));
+    const merged = await fn.mergeAccumulators(accs, ctx);
+    for (const acc of accs) await fn.dispose!(acc); // idempotent: merge consumed them already
+    const bag = await fn.extractOutput(merged);
+    t.same(await contents(bag), expected, `threshold ${threshold}`);
+    await bag.dispose();
+    t.equal(await files(ctx.spillDir), 0, `threshold ${threshold}: no files left`);
+  }
+});
+
+t.test('spill files removed by dispose(acc), also when extractOutput fails', async (t) => {
+  const ctx = await context(t);
+  const fn = combineEmbeddings({ spillThresholdBytes: 1 });
+  const acc = await fold(fn, ctx, tiles(10));
+  t.equal(await files(ctx.spillDir), 2);
+  await fn.dispose!(acc);
+  t.equal(await files(ctx.spillDir), 0);
+  await t.rejects(Promise.resolve(fn.addInput(acc, tiles(1)[0]!)), { code: 'E_ACCUMULATOR_STATE' });
+
+  const dup = tiles(10);
+  const acc2 = await fold(fn, ctx, [...dup, dup[4]!]);
+  await t.rejects(Promise.resolve(fn.extractOutput(acc2)), { code: 'E_DUPLICATE_TILE', message: /P1.*received twice/ });
+  await fn.dispose!(acc2);
+  t.equal(await files(ctx.spillDir), 0, 'failure path leaves no spill file');
+});
+
+t.test('inconsistent embedding widths are an error', async (t) => {
+  const ctx = await context(t);
+  const fn = combineEmbeddings();
+  const acc = await fold(fn, ctx, tiles(2));
+  const bad = { ...tiles(1)[0]!, avg: new Float32Array(DIM + 1), max: new Float32Array(DIM + 1) };
+  await t.rejects(Promise.resolve(fn.addInput(acc, bad)), { code: 'E_EMBEDDING_DIM', message: /img-0/ });
+  const acc2 = await fn.createAccumulator(ctx);
+  await t.rejects(Promise.resolve(fn.addInput(acc2, { ...bad, max: new Float32Array(DIM) })), { code: 'E_EMBEDDING_DIM' });
+  await fn.dispose!(acc);
+});
+
+t.test('an aborted run stops spilling', async (t) => {
+  const ctx = await context(t);
+  const ac = new AbortController();
+  const fn = combineEmbeddings({ spillThresholdBytes: 1 });
+  const acc = await fn.createAccumulator({ ...ctx, signal: ac.signal });
+  ac.abort();
+  await t.rejects(Promise.resolve(fn.addInput(acc, tiles(1)[0]!)));
+  await fn.dispose!(acc);
+  t.equal(await files(ctx.spillDir), 0);
+});
+
+t.test('an empty accumulator gives an empty bag', async (t) => {
+  const ctx = await context(t);
+  const fn = combineEmbeddings();
+  const bag = await fn.extractOutput(await fn.createAccumulator(ctx));
+  t.equal(bag.tiles.length, 0);
+  t.same((await contents(bag)).avg, []);
+});
