@@ -5,7 +5,7 @@
 import koffi from 'koffi';
 import sharp from 'sharp';
 import { SlideError } from './slide-errors.js';
-import { chooseLevel, type RgbImage, type SlideLevel, type SlideReader } from './slide-reader.js';
+import { chooseLevel, thumbnailSource, type RgbImage, type SlideLevel, type SlideReader } from './slide-reader.js';
 
 export const DEFAULT_OPENSLIDE_LIBRARY = 'libopenslide.so.0';
 
@@ -111,7 +111,7 @@ class OpenSlideReader implements SlideReader {
     const height = Math.floor(this.height / downsample);
     if (width < 1 || height < 1) throw new SlideError('E_SLIDE_TOO_SMALL', this.image_id, this.path, `smaller than one thumbnail pixel at 1/${downsample}`);
     const level = chooseLevel(this.levels, downsample);
-    const l = this.levels[level]!;
+    const l = thumbnailSource(this.width, this.height, this.levels[level]!, width, height, downsample);
     const full = new Uint8Array(l.width * l.height * 3);
     for (let y = 0; y < l.height; y += STRIP_ROWS) {
       const rows = Math.min(STRIP_ROWS, l.height - y);

@@ -51,6 +51,18 @@ export function chooseLevel(levels: readonly SlideLevel[], ds: number): number {
   return best;
 }
 
+/**
+ * The part of a level that the thumbnail covers: level-0 [0, tw*ds) x [0, th*ds) in the level's pixels
+ * (per-axis scale, rounded, at most the level). Thumbnail pixel i then averages level-0 columns
+ * i*ds .. (i+1)*ds-1, which is what the tile-coverage rule in tile-select.ts assumes.
+ */
+export function thumbnailSource(slideW: number, slideH: number, level: SlideLevel, tw: number, th: number, ds: number): { width: number; height: number } {
+  return {
+    width: Math.max(1, Math.min(level.width, Math.round((tw * ds * level.width) / slideW))),
+    height: Math.max(1, Math.min(level.height, Math.round((th * ds * level.height) / slideH))),
+  };
+}
+
 /** What the level finder needs of a TIFF page. */
 export interface PageInfo {
   readonly width: number;

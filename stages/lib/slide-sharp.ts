@@ -6,7 +6,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import sharp from 'sharp';
 import { SlideError } from './slide-errors.js';
-import { chooseLevel, findLevels, type RgbImage, type SlideLevel, type SlideReader } from './slide-reader.js';
+import { chooseLevel, findLevels, thumbnailSource, type RgbImage, type SlideLevel, type SlideReader } from './slide-reader.js';
 import { parseTiff, TiffFormatError, type TiffIfd } from './tiff-parse.js';
 import { canReadTiles, readTiledRegion } from './tiff-region.js';
 
@@ -96,8 +96,10 @@ class SharpSlide implements SlideReader {
     const level = chooseLevel(this.levels, downsample);
     const ifd = this.pages[level]!;
     try {
+      const src = thumbnailSource(this.width, this.height, this.levels[level]!, width, height, downsample);
       let img = sharp(this.path, { page: ifd.index, limitInputPixels: false });
-      if (ifd.width !== width || ifd.height !== height) img = img.resize(width, height, { fit: 'fill' });
+      if (src.width !== ifd.width || src.height !== ifd.height) img = img.extract({ left: 0, top: 0, width: src.width, height: src.height });
+      if (src.width !== width || src.height !== height) img = img.resize(width, height, { fit: 'fill' });
       const data = await rgb(img);
       return { image: { width, height, data }, level };
     } catch (err) {
