@@ -1,0 +1,23 @@
+/** Per-slide errors: each carries a `code` and names the slide (image_id) and its path. */
+
+export type SlideErrorCode =
+  | 'E_BAD_IMAGE_ID' // the image_id would resolve outside the slides folder
+  | 'E_SLIDE_MISSING' // no file for the image_id
+  | 'E_SLIDE_READ' // unreadable or truncated file
+  | 'E_SLIDE_FORMAT' // not a format or codec any backend reads
+  | 'E_SLIDE_TOO_SMALL' // smaller than one tile
+  | 'E_OPENSLIDE_MISSING'; // the file needs OpenSlide and libopenslide is not installed
+
+export class SlideError extends Error {
+  readonly code: SlideErrorCode;
+  readonly image_id: string;
+  readonly path: string;
+
+  constructor(code: SlideErrorCode, image_id: string, path: string, message: string, options?: { cause?: unknown }) {
+    super(`${code}: slide ${JSON.stringify(image_id)} (${path}): ${message}`, options);
+    this.name = 'SlideError';
+    this.code = code;
+    this.image_id = image_id;
+    this.path = path;
+  }
+}

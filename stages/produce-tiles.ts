@@ -1,0 +1,106 @@
+/** Stage: opens each slide, selects tiles on its thumbnail, and streams the kept tiles at level 0 as RGB. */
+import sharp from 'sharp';
+import type { Stage, StageContext } from '../engine/types.js';
+import type { SlideSummary, SlideTask, Tile, TileParams } from './types.js';
+import { SlideError } from './lib/slide-errors.js';
+import { openSlide, type OpenSlideOptions, type SlideReader } from './lib/slide-reader.js';
+import { resolveSlidePath } from './lib/slide-resolve.js';
+import { checkTileParams } from './lib/tile-params.js';
+import { selectTiles, type TileSelection } from './lib/tile-select.js';
+
+export interface ProduceTilesOptions {
+  /** Called once per slide, after selection and before its first tile. */
+  onSummary?(summary: SlideSummary): void;
+  /** Backend choice and OpenSlide library path. */
+  slide?: OpenSlideOptions;
+  /** Most adjacent kept tiles decoded in one read (one band); default 8 (~4.8 MB of RGB at 448 px). */
+  bandTiles?: number;
+  /** Replaces openSlide (tests use it to watch close()). */
+  open?(path: string, image_id: string, opts: OpenSlideOptions): Promise<SlideReader>;
+}
+
+export function produceTiles(params: TileParams, opts: ProduceTilesOptions = {}): Stage<SlideTask, Tile> {
+  checkTileParams(params);
+  const bandTiles = Math.max(1, opts.bandTiles ?? 8);
+  const open = opts.open ?? openSlide;
+  return async function* produceTilesStage(source: AsyncIterable<SlideTask>, ctx: StageContext): AsyncIterable<Tile> {
+    const custom = ctx.metrics.custom;
+    for await (const task of source) {
+      ctx.signal.throwIfAborted();
+      const path = await resolveSlidePath(task.slidesDir, task.image_id);
+      const slide = await open(path, task.image_id, opts.slide ?? {});
+      // Budget tokens taken for tiles not yet handed downstream; given back if we stop early.
+      let held = 0;
+      try {
+        const T = params.tileSize;
+        if (slide.width < T || slide.height < T) {
+          throw new SlideError('E_SLIDE_TOO_SMALL', task.image_id, path, `${slide.width}x${slide.height} is smaller than one ${T}x${T} tile`);
+        }
+        const { image, level } = await slide.thumbnail(params.downsample);
+        const sel = selectTiles(slide.width, slide.height, image, params);
+        custom.slides = (custom.slides ?? 0) + 1;
+        custom.tiles_total = (custom.tiles_total ?? 0) + sel.total;
+        custom.tiles_kept = (custom.tiles_kept ?? 0) + sel.positions.length;
+        if (opts.onSummary !== undefined) opts.onSummary(await summarize(task, slide, level, image, sel));
+        const band = Math.max(1, Math.min(bandTiles, ctx.tiles.limit));
+        for (const run of runs(sel.positions, T, band)) {
+          for (let k = 0; k < run.length; k++) {
+            await ctx.tiles.acquire(1, ctx.signal);
+            held++;
+          }
+          const [x0, y0] = run[0]!;
+          const bw = run.length * T;
+          const pixels = await slide.readRegion(0, x0, y0, bw, T);
+          for (let k = 0; k < run.length; k++) {
+            const tile = new Uint8Array(T * T * 3);
+            for (let r = 0; r < T; r++) tile.set(pixels.subarray((r * bw + k * T) * 3, (r * bw + k * T + T) * 3), r * T * 3);
+            held--; // from here the consumer owns the token and releases it
+            yield { image_id: task.image_id, patient_id: task.patient_id, image_num: task.image_num, x: run[k]![0], y: run[k]![1], size: T, pixels: tile };
+          }
+        }
+      } finally {
+        if (held > 0) ctx.tiles.release(held);
+        await slide.close();
+      }
+    }
+  };
+}
+
+/** Splits row-major positions into runs of horizontally adjacent tiles, at most `max` long. */
+export function runs(positions: ReadonlyArray<readonly [number, number]>, T: number, max: number): Array<Array<readonly [number, number]>> {
+  const out: Array<Array<readonly [number, number]>> = [];
+  let cur: Array<readonly [number, number]> = [];
+  for (const p of positions) {
+    const last = cur[cur.length - 1];
+    if (last !== undefined && (last[1] !== p[1] || last[0] + T !== p[0] || cur.length >= max)) {
+      out.push(cur);
+      cur = [];
+    }
+    cur.push(p);
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}
+
+async function summarize(task: SlideTask, slide: SlideReader, level: number, image: { width: number; height: number; data: Uint8Array }, sel: TileSelection): Promise<SlideSummary> {
+  const thumbnailPng = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).png().toBuffer();
+  const maskPx = new Uint8Array(sel.mask.length);
+  for (let i = 0; i < maskPx.length; i++) maskPx[i] = sel.mask[i] ? 255 : 0;
+  const maskPng = await sharp(maskPx, { raw: { width: image.width, height: image.height, channels: 1 } }).png().toBuffer();
+  return {
+    kind: 'summary',
+    image_id: task.image_id,
+    patient_id: task.patient_id,
+    path: slide.path,
+    backend: slide.backend,
+    width: slide.width,
+    height: slide.height,
+    levels: slide.levels.map((l) => l.downsample),
+    thumbnailLevel: level,
+    tiles_total: sel.total,
+    tiles_kept: sel.positions.length,
+    positions: sel.positions,
+    thumbnailPng: new Uint8Array(thumbnailPng),
+    maskPng: new Uint8Array(maskPng),
+  };
+}

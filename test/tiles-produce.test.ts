@@ -1,0 +1,162 @@
+import t from 'tap';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { produceTiles } from '../stages/produce-tiles.js';
+import { generateSlide, type TissueShape } from '../stages/lib/synthetic-slide.js';
+import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
+import { openSlide, type SlideReader } from '../stages/lib/slide-reader.js';
+import type { SlideSummary, Tile } from '../stages/types.js';
+import { from, makeCtx } from './helpers/ctx.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'tiles-test-'));
+/** A rectangle in thumbnail pixels (16 level-0 px each). */
+const R = (c: number, r: number, w: number, h: number): TissueShape => ({ kind: 'rect', x: c * 16, y: r * 16, w: w * 16, h: h * 16 });
+const exact = { seed: 1, texture: false, chroma: '4:4:4' as const, quality: 95, background: { color: [255, 255, 255] as const, gradient: 0, noise: 0 } };
+
+// 2340 x 1400: 5 x 3 full tiles (thumbnail 146 x 87), partial right column and bottom row.
+const W = 2340;
+const H = 1400;
+const tissue: TissueShape[] = [
+  R(0, 0, 28, 28), // tile (0,0): all tissue -> kept
+  R(31, 0, 25, 28), R(30, 22, 1, 6), // tile (448,0): 78 background px -> kept
+  R(59, 0, 25, 28), R(58, 23, 1, 5), // tile (896,0): 79 background px -> dropped
+  R(28, 56, 28, 28), // tile (448,896): kept
+  R(140, 0, 6, 87), R(0, 84, 146, 3), // partial edge column / row: never tiles
+];
+const task = (image_id: string) => ({ image_id, patient_id: 'P1', image_num: 0, slidesDir: dir });
+
+t.before(async () => {
+  await generateSlide({ path: join(dir, 'exact.tiff'), width: W, height: H, tissue, ...exact });
+  await generateSlide({ path: join(dir, 'small.tiff'), width: 400, height: 2000, tissue: [R(0, 0, 25, 125)], ...exact });
+});
+
+async function collect(stage: AsyncIterable<Tile>): Promise<Tile[]> {
+  const out: Tile[] = [];
+  for await (const tile of stage) out.push(tile);
+  return out;
+}
+
+t.test('known geometry: exactly the expected tiles, thumbnail from level /16', async (t) => {
+  const summaries: SlideSummary[] = [];
+  const ctx = makeCtx();
+  const tiles = await collect(produceTiles(DEFAULT_TILE_PARAMS, { onSummary: (s) => summaries.push(s) })(from([task('exact')]), ctx));
+  t.same(tiles.map((x) => [x.x, x.y]), [[0, 0], [448, 0], [448, 896]]);
+  const s = summaries[0]!;
+  t.same(s.levels.map((d) => Math.round(d * 100) / 100), [1, 4, 16.06], 'levels are floor-sized: 2340/146 and 1400/87 average to 16.06');
+  t.equal(s.thumbnailLevel, 2, 'thumbnail read from the /16 level');
+  t.equal(s.tiles_total, 15);
+  t.equal(s.tiles_kept, 3);
+  t.equal(s.backend, 'sharp');
+  t.same([...s.thumbnailPng.subarray(1, 4)], [0x50, 0x4e, 0x47], 'thumbnail is a PNG');
+  t.same([...s.maskPng.subarray(1, 4)], [0x50, 0x4e, 0x47], 'mask is a PNG');
+  const first = tiles[0]!;
+  t.match(first, { image_id: 'exact', patient_id: 'P1', image_num: 0, size: 448 });
+  t.equal(first.pixels.length, 448 * 448 * 3);
+  let maxErr = 0;
+  for (let i = 0; i < first.pixels.length; i += 3) maxErr = Math.max(maxErr, Math.abs(first.pixels[i]! - 120), Math.abs(first.pixels[i + 1]! - 60), Math.abs(first.pixels[i + 2]! - 160));
+  t.ok(maxErr <= 4, `tile (0,0) is the flat tissue colour (max error ${maxErr})`);
+  // The 78-px tile really has white pixels at its left: column 0 of the tile is background.
+  const second = tiles[1]!;
+  t.ok(second.pixels[0]! > 250 && second.pixels[(447 * 448 + 447) * 3]! < 130, 'tile (448,0): white left edge, tissue right');
+  t.equal(ctx.metrics.custom.tiles_kept, 3);
+  t.equal(ctx.tiles.inUse, 3, 'every emitted tile holds one budget token until the consumer releases it');
+});
+
+t.test('maxTiles keeps the first tiles in row-major order', async (t) => {
+  const tiles = await collect(produceTiles({ ...DEFAULT_TILE_PARAMS, maxTiles: 2 })(from([task('exact')]), makeCtx()));
+  t.same(tiles.map((x) => [x.x, x.y]), [[0, 0], [448, 0]]);
+});
+
+t.test('a slide narrower than one tile: E_SLIDE_TOO_SMALL naming the slide', async (t) => {
+  await t.rejects(collect(produceTiles(DEFAULT_TILE_PARAMS)(from([task('small')]), makeCtx())), { code: 'E_SLIDE_TOO_SMALL', image_id: 'small', message: /400x2000 is smaller than one 448x448 tile/ });
+});
+
+t.test('missing slide and bad image_id', async (t) => {
+  await t.rejects(collect(produceTiles(DEFAULT_TILE_PARAMS)(from([task('nope')]), makeCtx())), { code: 'E_SLIDE_MISSING', image_id: 'nope' });
+  await t.rejects(collect(produceTiles(DEFAULT_TILE_PARAMS)(from([task('../exact')]), makeCtx())), { code: 'E_BAD_IMAGE_ID' });
+});
+
+/** openSlide, counting open and closed readers. */
+function watched() {
+  const state = { opened: 0, closed: 0 };
+  const open = async (path: string, id: string): Promise<SlideReader> => {
+    const r = await openSlide(path, id);
+    state.opened++;
+    return { ...r, image_id: r.image_id, path: r.path, backend: r.backend, width: r.width, height: r.height, levels: r.levels, readRegion: r.readRegion.bind(r), thumbnail: r.thumbnail.bind(r), close: async () => { state.closed++; await r.close(); } };
+  };
+  return { state, open };
+}
+
+t.test('backpressure: with a budget of 2 tiles and a consumer that releases nothing, the stage stops after 2', async (t) => {
+  const ctx = makeCtx({ limit: 2 });
+  const ac = new AbortController();
+  const stage = produceTiles(DEFAULT_TILE_PARAMS)(from([task('exact')]), { ...ctx, signal: ac.signal });
+  const it = stage[Symbol.asyncIterator]();
+  const a = await it.next();
+  const b = await it.next();
+  t.notOk(a.done || b.done);
+  t.equal(ctx.tiles.acquired, 2);
+  // The third pull waits for budget: the producer did not decode a third tile.
+  let third = false;
+  const p = it.next().then(() => (third = true), (e: unknown) => e);
+  await new Promise((r) => setImmediate(r));
+  t.equal(third, false, 'third tile waits');
+  t.equal(ctx.tiles.acquired, 2, 'no third tile acquired');
+  ctx.tiles.release(1); // consumer drops one tile
+  await p;
+  t.equal(third, true, 'third tile flows after a release');
+  t.equal(ctx.tiles.maxInUse, 2, 'never more than the budget in memory');
+});
+
+t.test('cleanup: an early return closes the slide and gives back unconsumed budget', async (t) => {
+  const w = watched();
+  const ctx = makeCtx();
+  for await (const tile of produceTiles(DEFAULT_TILE_PARAMS, { open: w.open })(from([task('exact')]), ctx)) {
+    t.equal(tile.x, 0);
+    break;
+  }
+  t.same(w.state, { opened: 1, closed: 1 });
+  // 2 tiles (the run (0,0),(448,0)) were acquired; one went downstream, one was returned.
+  t.equal(ctx.tiles.inUse, 1, 'only the consumed tile is still held');
+});
+
+t.test('abort while waiting for budget: rejects, closes the slide', async (t) => {
+  const w = watched();
+  const ac = new AbortController();
+  const ctx = makeCtx({ limit: 1, signal: ac.signal });
+  const got: Tile[] = [];
+  const run = (async () => {
+    for await (const tile of produceTiles(DEFAULT_TILE_PARAMS, { open: w.open })(from([task('exact')]), ctx)) {
+      got.push(tile);
+      ac.abort(new Error('stop'));
+    }
+  })();
+  await t.rejects(run, /stop/);
+  t.equal(got.length, 1);
+  t.same(w.state, { opened: 1, closed: 1 });
+});
+
+t.test('memory stays flat while streaming many tiles from a 32k x 32k slide', async (t) => {
+  const path = join(dir, 'big.tiff');
+  const big = 32768;
+  await generateSlide({ path, width: big, height: big, seed: 7, tissue: [{ kind: 'rect', x: 4480, y: 4480, w: 448 * 20, h: 448 * 8 }, { kind: 'ellipse', cx: 20000, cy: 20000, rx: 3000, ry: 2000 }] });
+  const ctx = makeCtx({ limit: 16 });
+  let n = 0;
+  let base = 0;
+  let peak = 0;
+  for await (const tile of produceTiles({ ...DEFAULT_TILE_PARAMS, maxTiles: 240 })(from([task('big')]), ctx)) {
+    t.equal(tile.pixels.length, 448 * 448 * 3);
+    ctx.tiles.release(1);
+    n++;
+    if (n === 40) {
+      global.gc?.();
+      base = process.memoryUsage().rss;
+    }
+    if (n > 40) peak = Math.max(peak, process.memoryUsage().rss);
+  }
+  t.equal(n, 240);
+  const growthMb = (peak - base) / 1e6;
+  t.ok(growthMb < 150, `RSS growth over 200 tiles (120 MB of pixels): ${growthMb.toFixed(1)} MB`);
+  t.equal(ctx.tiles.maxInUse <= 16, true);
+});
