@@ -79,7 +79,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   const cacheDir = resolve('.cache');
   const demo = opts.csv === undefined ? await makeDemo(join(cacheDir, 'demo')) : undefined;
   const csvFile = opts.csv ?? demo!.csv;
-  const slidesDir = opts.slides ?? demo!.slides;
+  const slidesDir = opts.slides ?? demo!.slidesDir;
   const workDir = opts.workDir ?? join(opts.out, '.work');
   // The CSV is read and validated whole before any slide is opened (E_CSV: exit code 2).
   const csv = await readCsv(csvFile);
