@@ -56,8 +56,10 @@ export class Budget implements TileBudget {
   }
 
   /** Records a worker process's current usage (its own maximum feeds the global maximum via the sum). */
-  report(source: string, inUse: number): void {
+  report(source: string, inUse: number, maxInUse = 0): void {
     this.remoteSum += inUse - (this.remote.get(source) ?? 0);
+    // Between two reports a worker may have peaked higher than either report shows.
+    if (maxInUse > this.peak) this.peak = maxInUse;
     if (inUse === 0) this.remote.delete(source);
     else this.remote.set(source, inUse);
     this.updatePeak();

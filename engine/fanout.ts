@@ -91,8 +91,8 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
     const p = new WorkerProc({
       init: { type: 'init', module: moduleUrl, exportName: opts.exportName, config: opts.config, window, tileLimit, stage },
       execArgv: opts.execArgv,
-      onTiles: (pid, inUse) => {
-        if (env.budget instanceof Budget) env.budget.report(`${stage}:${pid}`, inUse);
+      onTiles: (pid, inUse, max) => {
+        if (env.budget instanceof Budget) env.budget.report(`${stage}:${pid}`, inUse, max);
       },
       onExit: (pid, code, signal) => {
         procs.delete(p);

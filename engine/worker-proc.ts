@@ -27,7 +27,7 @@ const entry = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './worker.
 export interface WorkerProcOptions {
   readonly init: Extract<ToWorker, { type: 'init' }>;
   readonly execArgv?: string[];
-  readonly onTiles: (pid: number, inUse: number) => void;
+  readonly onTiles: (pid: number, inUse: number, maxInUse: number) => void;
   readonly onExit: (pid: number, code: number | null, signal: string | null) => void;
 }
 
@@ -68,13 +68,19 @@ export class WorkerProc {
     this.child.on('message', (msg: FromWorker) => {
       if (msg.type === 'ready') readyResolve();
       else if (msg.type === 'init-error') readyReject(fromWire(msg.error));
-      else if (msg.type === 'tiles') opts.onTiles(this.pid, msg.inUse);
+      else if (msg.type === 'tiles') opts.onTiles(this.pid, msg.inUse, msg.max);
     });
+    // 'close' is not reliable with an extra pipe plus IPC, so wait for both the exit and the end of the data pipe.
+    let exitInfo: { code: number | null; signal: string | null } | undefined;
+    let dataClosed = false;
+    let onBoth: () => void = () => undefined;
     this.closed = new Promise<void>((resolve) => {
-      this.child.on('close', (code, signal) => {
+      onBoth = () => {
+        if (exitInfo === undefined || !dataClosed || this.isClosed) return;
+        const { code, signal } = exitInfo;
         this.isClosed = true;
         readyReject(new Error(`worker ${this.pid} exited before it was ready (code ${code}, signal ${signal})`));
-        opts.onTiles(this.pid, 0);
+        opts.onTiles(this.pid, 0, 0);
         opts.onExit(this.pid, code, signal);
         // Queued after every frame already read, so results that made it out are handled first.
         this.enqueue(async () => {
@@ -83,7 +89,15 @@ export class WorkerProc {
           a?.resolve({ kind: 'crash', error: new Error(`worker process ${this.pid} died (code ${code}, signal ${signal})`) });
         });
         void this.chain.then(resolve);
-      });
+      };
+    });
+    this.child.on('exit', (code, signal) => {
+      exitInfo = { code, signal };
+      onBoth();
+    });
+    data.on('close', () => {
+      dataClosed = true;
+      onBoth();
     });
     this.child.on('error', () => this.kill()); // 'close' follows and reports the crash
     this.send(opts.init);
