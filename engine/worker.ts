@@ -28,15 +28,21 @@ function send(msg: FromWorker): void {
   process.send?.(msg);
 }
 
-function leave(code: number): never {
+/**
+ * Leaves at once. Not process.exit(): with module loader threads (tap's TypeScript loader) exit can
+ * block forever joining them, and an orphan must never linger. Nothing here needs flushing: results
+ * not yet sent are discarded by the parent anyway.
+ */
+function leave(): never {
   controller.abort();
-  process.exit(code);
+  process.kill(process.pid, 'SIGKILL');
+  throw new Error('unreachable');
 }
 
 // No child survives its parent: the IPC channel closes when the parent dies; the ppid check is a backstop.
-process.on('disconnect', () => leave(0));
+process.on('disconnect', () => leave());
 setInterval(() => {
-  if (process.ppid !== parentPid) leave(0);
+  if (process.ppid !== parentPid) leave();
 }, 500).unref();
 
 async function write(frame: DataFrame): Promise<void> {
