@@ -178,3 +178,12 @@ t.test('a module without the export fails the run with E_STAGE', async (t) => {
     .sink('S', async (s) => { for await (const _ of s); });
   await t.rejects(g.run(), { code: 'E_STAGE', stage: 'Work', message: /no function export nope/ });
 });
+
+t.test('checkpointDir with stream delivery is E_GRAPH', async (t) => {
+  const dir = setup(t);
+  const g = new Graph({ name: 'pool', tmpDir: dir, metricsIntervalMs: 0 });
+  g.source('Items', async function* () { yield { key: 'a', n: 1 }; })
+    .fanOut('Work', { module: workerModule, exportName: 'perItem', key: (i: TestItem) => i.key, delivery: 'stream', checkpointDir: dir, execArgv })
+    .sink('S', async (s) => { for await (const _ of s); });
+  await t.rejects(g.run(), { code: 'E_GRAPH', stage: 'Work' });
+});
