@@ -1,0 +1,209 @@
+/**
+ * Fan-out to worker processes: N slots, each pulls the next item, runs it on its worker process and
+ * delivers the results. `staged` delivery (default) stages an attempt's results (memory, then a spill
+ * file) and delivers them only once the attempt succeeded, so a crashed attempt's partial results are
+ * never counted; with `checkpointDir` committed items are kept and replayed by later runs.
+ * `stream` delivery hands results downstream as they arrive (a retried item may deliver twice).
+ */
+import { availableParallelism } from 'node:os';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Budget } from './budget.js';
+import { Channel } from './channel.js';
+import type { RunEnv } from './graph.js';
+import { findCommitted, removePartials, replayCommitted, Staging } from './staging.js';
+import { EngineError, type StageContext } from './types.js';
+import { WorkerProc, type Outcome } from './worker-proc.js';
+
+export interface FanOutOptions<I> {
+  /** The worker module, as a file URL (e.g. `import.meta.url`) or a path. */
+  readonly module: string | URL;
+  /** Its export called once per process with `config`; returns `(item, ctx) => AsyncIterable<O>`. */
+  readonly exportName: string;
+  /** Passed to the export; must be v8-serializable. */
+  readonly config?: unknown;
+  /** Names the item in events, errors and checkpoint files. */
+  readonly key: (item: I) => string;
+  /** Worker processes (os.availableParallelism()). */
+  readonly workers?: number;
+  /** Retries of an item whose worker process died (1); each retry runs on a fresh process. */
+  readonly retries?: number;
+  /** Retries of an item whose function threw (0: a thrown error is usually deterministic). */
+  readonly errorRetries?: number;
+  /** Stop the run on the first failed item (false: report it and go on). */
+  readonly failFast?: boolean;
+  /** Results a worker may send ahead of what the parent took out of its buffer (32). */
+  readonly window?: number;
+  readonly delivery?: 'staged' | 'stream';
+  /** Staged results kept in memory per attempt before spilling to a file (16). */
+  readonly stageMemory?: number;
+  /** Keep committed items here and replay them on later runs (staged delivery only). */
+  readonly checkpointDir?: string;
+  /** Each worker's tile budget (floor(run limit / workers)). */
+  readonly workerTileBudget?: number;
+  /** Capacity of the output edge(s), in elements. */
+  readonly highWaterMark?: number;
+  /** Node flags for the workers (process.execArgv). */
+  readonly execArgv?: string[];
+}
+
+export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageContext, env: RunEnv, opts: FanOutOptions<I>): AsyncGenerator<O> {
+  const stage = ctx.name;
+  const workers = opts.workers ?? availableParallelism();
+  const retries = opts.retries ?? 1;
+  const errorRetries = opts.errorRetries ?? 0;
+  const window = opts.window ?? 32;
+  const delivery = opts.delivery ?? 'staged';
+  if (opts.checkpointDir !== undefined && delivery !== 'staged') {
+    throw new EngineError('E_GRAPH', stage, undefined, 'checkpointDir needs staged delivery');
+  }
+  const moduleUrl = opts.module instanceof URL ? opts.module.href : /^[a-z]+:/i.test(opts.module) ? opts.module : pathToFileURL(opts.module).href;
+  const tileLimit = opts.workerTileBudget ?? Math.max(1, Math.floor(env.budget.limit / workers));
+  const stageDir = opts.checkpointDir ?? join(env.tmpDir, `fanout-${stage.replace(/[^\w.-]/g, '_')}`);
+  await mkdir(stageDir, { recursive: true });
+  if (opts.checkpointDir !== undefined) await removePartials(stageDir);
+  const m = ctx.metrics;
+  m.custom.items_done = 0;
+  m.custom.items_failed = 0;
+  m.custom.items_replayed = 0;
+  m.custom.workers = 0;
+
+  const out = new Channel<O>(Math.max(1, opts.highWaterMark ?? 2));
+  const procs = new Set<WorkerProc>();
+  const input = source[Symbol.asyncIterator]();
+  let pulling: Promise<unknown> = Promise.resolve();
+  let nextId = 0;
+  const onAbort = (): void => {
+    for (const p of procs) p.kill();
+    out.fail(ctx.signal.reason);
+  };
+  ctx.signal.addEventListener('abort', onAbort, { once: true });
+
+  /** One item at a time from the shared input, whichever slot asks. */
+  const take = (): Promise<IteratorResult<I>> => {
+    const p = pulling.then(() => input.next());
+    pulling = p.catch(() => undefined);
+    return p;
+  };
+
+  const spawn = async (): Promise<WorkerProc> => {
+    const p = new WorkerProc({
+      init: { type: 'init', module: moduleUrl, exportName: opts.exportName, config: opts.config, window, tileLimit, stage },
+      execArgv: opts.execArgv,
+      onTiles: (pid, inUse, max) => {
+        if (env.budget instanceof Budget) env.budget.report(`${stage}:${pid}`, inUse, max);
+      },
+      onExit: (pid, code, signal) => {
+        procs.delete(p);
+        m.custom.workers = procs.size;
+        env.worker({ type: 'exit', stage, pid, code, signal });
+      },
+    });
+    procs.add(p);
+    m.custom.workers = procs.size;
+    env.worker({ type: 'spawn', stage, pid: p.pid });
+    try {
+      await p.ready;
+    } catch (e) {
+      p.kill();
+      throw new EngineError('E_STAGE', stage, undefined, `worker could not load ${moduleUrl}#${opts.exportName}: ${(e as Error).message}`, { cause: e });
+    }
+    return p;
+  };
+
+  const deliver = async (results: AsyncIterable<unknown>): Promise<number> => {
+    let n = 0;
+    for await (const v of results) {
+      await out.push(v as O);
+      n++;
+    }
+    return n;
+  };
+
+  const slot = async (): Promise<void> => {
+    let proc: WorkerProc | undefined;
+    try {
+      for (let r = await take(); !r.done; r = await take()) {
+        ctx.signal.throwIfAborted();
+        const item = r.value;
+        const key = opts.key(item);
+        if (opts.checkpointDir !== undefined) {
+          const committed = await findCommitted(opts.checkpointDir, key);
+          if (committed !== undefined) {
+            const count = await deliver(replayCommitted(committed));
+            m.custom.items_replayed++;
+            env.item({ type: 'replayed', stage, key, count });
+            continue;
+          }
+        }
+        let crashes = 0;
+        let errors = 0;
+        for (let attempt = 1; ; attempt++) {
+          if (proc === undefined || !proc.alive) proc = await spawn();
+          env.item({ type: 'started', stage, key, attempt, pid: proc.pid });
+          const t0 = performance.now();
+          const staging = delivery === 'staged' ? new Staging(stageDir, opts.stageMemory ?? 16, key, opts.checkpointDir !== undefined) : undefined;
+          let outcome: Outcome;
+          try {
+            outcome = await proc.run(nextId++, item, staging ? (v) => staging.add(v) : (v) => out.push(v as O));
+            if (outcome.kind === 'ok') {
+              let count = outcome.n;
+              if (staging) {
+                await staging.commit();
+                count = await deliver(staging.replay());
+              }
+              m.custom.items_done++;
+              env.item({ type: 'done', stage, key, attempt, durationMs: performance.now() - t0, count });
+              break;
+            }
+          } finally {
+            await staging?.discard();
+          }
+          if (outcome.kind === 'aborted') throw outcome.error;
+          ctx.signal.throwIfAborted();
+          const crashed = outcome.kind === 'crash';
+          if (crashed) crashes++;
+          else errors++;
+          if (crashed ? crashes <= retries : errors <= errorRetries) {
+            env.item({ type: 'retry', stage, key, attempt, error: outcome.error });
+            continue;
+          }
+          const err = new EngineError(
+            crashed ? 'E_WORKER_CRASH' : 'E_WORKER_ITEM',
+            stage,
+            key,
+            `item failed after ${attempt} attempt(s): ${outcome.error.message}`,
+            { cause: outcome.error },
+          );
+          m.custom.items_failed++;
+          env.item({ type: 'failed', stage, key, attempt, error: err });
+          if (opts.failFast) throw err;
+          break;
+        }
+      }
+    } finally {
+      await proc?.close();
+    }
+  };
+
+  const slots = Array.from({ length: Math.max(1, workers) }, () => slot());
+  const all = Promise.all(slots).then(
+    () => out.close(),
+    (e: unknown) => {
+      for (const p of procs) p.kill();
+      out.fail(e);
+    },
+  );
+  try {
+    yield* out;
+  } finally {
+    ctx.signal.removeEventListener('abort', onAbort);
+    out.cancel();
+    for (const p of procs) p.kill();
+    await Promise.all([...procs].map((p) => p.closed));
+    await all;
+    await input.return?.();
+    if (opts.checkpointDir === undefined) await rm(stageDir, { recursive: true, force: true });
+  }
+}

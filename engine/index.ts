@@ -1,0 +1,13 @@
+/** The engine's public API. */
+export * from './types.js';
+export { Graph, Node, toEngineError, type GraphOptions, type PipeOptions, type RunResult, type GraphEvents } from './graph.js';
+export { Channel, ChannelCancelled } from './channel.js';
+export { Budget } from './budget.js';
+export { batchStage, realClock, type BatchOptions, type Clock } from './batch.js';
+export { compareKeys } from './combine.js';
+export type { JoinOutput } from './join.js';
+export type { FanOutOptions } from './fanout.js';
+export type { ItemFn } from './worker.js';
+export type { ItemEvent, WorkerEvent, ItemFailure } from './events.js';
+export type { MetricsSnapshot } from './metrics.js';
+export { chain } from './chain.js';

@@ -1,0 +1,45 @@
+/** Messages between the fan-out stage (parent) and a worker process (engine/worker.ts). */
+
+/** Parent -> child, on the IPC channel. */
+export type ToWorker =
+  | { readonly type: 'init'; readonly module: string; readonly exportName: string; readonly config: unknown; readonly window: number; readonly tileLimit: number; readonly stage: string }
+  | { readonly type: 'item'; readonly id: number; readonly item: unknown }
+  | { readonly type: 'credit'; readonly n: number };
+
+/** Child -> parent, on the IPC channel. */
+export type FromWorker =
+  | { readonly type: 'ready' }
+  | { readonly type: 'init-error'; readonly error: WireError }
+  | { readonly type: 'tiles'; readonly inUse: number; readonly max: number };
+
+/** Child -> parent, as frames on the data pipe (fd 3); ordered, so `end`/`error` follow the item's results. */
+export type DataFrame =
+  | { readonly t: 'r'; readonly id: number; readonly v: unknown }
+  | { readonly t: 'end'; readonly id: number; readonly n: number }
+  | { readonly t: 'err'; readonly id: number; readonly error: WireError };
+
+export interface WireError {
+  readonly name: string;
+  readonly message: string;
+  readonly code?: string;
+  readonly stack?: string;
+}
+
+export function toWire(e: unknown): WireError {
+  if (e instanceof Error) {
+    const code = (e as { code?: unknown }).code;
+    return { name: e.name, message: e.message, stack: e.stack, ...(typeof code === 'string' ? { code } : {}) };
+  }
+  return { name: 'Error', message: String(e) };
+}
+
+export function fromWire(w: WireError): Error & { code?: string } {
+  const e = new Error(w.message) as Error & { code?: string };
+  e.name = w.name;
+  if (w.code !== undefined) e.code = w.code;
+  if (w.stack !== undefined) e.stack = w.stack;
+  return e;
+}
+
+/** The data pipe's fd in the child. */
+export const DATA_FD = 3;

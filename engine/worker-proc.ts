@@ -1,0 +1,169 @@
+/**
+ * The parent's handle on one worker process: forks engine/worker, reads its data frames (fd 3) in
+ * order, hands each result to the current attempt, and grants credits back as results are taken.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { FrameDecoder } from './frames.js';
+import { fromWire, type DataFrame, type FromWorker, type ToWorker } from './protocol.js';
+
+/** How an attempt ended. `aborted`: the parent stopped taking results (downstream failed). */
+export type Outcome =
+  | { readonly kind: 'ok'; readonly n: number }
+  | { readonly kind: 'error'; readonly error: Error }
+  | { readonly kind: 'crash'; readonly error: Error }
+  | { readonly kind: 'aborted'; readonly error: unknown };
+
+interface Attempt {
+  readonly id: number;
+  readonly onResult: (v: unknown) => Promise<void>;
+  readonly resolve: (o: Outcome) => void;
+}
+
+// Under tap the engine runs as .ts and the child inherits the TypeScript loader through execArgv.
+const entry = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url));
+
+export interface WorkerProcOptions {
+  readonly init: Extract<ToWorker, { type: 'init' }>;
+  readonly execArgv?: string[];
+  readonly onTiles: (pid: number, inUse: number, maxInUse: number) => void;
+  readonly onExit: (pid: number, code: number | null, signal: string | null) => void;
+}
+
+export class WorkerProc {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  /** Resolves once the module is loaded; rejects if it fails to load or the process dies first. */
+  readonly ready: Promise<void>;
+  /** Resolves when the process has exited and its pipes are closed. */
+  readonly closed: Promise<void>;
+  private attempt: Attempt | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  private ungranted = 0;
+  private readonly grantEvery: number;
+  private readonly decoder = new FrameDecoder();
+  private isClosed = false;
+
+  constructor(opts: WorkerProcOptions) {
+    this.grantEvery = Math.max(1, Math.floor(opts.init.window / 4));
+    this.child = fork(entry, [], {
+      stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'ipc'],
+      serialization: 'advanced',
+      execArgv: opts.execArgv ?? process.execArgv,
+    });
+    if (this.child.pid === undefined) throw new Error('fork failed: no pid');
+    this.pid = this.child.pid;
+    const data = this.child.stdio[3] as Readable;
+    data.on('data', (chunk: Buffer) => {
+      for (const f of this.decoder.push(chunk)) this.enqueue(() => this.onFrame(f as DataFrame));
+    });
+    let readyResolve: () => void = () => undefined;
+    let readyReject: (e: Error) => void = () => undefined;
+    this.ready = new Promise<void>((res, rej) => {
+      readyResolve = res;
+      readyReject = rej;
+    });
+    this.ready.catch(() => undefined); // observed by whoever awaits it; avoid an unhandled rejection otherwise
+    this.child.on('message', (msg: FromWorker) => {
+      if (msg.type === 'ready') readyResolve();
+      else if (msg.type === 'init-error') readyReject(fromWire(msg.error));
+      else if (msg.type === 'tiles') opts.onTiles(this.pid, msg.inUse, msg.max);
+    });
+    // 'close' is not reliable with an extra pipe plus IPC, so wait for both the exit and the end of the data pipe.
+    let exitInfo: { code: number | null; signal: string | null } | undefined;
+    let dataClosed = false;
+    let onBoth: () => void = () => undefined;
+    this.closed = new Promise<void>((resolve) => {
+      onBoth = () => {
+        if (exitInfo === undefined || !dataClosed || this.isClosed) return;
+        const { code, signal } = exitInfo;
+        this.isClosed = true;
+        readyReject(new Error(`worker ${this.pid} exited before it was ready (code ${code}, signal ${signal})`));
+        opts.onTiles(this.pid, 0, 0);
+        opts.onExit(this.pid, code, signal);
+        // Queued after every frame already read, so results that made it out are handled first.
+        this.enqueue(async () => {
+          const a = this.attempt;
+          this.attempt = undefined;
+          a?.resolve({ kind: 'crash', error: new Error(`worker process ${this.pid} died (code ${code}, signal ${signal})`) });
+        });
+        void this.chain.then(resolve);
+      };
+    });
+    this.child.on('exit', (code, signal) => {
+      exitInfo = { code, signal };
+      onBoth();
+    });
+    data.on('close', () => {
+      dataClosed = true;
+      onBoth();
+    });
+    this.child.on('error', () => this.kill()); // 'close' follows and reports the crash
+    this.send(opts.init);
+  }
+
+  get alive(): boolean {
+    return !this.isClosed;
+  }
+
+  /** Runs one item; results go to `onResult` in order (awaited: that is the backpressure). */
+  run(id: number, item: unknown, onResult: (v: unknown) => Promise<void>): Promise<Outcome> {
+    if (this.attempt !== undefined) throw new Error('worker is busy');
+    return new Promise<Outcome>((resolve) => {
+      if (this.isClosed) {
+        resolve({ kind: 'crash', error: new Error(`worker process ${this.pid} is gone`) });
+        return;
+      }
+      this.attempt = { id, onResult, resolve };
+      this.send({ type: 'item', id, item });
+    });
+  }
+
+  kill(): void {
+    if (!this.isClosed) this.child.kill('SIGKILL');
+  }
+
+  /** Asks the worker to leave (it exits on disconnect); kills it if it has not after `graceMs`. */
+  async close(graceMs = 2000): Promise<void> {
+    if (this.child.connected) this.child.disconnect();
+    const t = setTimeout(() => this.kill(), graceMs);
+    await this.closed;
+    clearTimeout(t);
+  }
+
+  private send(msg: ToWorker): void {
+    if (!this.child.connected) return;
+    this.child.send(msg, (err) => {
+      // A failed send means the process is going away; its 'close' reports the crash.
+      if (err) this.kill();
+    });
+  }
+
+  private enqueue(fn: () => Promise<void>): void {
+    this.chain = this.chain.then(fn);
+  }
+
+  private async onFrame(f: DataFrame): Promise<void> {
+    const a = this.attempt;
+    if (f.t === 'r') {
+      if (a !== undefined && a.id === f.id) {
+        try {
+          await a.onResult(f.v);
+        } catch (e) {
+          this.attempt = undefined;
+          a.resolve({ kind: 'aborted', error: e });
+        }
+      }
+      if (++this.ungranted >= this.grantEvery) {
+        this.send({ type: 'credit', n: this.ungranted });
+        this.ungranted = 0;
+      }
+      return;
+    }
+    if (a === undefined || a.id !== f.id) return; // the attempt was already given up
+    this.attempt = undefined;
+    if (f.t === 'end') a.resolve({ kind: 'ok', n: f.n });
+    else a.resolve({ kind: 'error', error: fromWire(f.error) });
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * Worker process entry (forked by the fan-out stage). Loads `module[exportName](config)` once, then
+ * runs the returned per-item function for each item it is sent, streaming results back as frames on
+ * fd 3. It sends a result only while it holds a credit (the parent grants credits as it takes results
+ * out of its bounded buffer), so a slow parent stops production here. Exits when the parent goes away.
+ */
+import { Socket } from 'node:net';
+import { Budget } from './budget.js';
+import { encodeFrame } from './frames.js';
+import { newMetrics } from './metrics.js';
+import { DATA_FD, toWire, type DataFrame, type FromWorker, type ToWorker } from './protocol.js';
+import type { StageContext } from './types.js';
+
+/** What a worker module's export returns: the per-item function. */
+export type ItemFn<I, O> = (item: I, ctx: StageContext) => AsyncIterable<O>;
+
+const parentPid = process.ppid;
+const out = new Socket({ fd: DATA_FD, readable: false, writable: true });
+const controller = new AbortController();
+let fn: ItemFn<unknown, unknown> | undefined;
+let ctx: StageContext | undefined;
+let credits = 0;
+let creditWaiter: (() => void) | undefined;
+const queue: Array<{ id: number; item: unknown }> = [];
+let busy = false;
+
+function send(msg: FromWorker): void {
+  process.send?.(msg);
+}
+
+/**
+ * Leaves at once. Not process.exit(): with module loader threads (tap's TypeScript loader) exit can
+ * block forever joining them, and an orphan must never linger. Nothing here needs flushing: results
+ * not yet sent are discarded by the parent anyway.
+ */
+function leave(): never {
+  controller.abort();
+  process.kill(process.pid, 'SIGKILL');
+  throw new Error('unreachable');
+}
+
+// No child survives its parent: the IPC channel closes when the parent dies; the ppid check is a backstop.
+process.on('disconnect', () => leave());
+setInterval(() => {
+  if (process.ppid !== parentPid) leave();
+}, 500).unref();
+
+async function write(frame: DataFrame): Promise<void> {
+  const [head, body] = encodeFrame(frame) as [Buffer, Buffer];
+  out.write(head);
+  if (!out.write(body)) await new Promise<void>((resolve) => out.once('drain', resolve));
+}
+
+async function credit(): Promise<void> {
+  while (credits <= 0) await new Promise<void>((resolve) => (creditWaiter = resolve));
+  credits--;
+}
+
+async function runItem(id: number, item: unknown): Promise<void> {
+  let n = 0;
+  try {
+    for await (const v of (fn as ItemFn<unknown, unknown>)(item, ctx as StageContext)) {
+      await credit();
+      await write({ t: 'r', id, v });
+      n++;
+    }
+    await write({ t: 'end', id, n });
+  } catch (e) {
+    await write({ t: 'err', id, error: toWire(e) });
+  }
+}
+
+async function drain(): Promise<void> {
+  if (busy) return;
+  busy = true;
+  try {
+    for (let next = queue.shift(); next !== undefined; next = queue.shift()) await runItem(next.id, next.item);
+  } finally {
+    busy = false;
+  }
+}
+
+process.on('message', (msg: ToWorker) => {
+  switch (msg.type) {
+    case 'init':
+      void init(msg);
+      break;
+    case 'item':
+      queue.push({ id: msg.id, item: msg.item });
+      void drain();
+      break;
+    case 'credit':
+      credits += msg.n;
+      creditWaiter?.();
+      creditWaiter = undefined;
+      break;
+  }
+});
+
+async function init(msg: Extract<ToWorker, { type: 'init' }>): Promise<void> {
+  try {
+    credits = msg.window;
+    const tiles = new ReportingBudget(msg.tileLimit);
+    ctx = { signal: controller.signal, name: msg.stage, metrics: newMetrics(msg.stage), tiles };
+    const mod = (await import(msg.module)) as Record<string, unknown>;
+    const factory = mod[msg.exportName];
+    if (typeof factory !== 'function') throw new Error(`${msg.module} has no function export ${msg.exportName}`);
+    fn = (await (factory as (config: unknown) => unknown)(msg.config)) as ItemFn<unknown, unknown>;
+    if (typeof fn !== 'function') throw new Error(`${msg.exportName}(config) did not return a function`);
+    send({ type: 'ready' });
+  } catch (e) {
+    send({ type: 'init-error', error: toWire(e) });
+  }
+}
+
+/** The child's budget; every change is reported to the parent (throttled to one message per 50 ms). */
+class ReportingBudget extends Budget {
+  private timer: NodeJS.Timeout | undefined;
+  override async acquire(n: number, signal?: AbortSignal): Promise<void> {
+    await super.acquire(n, signal);
+    this.schedule();
+  }
+  override release(n: number): void {
+    super.release(n);
+    this.schedule();
+  }
+  private schedule(): void {
+    if (this.timer !== undefined) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      send({ type: 'tiles', inUse: this.inUse, max: this.maxInUse });
+    }, 50);
+    this.timer.unref();
+  }
+}
