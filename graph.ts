@@ -10,7 +10,7 @@
  *                        ├─► Histograms ─► CombineHistograms ─────────────────────┘
  *                        └─► Summaries (tile selection, for the run report)
  */
-import { Graph, type KV, type Node, type StageContext } from './engine/index.js';
+import { Channel, Graph, type Node, type StageContext } from './engine/index.js';
 import type { CsvRow, SlideResult, SlideSummary, SlideTask, TileEmbedding, TileHistogram, TileParams } from './stages/types.js';
 import { produceTiles } from './stages/produce-tiles.js';
 import { normalizeTiles } from './stages/normalize-tiles.js';
@@ -59,7 +59,6 @@ export interface PipelineConfig {
 /** What the pipeline reports besides the engine's own events. */
 export interface PipelineHooks {
   onSummary(summary: SlideSummary): void;
-  onEmbedded(image_id: string, tiles: number): void;
   onDropped(patient_id: string, reason: DropReason): void;
   onWritten(summary: WriteSummary): void;
 }
@@ -73,16 +72,16 @@ export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageConte
   configureSharpForWorker();
   return (task, ctx) =>
     Graph.stream<SlideResult>({ name: `slide ${task.image_id}`, tileBudget: ctx.tiles, signal: ctx.signal, metricsIntervalMs: 0 }, (g) => {
-      const summaries: SlideSummary[] = [];
-      const tiles = g.source('ProduceTiles', (c) => produceTiles(config.tile, { onSummary: (s) => summaries.push(s) })(once(task), c));
+      // The tile selection's summary (for the run report) joins the slide's results.
+      const summary = new Channel<SlideSummary>(1);
+      const tiles = g.source('ProduceTiles', (c) => closing(produceTiles(config.tile, { onSummary: (s) => void summary.push(s) })(once(task), c), summary));
       const normalized = tiles
         .batch('Batch', { size: config.batchSize, maxWaitMs: config.batchMaxWaitMs })
         .pipe('NormalizeTiles', normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, threads: config.threads }));
       const embeddings = normalized.pipe('EmbedTiles', embedTiles({ model: config.embedder, threads: config.threads })).flatten('Embeddings');
       const histograms = normalized.pipe('ColorHistograms', colorHistograms()).flatten('Histograms');
-      return g
-        .merge('SlideResults', embeddings, histograms)
-        .pipe('ReleaseTiles', releaseTiles<SlideResult>(() => summaries.splice(0)));
+      const summaries = g.source('Summary', () => summary);
+      return g.merge('SlideResults', summaries, embeddings, histograms).pipe('ReleaseTiles', releaseTiles());
     });
 }
 
@@ -108,16 +107,15 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
 
   // Per patient: the bag of embeddings and the mean colour histogram.
   const bags = results
-    .filter('Embeddings', (r) => r.kind === 'embedding')
-    .map('CountEmbedded', (e) => (hooks.onEmbedded(e.image_id, 1), e as TileEmbedding))
-    .combinePerKey('CombineEmbeddings', (e) => e.patient_id, combineEmbeddings({}));
+    .filter('Embeddings', (r): r is TileEmbedding => r.kind === 'embedding')
+    .combinePerKey('CombineEmbeddings', (e) => e.patient_id, combineEmbeddings());
   const histograms = results
-    .filter('Histograms', (r) => r.kind === 'histogram')
-    .combinePerKey('CombineHistograms', (h) => (h as TileHistogram).patient_id, combineHistograms() as never);
+    .filter('Histograms', (r): r is TileHistogram => r.kind === 'histogram')
+    .combinePerKey('CombineHistograms', (h) => h.patient_id, combineHistograms());
   results
-    .filter('Summaries', (r) => r.kind === 'summary')
+    .filter('Summaries', (r): r is SlideSummary => r.kind === 'summary')
     .sink('CollectSummaries', async (source) => {
-      for await (const s of source) hooks.onSummary(s as SlideSummary);
+      for await (const s of source) hooks.onSummary(s);
     });
 
   // Join on patient id, drop patients without tiles, encode and write.
@@ -134,6 +132,15 @@ async function* once<T>(value: T): AsyncIterable<T> {
   yield value;
 }
 
+/** Passes `source` through and closes `channel` when it ends, however it ends. */
+async function* closing<T>(source: AsyncIterable<T>, channel: Channel<unknown>): AsyncIterable<T> {
+  try {
+    yield* source;
+  } finally {
+    channel.close();
+  }
+}
+
 async function* fromArray<T>(values: readonly T[]): AsyncIterable<T> {
   yield* values;
 }
@@ -142,5 +149,3 @@ async function* fromArray<T>(values: readonly T[]): AsyncIterable<T> {
 export function main(argv: readonly string[]): Promise<number> {
   return runMain(argv, { pipeline, workerModule: import.meta.url });
 }
-
-export type { KV };

@@ -69,3 +69,43 @@ export class Budget implements TileBudget {
     if (this.inUse > this.peak) this.peak = this.inUse;
   }
 }
+
+/**
+ * A view of a budget for one item (one slide in a worker): counts what the item holds so that whatever
+ * is still held when the item ends (error, abort, a stage that never released) goes back in one call.
+ */
+export class ScopedBudget implements TileBudget {
+  private held = 0;
+
+  constructor(private readonly parent: TileBudget) {}
+
+  get limit(): number {
+    return this.parent.limit;
+  }
+  get inUse(): number {
+    return this.parent.inUse;
+  }
+  get maxInUse(): number {
+    return this.parent.maxInUse;
+  }
+
+  async acquire(n: number, signal?: AbortSignal): Promise<void> {
+    await this.parent.acquire(n, signal);
+    this.held += n;
+  }
+
+  release(n: number): void {
+    if (n > this.held) {
+      throw new EngineError('E_BUDGET', 'TileBudget', undefined, `release(${n}) with only ${this.held} tiles held by this item`);
+    }
+    this.held -= n;
+    this.parent.release(n);
+  }
+
+  /** Gives back everything the item still holds; returns how many tiles that was. */
+  releaseAll(): number {
+    const n = this.held;
+    if (n > 0) this.release(n);
+    return n;
+  }
+}

@@ -146,7 +146,12 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
           const staging = delivery === 'staged' ? new Staging(stageDir, opts.stageMemory ?? 16, key, opts.checkpointDir !== undefined) : undefined;
           let outcome: Outcome;
           try {
-            outcome = await proc.run(nextId++, item, staging ? (v) => staging.add(v) : (v) => out.push(v as O));
+            let received = 0;
+            const onResult = staging ? (v: unknown) => staging.add(v) : (v: unknown) => out.push(v as O);
+            outcome = await proc.run(nextId++, item, (v) => {
+              env.item({ type: 'progress', stage, key, attempt, count: ++received });
+              return onResult(v);
+            });
             if (outcome.kind === 'ok') {
               let count = outcome.n;
               if (staging) {

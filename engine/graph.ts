@@ -88,6 +88,8 @@ export class Node<T> {
   }
 
   /** Keeps the elements for which `keep` is true. */
+  filter<S extends T>(name: string, keep: (value: T) => value is S, opts?: PipeOptions<T>): Node<S>;
+  filter(name: string, keep: (value: T) => boolean | Promise<boolean>, opts?: PipeOptions<T>): Node<T>;
   filter(name: string, keep: (value: T) => boolean | Promise<boolean>, opts: PipeOptions<T> = {}): Node<T> {
     return this.pipe(
       name,

@@ -2,7 +2,7 @@
 export * from './types.js';
 export { Graph, Node, toEngineError, type GraphOptions, type PipeOptions, type RunResult, type GraphEvents } from './graph.js';
 export { Channel, ChannelCancelled } from './channel.js';
-export { Budget } from './budget.js';
+export { Budget, ScopedBudget } from './budget.js';
 export { batchStage, realClock, type BatchOptions, type Clock } from './batch.js';
 export { compareKeys } from './combine.js';
 export type { JoinOutput } from './join.js';

@@ -5,7 +5,7 @@
  * out of its bounded buffer), so a slow parent stops production here. Exits when the parent goes away.
  */
 import { Socket } from 'node:net';
-import { Budget } from './budget.js';
+import { Budget, ScopedBudget } from './budget.js';
 import { encodeFrame } from './frames.js';
 import { newMetrics } from './metrics.js';
 import { DATA_FD, toWire, type DataFrame, type FromWorker, type ToWorker } from './protocol.js';
@@ -58,8 +58,11 @@ async function credit(): Promise<void> {
 
 async function runItem(id: number, item: unknown): Promise<void> {
   let n = 0;
+  // Tiles the item still holds when it ends (an error mid-slide) go back, so the next item has the whole budget.
+  const tiles = new ScopedBudget((ctx as StageContext).tiles);
+  const itemCtx: StageContext = { ...(ctx as StageContext), tiles };
   try {
-    for await (const v of (fn as ItemFn<unknown, unknown>)(item, ctx as StageContext)) {
+    for await (const v of (fn as ItemFn<unknown, unknown>)(item, itemCtx)) {
       await credit();
       await write({ t: 'r', id, v });
       n++;
@@ -67,6 +70,8 @@ async function runItem(id: number, item: unknown): Promise<void> {
     await write({ t: 'end', id, n });
   } catch (e) {
     await write({ t: 'err', id, error: toWire(e) });
+  } finally {
+    tiles.releaseAll();
   }
 }
 

@@ -149,7 +149,6 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
       Object.assign(r, { width: s.width, height: s.height, tiles_total: s.tiles_total, tiles_kept: s.tiles_kept, backend: s.backend, levels: s.levels, thumbnail_level: s.thumbnailLevel });
       pictures.set(s.image_id, { width: s.width, height: s.height, positions: s.positions, thumbnailPng: s.thumbnailPng, maskPng: s.maskPng, tileSize: opts.tileSize });
     },
-    onEmbedded: () => undefined,
     onDropped(patient_id, reason) {
       const failedSlides = csv.rows.filter((r) => r.patient_id === patient_id && slides.get(r.image_id)?.status === 'failed');
       dropped.push({ patient_id, reason: failedSlides.length > 0 ? `${reason}: slide(s) failed: ${failedSlides.map((r) => r.image_id).join(', ')}` : `${reason}: no tissue tiles` });
@@ -178,7 +177,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     }
   });
   let maxInflight = 0;
-  g.on('metrics', (m) => (maxInflight = Math.max(maxInflight, m.tiles.max)));
+  g.on('metrics', (m) => (maxInflight = Math.max(maxInflight, m.tiles.maxInUse)));
 
   let result: RunResult | undefined;
   let fatal: unknown;
