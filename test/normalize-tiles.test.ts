@@ -3,7 +3,7 @@ import path from 'node:path';
 import t from 'tap';
 import ort from 'onnxruntime-node';
 import { DT, GraphBuilder } from '../models/onnx-builder.js';
-import { applyLut, loadOrBuildLut, LUT_BYTES, lutPath, fileSha256, outputToBytes } from '../stages/lib/lut.js';
+import { applyLut, ensureLut, loadOrBuildLut, LUT_BYTES, lutPath, fileSha256, outputToBytes } from '../stages/lib/lut.js';
 import { closeSessions, getSession } from '../stages/lib/onnx-session.js';
 import { normalizeTiles } from '../stages/normalize-tiles.js';
 import type { Tile } from '../stages/types.js';
@@ -40,6 +40,7 @@ t.test('a cached table is read back without running the model', async (t) => {
     throw new Error('should not build');
   }, cacheDir);
   t.equal(lut.length, LUT_BYTES);
+  t.equal(await ensureLut(models.stainnet, cacheDir), lutPath(cacheDir, await fileSha256(models.stainnet)));
 });
 
 t.test('stage: lut, onnx and auto modes give the same tiles; input tiles are untouched', async (t) => {

@@ -8,6 +8,7 @@ import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { ModelError } from '../../models/errors.js';
+import { getSession } from './onnx-session.js';
 
 export const LUT_BYTES = 3 << 24;
 /** Colours per ONNX run when building: 2^20 (a [1,256,4096,3] tensor; ~130 MB of float intermediates). */
@@ -70,7 +71,7 @@ export async function loadOrBuildLut(
       if (err.code === 'ENOENT') return undefined;
       throw err;
     });
-    if (st?.size === LUT_BYTES) return new Uint8Array(await readFile(file));
+    if (st?.size === LUT_BYTES) return await readFile(file);
   }
   const lut = await buildLut(await session());
   if (file && cacheDir !== undefined) {
@@ -100,4 +101,13 @@ export function applyLut(lut: Uint8Array, pixels: Uint8Array, out: Uint8Array): 
     out[i + 1] = lut[j + 1]!;
     out[i + 2] = lut[j + 2]!;
   }
+}
+
+/**
+ * Builds the table for `modelPath` into `cacheDir` unless already there (call once in the main process before
+ * starting workers so they all just read it). Returns the table's path.
+ */
+export async function ensureLut(modelPath: string, cacheDir: string, threads = 1): Promise<string> {
+  await loadOrBuildLut(modelPath, () => getSession(modelPath, 'stainnet', threads), cacheDir);
+  return lutPath(cacheDir, await fileSha256(modelPath));
 }
