@@ -8,7 +8,7 @@ import { modelProtoType } from '../models/onnx-schema.js';
 import type { NamedTensor } from '../models/tensor.js';
 import { importEfficientNetB0, importStainNet, loadStateDict } from '../models/weights/import.js';
 import { ensureModels, modelsBuild } from '../stages/cmd/models-build.js';
-import { safetensors, torchZip, type TensorSpec } from './helpers/torch-writer.js';
+import { safetensors, torchZip, zipFiles, type TensorSpec } from './helpers/torch-writer.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'models-import-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -108,8 +108,10 @@ t.test('not a checkpoint, truncated, unreadable: E_WEIGHTS naming the file', asy
   const full = torchZip(specs(demoStainNetWeights().tensors));
   const cut = write('cut.pth', full.subarray(0, full.length - 30));
   await t.rejects(loadStateDict(cut), { code: 'E_WEIGHTS', message: /cut\.pth/ });
-  const noPkl = write('nopkl.pth', torchZip(new Map(), { folder: 'x' }).subarray(0)); // has data.pkl: fine
-  t.equal((await loadStateDict(noPkl)).tensors.size, 0);
+  const noPkl = write('nopkl.pth', zipFiles(new Map([['x/version', Buffer.from('3\n')]])));
+  await t.rejects(loadStateDict(noPkl), { code: 'E_WEIGHTS', message: /nopkl\.pth: no data\.pkl/ });
+  const empty = write('empty.pth', torchZip(new Map(), { folder: 'x' }));
+  t.equal((await loadStateDict(empty)).tensors.size, 0, 'an empty state dict reads as empty');
   await t.rejects(loadStateDict(path.join(dir, 'absent.pth')), { code: 'E_WEIGHTS', message: /absent\.pth: cannot read/ });
   const badSt = write('bad.safetensors', Buffer.concat([Buffer.from([255, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{')]));
   await t.rejects(loadStateDict(badSt), { code: 'E_WEIGHTS', message: /bad\.safetensors/ });
