@@ -1,0 +1,106 @@
+/**
+ * Load-time checks for any ONNX file swapped in for ours: input/output names, ranks, dtypes (E_MODEL), and a
+ * heuristic for whether a normalizer is per-pixel (so a 2^24-colour lookup table reproduces it exactly).
+ */
+import type { InferenceSession } from 'onnxruntime-node';
+import { ModelError } from './errors.js';
+import { int64ToNumber, modelProtoType } from './onnx-schema.js';
+
+export type ModelKind = 'stainnet' | 'efficientnet';
+
+interface Expect {
+  readonly name: string;
+  readonly types: readonly string[];
+  /** Required dims: a number must match when the model gives a number; null = any (dynamic). */
+  readonly dims: ReadonlyArray<number | null>;
+}
+
+const EXPECTED: Record<ModelKind, { inputs: Expect[]; outputs: Expect[] }> = {
+  stainnet: {
+    inputs: [{ name: 'tiles', types: ['uint8'], dims: [null, null, null, 3] }],
+    outputs: [{ name: 'normalized', types: ['float32', 'uint8'], dims: [null, null, null, 3] }],
+  },
+  efficientnet: {
+    inputs: [{ name: 'tiles', types: ['uint8'], dims: [null, null, null, 3] }],
+    outputs: [
+      { name: 'avg', types: ['float32'], dims: [null, 1280] },
+      { name: 'max', types: ['float32'], dims: [null, 1280] },
+    ],
+  },
+};
+
+function describe(e: Expect): string {
+  return `${e.name}: ${e.types.join('|')} [${e.dims.map((d) => (d === null ? '?' : d)).join(',')}]`;
+}
+
+function checkList(
+  label: string,
+  kind: ModelKind,
+  where: 'input' | 'output',
+  expected: readonly Expect[],
+  found: readonly InferenceSession.ValueMetadata[],
+): void {
+  const fail = (what: string): never => {
+    const got = found
+      .map((m) => (m.isTensor ? `${m.name}: ${m.type} [${m.shape.join(',')}]` : `${m.name}: non-tensor`))
+      .join('; ');
+    throw new ModelError(
+      'E_MODEL',
+      `${label}: not a usable ${kind} model: ${what}. Expected ${where}s {${expected.map(describe).join('; ')}}, found {${got}}`,
+    );
+  };
+  for (const e of expected) {
+    const m = found.find((f) => f.name === e.name);
+    if (!m) fail(`${where} '${e.name}' is missing`);
+    else if (!m.isTensor) fail(`${where} '${e.name}' is not a tensor`);
+    else {
+      if (!e.types.includes(m.type)) fail(`${where} '${e.name}' has type ${m.type}`);
+      if (m.shape.length !== e.dims.length) fail(`${where} '${e.name}' has rank ${m.shape.length}`);
+      e.dims.forEach((d, i) => {
+        const got = m.shape[i];
+        if (d !== null && typeof got === 'number' && got !== d) fail(`${where} '${e.name}' has dim ${i} = ${got}`);
+      });
+    }
+  }
+}
+
+/** Throws E_MODEL (naming `label`, usually the file) unless the session has the inputs/outputs `kind` needs. */
+export function checkModel(session: InferenceSession, kind: ModelKind, label: string = kind): void {
+  checkList(label, kind, 'input', EXPECTED[kind].inputs, session.inputMetadata);
+  checkList(label, kind, 'output', EXPECTED[kind].outputs, session.outputMetadata);
+}
+
+/** Ops that act on each pixel's channels alone (Conv only when 1x1, stride 1, unpadded). */
+const PIXELWISE_OPS = new Set([
+  'Cast', 'Transpose', 'Conv', 'MatMul', 'Add', 'Sub', 'Mul', 'Div', 'Relu', 'LeakyRelu', 'PRelu', 'Sigmoid',
+  'Tanh', 'Clip', 'Min', 'Max', 'Round', 'Floor', 'Ceil', 'Identity', 'Exp', 'Log', 'Pow', 'Sqrt', 'Abs', 'Neg',
+  'Softplus', 'Elu', 'Selu', 'HardSigmoid', 'Constant',
+]);
+
+interface DecodedAttr { name: string; ints?: unknown[] }
+interface DecodedNode { op_type: string; input: string[]; attribute?: DecodedAttr[] }
+interface DecodedModel {
+  metadata_props?: Array<{ key: string; value: string }>;
+  graph?: { node?: DecodedNode[]; initializer?: Array<{ name: string; dims?: unknown[] }> };
+}
+
+/**
+ * True when the model is per-pixel: built by us (metadata pixelwise=true), or made only of element-wise ops and
+ * 1x1 stride-1 unpadded convolutions. A heuristic: force `mode: 'onnx'` for anything exotic.
+ */
+export function isPixelwiseModel(bytes: Uint8Array): boolean {
+  const Model = modelProtoType();
+  const m = Model.toObject(Model.decode(bytes), { defaults: false }) as DecodedModel;
+  if (m.metadata_props?.some((p) => p.key === 'pixelwise' && p.value === 'true')) return true;
+  const dims = new Map((m.graph?.initializer ?? []).map((t) => [t.name, (t.dims ?? []).map(int64ToNumber)]));
+  for (const n of m.graph?.node ?? []) {
+    if (!PIXELWISE_OPS.has(n.op_type)) return false;
+    if (n.op_type !== 'Conv') continue;
+    const attr = (name: string): number[] | undefined =>
+      n.attribute?.find((a) => a.name === name)?.ints?.map(int64ToNumber);
+    const kernel = attr('kernel_shape') ?? dims.get(n.input[1] ?? '')?.slice(2);
+    if (!kernel || kernel.some((k) => k !== 1)) return false;
+    if ((attr('strides') ?? []).some((s) => s !== 1) || (attr('pads') ?? []).some((p) => p !== 0)) return false;
+  }
+  return true;
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Dev-only numerical fidelity check (not run by tests/CI). Needs python3-torch, python3-torchvision, and a
+built tree (`npx tsc -p .`). Run from the repository root: python3 models/dev/fidelity.py
+
+1. EfficientNet-B0: torchvision efficientnet_b0 with random weights *and* random BN running stats, saved with
+   torch.save; imported by our importer, built to ONNX, run in onnxruntime-node on random uint8 tiles; compared with
+   torch: F.interpolate(bilinear, align_corners=False, antialias=False) to 224, /255, ImageNet mean/std,
+   model.features, then mean / amax over H,W.
+2. StainNet: the public checkpoint (../shared/testdata/stainnet/...) in torch vs our ONNX, on random pixels.
+"""
+import json, os, subprocess, sys, tempfile
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+STAINNET = os.path.join(ROOT, '..', 'shared', 'testdata', 'stainnet', 'StainNet-Public_layer3_ch32.pth')
+
+NODE = r"""
+import { readFileSync, writeFileSync } from 'node:fs';
+import ort from 'onnxruntime-node';
+import { importEfficientNetB0, importStainNet } from './dist/models/weights/import.js';
+import { buildEfficientNetB0, buildStainNet } from './dist/models/build.js';
+const job = JSON.parse(process.argv[1]);
+const kind = job.kind;
+const w = kind === 'efficientnet' ? await importEfficientNetB0(job.weights) : await importStainNet(job.weights);
+const bytes = kind === 'efficientnet' ? buildEfficientNetB0(w) : buildStainNet(w);
+const s = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'all', intraOpNumThreads: 2 });
+const x = new Uint8Array(readFileSync(job.input));
+const r = await s.run({ tiles: new ort.Tensor('uint8', x, job.shape) });
+for (const name of job.outputs) writeFileSync(`${job.out}.${name}`, r[name].data);
+"""
+
+
+def run_node(job):
+    subprocess.run(['node', '--input-type=module', '-e', NODE, json.dumps(job)], cwd=ROOT, check=True)
+    return {n: np.fromfile(f"{job['out']}.{n}", dtype=np.float32) for n in job['outputs']}
+
+
+def efficientnet(tmp, rng):
+    torch.manual_seed(0)
+    model = torchvision.models.efficientnet_b0().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    pth = os.path.join(tmp, 'effnet_random.pth')
+    torch.save(model.state_dict(), pth)
+    results = []
+    for n, size in [(4, 448), (2, 300), (2, 224)]:
+        tiles = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+        inp = os.path.join(tmp, f'tiles{size}.bin')
+        tiles.tofile(inp)
+        ours = run_node({'kind': 'efficientnet', 'weights': pth, 'input': inp, 'shape': [n, size, size, 3],
+                         'out': os.path.join(tmp, f'eff{size}'), 'outputs': ['avg', 'max']})
+        with torch.no_grad():
+            x = torch.from_numpy(tiles).float().permute(0, 3, 1, 2)
+            x = F.interpolate(x, size=(224, 224), mode='bilinear', align_corners=False, antialias=False)
+            x = x / 255.0
+            mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+            std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+            f = model.features((x - mean) / std)
+            ref = {'avg': f.mean(dim=(2, 3)).numpy().ravel(), 'max': f.amax(dim=(2, 3)).numpy().ravel()}
+        for k in ('avg', 'max'):
+            err = float(np.abs(ours[k] - ref[k]).max())
+            scale = float(np.abs(ref[k]).max())
+            results.append((f'EfficientNet-B0 {k} S={size} N={n}', err, scale))
+    return results
+
+
+def stainnet(tmp, rng):
+    if not os.path.exists(STAINNET):
+        print(f'skip StainNet: {STAINNET} absent')
+        return []
+    net = nn.Sequential(nn.Conv2d(3, 32, 1), nn.ReLU(), nn.Conv2d(32, 32, 1), nn.ReLU(), nn.Conv2d(32, 3, 1))
+    sd = torch.load(STAINNET, map_location='cpu')
+    net.load_state_dict({k.replace('rgb_trans.', ''): v for k, v in sd.items()})
+    net.eval()
+    px = rng.integers(0, 256, size=(1, 512, 512, 3), dtype=np.uint8)
+    inp = os.path.join(tmp, 'px.bin')
+    px.tofile(inp)
+    ours = run_node({'kind': 'stainnet', 'weights': STAINNET, 'input': inp, 'shape': [1, 512, 512, 3],
+                     'out': os.path.join(tmp, 'stain'), 'outputs': ['normalized']})['normalized']
+    with torch.no_grad():
+        x = torch.from_numpy(px).float().permute(0, 3, 1, 2)
+        y = net((x / 255.0 - 0.5) / 0.5)
+        y = (y * 0.5 + 0.5).clamp(0, 1) * 255.0
+        ref = y.permute(0, 2, 3, 1).numpy().ravel()
+    err = float(np.abs(ours - ref).max())
+    rounded = int((np.floor(ours + 0.5) != np.floor(ref + 0.5)).sum())
+    return [('StainNet public checkpoint (0..255)', err, 255.0), (f'StainNet uint8 values differing after rounding (of {ref.size})', rounded, 0)]
+
+
+def main():
+    rng = np.random.default_rng(1234)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = efficientnet(tmp, rng) + stainnet(tmp, rng)
+    print(f'torch {torch.__version__}, torchvision {torchvision.__version__}')
+    print('| comparison | max abs error | max abs reference value |')
+    print('|---|---|---|')
+    for name, err, scale in rows:
+        print(f'| {name} | {err:.3g} | {scale:.3g} |')
+    eff_ok = all(err <= 1e-4 for name, err, _ in rows if name.startswith('EfficientNet'))
+    st_ok = all(err <= 0.5 for name, err, _ in rows if name.startswith('StainNet public'))
+    print('PASS' if eff_ok and st_ok else 'FAIL')
+    sys.exit(0 if eff_ok and st_ok else 1)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,113 @@
+/**
+ * A per-pixel normalizer evaluated once for all 2^24 colours: a 48 MB RGB lookup table indexed by
+ * (r<<16 | g<<8 | b)*3. Cached on disk keyed by the model file's sha256, written atomically (temp + rename),
+ * so later processes just read it.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import { ModelError } from '../../models/errors.js';
+import { getSession } from './onnx-session.js';
+
+export const LUT_BYTES = 3 << 24;
+/** Colours per ONNX run when building: 2^20 (a [1,256,4096,3] tensor; ~130 MB of float intermediates). */
+const CHUNK = 1 << 20;
+
+/** Rounds a float on 0..255 to uint8, half up, clamped (the one rounding both LUT and ONNX paths use). */
+export function toByte(v: number): number {
+  return v <= 0 ? 0 : v >= 255 ? 255 : Math.floor(v + 0.5);
+}
+
+/** Copies a normalizer output (float32 on 0..255, or uint8) into `out` as uint8. */
+export function outputToBytes(data: Float32Array | Uint8Array, out: Uint8Array): void {
+  if (data instanceof Uint8Array) out.set(data);
+  else for (let i = 0; i < data.length; i++) out[i] = toByte(data[i]!);
+}
+
+/** Runs the normalizer session on every colour. */
+export async function buildLut(session: ort.InferenceSession): Promise<Uint8Array> {
+  const lut = new Uint8Array(LUT_BYTES);
+  const input = new Uint8Array(CHUNK * 3);
+  for (let start = 0; start < 1 << 24; start += CHUNK) {
+    for (let i = 0; i < CHUNK; i++) {
+      const c = start + i;
+      input[i * 3] = c >>> 16;
+      input[i * 3 + 1] = (c >>> 8) & 255;
+      input[i * 3 + 2] = c & 255;
+    }
+    const feeds = { tiles: new ort.Tensor('uint8', input, [1, 256, CHUNK / 256, 3]) };
+    const res = await session.run(feeds);
+    const out = res.normalized;
+    if (!out) throw new ModelError('E_MODEL', 'normalizer gave no `normalized` output');
+    outputToBytes(out.data as Float32Array | Uint8Array, lut.subarray(start * 3, (start + CHUNK) * 3));
+    out.dispose();
+  }
+  return lut;
+}
+
+/** sha256 of a file, hex. */
+export async function fileSha256(file: string): Promise<string> {
+  return createHash('sha256').update(await readFile(file)).digest('hex');
+}
+
+/** Where the table for a model with this sha256 lives in `cacheDir`. */
+export function lutPath(cacheDir: string, sha256: string): string {
+  return path.join(cacheDir, `stain-lut-${sha256}.rgb`);
+}
+
+/**
+ * The table for `modelPath`: read from `cacheDir` when present (and the right size), else built with
+ * `session()` and, when `cacheDir` is given, written there atomically.
+ */
+export async function loadOrBuildLut(
+  modelPath: string,
+  session: () => Promise<ort.InferenceSession>,
+  cacheDir?: string,
+): Promise<Uint8Array> {
+  const file = cacheDir === undefined ? undefined : lutPath(cacheDir, await fileSha256(modelPath));
+  if (file) {
+    const st = await stat(file).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (st?.size === LUT_BYTES) return await readFile(file);
+  }
+  const lut = await buildLut(await session());
+  if (file && cacheDir !== undefined) {
+    await mkdir(cacheDir, { recursive: true });
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    try {
+      const fh = await open(tmp, 'w');
+      try {
+        await fh.writeFile(lut);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, file);
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+  return lut;
+}
+
+/** Normalizes RGB pixels through the table into `out` (may be the same array as `pixels`). */
+export function applyLut(lut: Uint8Array, pixels: Uint8Array, out: Uint8Array): void {
+  for (let i = 0; i < pixels.length; i += 3) {
+    const j = ((pixels[i]! << 16) | (pixels[i + 1]! << 8) | pixels[i + 2]!) * 3;
+    out[i] = lut[j]!;
+    out[i + 1] = lut[j + 1]!;
+    out[i + 2] = lut[j + 2]!;
+  }
+}
+
+/**
+ * Builds the table for `modelPath` into `cacheDir` unless already there (call once in the main process before
+ * starting workers so they all just read it). Returns the table's path.
+ */
+export async function ensureLut(modelPath: string, cacheDir: string, threads = 1): Promise<string> {
+  await loadOrBuildLut(modelPath, () => getSession(modelPath, 'stainnet', threads), cacheDir);
+  return lutPath(cacheDir, await fileSha256(modelPath));
+}

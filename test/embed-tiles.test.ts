@@ -1,0 +1,78 @@
+import t from 'tap';
+import { closeSessions } from '../stages/lib/onnx-session.js';
+import { embedTiles } from '../stages/embed-tiles.js';
+import { builtModels, collect, countedSource, makeCtx, makeTile } from './helpers/models-ctx.js';
+
+const models = builtModels();
+t.teardown(async () => {
+  await closeSessions();
+  models.cleanup();
+});
+
+t.test('embeds a batch: one record per tile, in order, [1280] avg/max, same as one at a time', async (t) => {
+  const tiles = [makeTile(64, 1, 'a'), makeTile(64, 2, 'b'), makeTile(64, 3, 'c')];
+  const ctx = makeCtx('embed');
+  const [batch] = await collect(embedTiles({ model: models.efficientnet, threads: 1 })(countedSource([tiles]).source, ctx));
+  t.equal(batch!.length, 3);
+  t.same(batch!.map((e) => [e.kind, e.image_id, e.x]), tiles.map((x) => ['embedding', x.image_id, x.x]));
+  for (const e of batch!) {
+    t.equal(e.avg.length, 1280);
+    t.equal(e.max.length, 1280);
+    t.equal(e.avg.buffer.byteLength, 1280 * 4, 'own buffer (cheap to serialize)');
+    t.ok(e.avg.every(Number.isFinite) && e.max.every(Number.isFinite));
+  }
+  t.notSame(batch![0]!.avg, batch![1]!.avg, 'different tiles, different embeddings');
+  const singles = await collect(embedTiles({ model: models.efficientnet })(countedSource(tiles.map((x) => [x])).source, makeCtx()));
+  let maxErr = 0;
+  singles.forEach(([s], i) => s!.avg.forEach((v, j) => (maxErr = Math.max(maxErr, Math.abs(v - batch![i]!.avg[j]!)))));
+  t.ok(maxErr < 1e-4, `batched == single within 1e-4 (got ${maxErr})`);
+  t.equal(ctx.metrics.custom.tilesEmbedded, 3);
+});
+
+t.test('a swapped-in model with the wrong outputs is refused with E_MODEL', async (t) => {
+  await t.rejects(collect(embedTiles({ model: models.stainnet })(countedSource([[makeTile(8, 1)]]).source, makeCtx())), {
+    code: 'E_MODEL',
+    message: /output 'avg' is missing.*Expected outputs \{avg: float32 \[\?,1280\]/,
+  });
+});
+
+t.test('a missing model file is E_MODEL naming the file', async (t) => {
+  await t.rejects(collect(embedTiles({ model: `${models.dir}/nope.onnx` })(countedSource([[makeTile(8, 1)]]).source, makeCtx())), {
+    code: 'E_MODEL',
+    message: /nope\.onnx/,
+  });
+});
+
+t.test('mixed tile sizes in a batch: E_TILE', async (t) => {
+  await t.rejects(collect(embedTiles({ model: models.efficientnet })(countedSource([[makeTile(16, 1), makeTile(8, 2)]]).source, makeCtx())), {
+    code: 'E_TILE',
+  });
+});
+
+t.test('backpressure: a slow consumer bounds what the stage pulls', async (t) => {
+  const src = countedSource(Array.from({ length: 10 }, (_, i) => [makeTile(32, i)]));
+  const it = embedTiles({ model: models.efficientnet })(src.source, makeCtx())[Symbol.asyncIterator]();
+  await it.next();
+  t.equal(src.pulled(), 1);
+  await it.next();
+  await it.next();
+  t.equal(src.pulled(), 3, 'one batch pulled per batch consumed');
+  await it.return?.();
+  t.ok(src.closed(), 'upstream closed');
+});
+
+t.test('cleanup: break closes the upstream; abort gives E_ABORTED', async (t) => {
+  const src = countedSource(Array.from({ length: 4 }, (_, i) => [makeTile(32, i)]));
+  for await (const b of embedTiles({ model: models.efficientnet })(src.source, makeCtx())) {
+    t.equal(b.length, 1);
+    break;
+  }
+  t.ok(src.closed());
+  const ac = new AbortController();
+  const src2 = countedSource(Array.from({ length: 4 }, (_, i) => [makeTile(32, i)]));
+  const it = embedTiles({ model: models.efficientnet })(src2.source, makeCtx('e', ac))[Symbol.asyncIterator]();
+  await it.next();
+  ac.abort();
+  await t.rejects(it.next(), { code: 'E_ABORTED' });
+  t.ok(src2.closed());
+});

@@ -1,0 +1,132 @@
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import ort from 'onnxruntime-node';
+import { DT, GraphBuilder } from '../models/onnx-builder.js';
+import { applyLut, ensureLut, loadOrBuildLut, LUT_BYTES, lutPath, fileSha256, outputToBytes } from '../stages/lib/lut.js';
+import { closeSessions, getSession } from '../stages/lib/onnx-session.js';
+import { normalizeTiles } from '../stages/normalize-tiles.js';
+import type { Tile } from '../stages/types.js';
+import { builtModels, collect, countedSource, makeCtx, makeTile, randomBytesSeeded } from './helpers/models-ctx.js';
+
+const models = builtModels();
+const cacheDir = path.join(models.dir, 'lut-cache');
+t.teardown(async () => {
+  await closeSessions();
+  models.cleanup();
+});
+
+t.test('LUT equals the ONNX path exactly on 100k random pixels (uint8 output)', async (t) => {
+  const session = await getSession(models.stainnet, 'stainnet', 2);
+  const lut = await loadOrBuildLut(models.stainnet, async () => session, cacheDir);
+  t.equal(lut.length, LUT_BYTES);
+  const n = 100_000;
+  const px = randomBytesSeeded(n * 3, 99);
+  const r = await session.run({ tiles: new ort.Tensor('uint8', px, [1, 1, n, 3]) });
+  const viaOnnx = new Uint8Array(n * 3);
+  outputToBytes(r.normalized!.data as Float32Array, viaOnnx);
+  const viaLut = new Uint8Array(n * 3);
+  applyLut(lut, px, viaLut);
+  let diff = 0;
+  for (let i = 0; i < viaLut.length; i++) if (viaLut[i] !== viaOnnx[i]) diff++;
+  t.equal(diff, 0, 'no byte differs');
+  const file = lutPath(cacheDir, await fileSha256(models.stainnet));
+  t.equal(statSync(file).size, LUT_BYTES, 'cached on disk under the model sha256');
+  t.same(readdirSync(cacheDir).filter((f) => f.endsWith('.tmp')), [], 'no temp file left behind');
+});
+
+t.test('a cached table is read back without running the model', async (t) => {
+  const lut = await loadOrBuildLut(models.stainnet, async () => {
+    throw new Error('should not build');
+  }, cacheDir);
+  t.equal(lut.length, LUT_BYTES);
+  t.equal(await ensureLut(models.stainnet, cacheDir), lutPath(cacheDir, await fileSha256(models.stainnet)));
+});
+
+t.test('stage: lut, onnx and auto modes give the same tiles; input tiles are untouched', async (t) => {
+  const batches: Tile[][] = [[makeTile(32, 1), makeTile(32, 2)], [makeTile(32, 3)]];
+  const before = batches.map((b) => b.map((x) => Uint8Array.from(x.pixels)));
+  const results: Tile[][][] = [];
+  for (const mode of ['lut', 'onnx', 'auto'] as const) {
+    const ctx = makeCtx(`normalize-${mode}`);
+    results.push(await collect(normalizeTiles({ model: models.stainnet, lutCacheDir: cacheDir, mode })(countedSource(batches).source, ctx)));
+    t.equal(ctx.metrics.custom.tilesNormalized, 3);
+  }
+  t.same(results[0]!.map((b) => b.length), [2, 1]);
+  t.same(results[1], results[0], 'onnx == lut');
+  t.same(results[2], results[0], 'auto == lut');
+  t.notSame(results[0]![0]![0]!.pixels, batches[0]![0]!.pixels, 'pixels changed');
+  t.same(results[0]![0]![0]!.x, batches[0]![0]!.x, 'tile fields kept');
+  t.same(batches.map((b) => b.map((x) => x.pixels)), before, 'inputs unchanged');
+});
+
+t.test("model 'none' passes tiles through", async (t) => {
+  const batch = [makeTile(8, 1)];
+  const out = await collect(normalizeTiles({ model: 'none' })(countedSource([batch]).source, makeCtx()));
+  t.equal(out[0], batch);
+});
+
+t.test('auto mode uses onnxruntime for a model that is not per-pixel (3x3 conv)', async (t) => {
+  // A 3x3 box blur: not per-pixel, so a LUT would be wrong; auto must run the model.
+  const g = new GraphBuilder();
+  const x = g.op('Transpose', [g.op('Cast', [g.input('tiles', DT.UINT8, ['N', 'H', 'W', 3])], { to: { i: DT.FLOAT } })], { perm: { ints: [0, 3, 1, 2] } });
+  const w = new Float32Array(3 * 9);
+  for (let c = 0; c < 3; c++) for (let k = 0; k < 9; k++) w[c * 9 + k] = 1 / 9;
+  const y = g.op('Conv', [x, g.float('w', [3, 1, 3, 3], w)], { group: { i: 3 }, pads: { ints: [1, 1, 1, 1] } });
+  g.op('Transpose', [y], { perm: { ints: [0, 2, 3, 1] } }, 'normalized');
+  g.output('normalized', DT.FLOAT, ['N', 'H', 'W', 3]);
+  const file = path.join(models.dir, 'blur.onnx');
+  writeFileSync(file, g.toBytes('blur', {}));
+  const tile = makeTile(4, 5);
+  const [out] = await collect(normalizeTiles({ model: file, lutCacheDir: cacheDir })(countedSource([[tile]]).source, makeCtx()));
+  // Centre pixel (1,1) channel 0 is the mean of its 3x3 neighbourhood.
+  let sum = 0;
+  for (let dy = 0; dy < 3; dy++) for (let dx = 0; dx < 3; dx++) sum += tile.pixels[(dy * 4 + dx) * 3]!;
+  t.equal(out![0]!.pixels[(1 * 4 + 1) * 3], Math.floor(sum / 9 + 0.5));
+  t.notOk(existsSync(lutPath(cacheDir, await fileSha256(file))), 'no table built for it');
+});
+
+t.test('tiles of different sizes in one batch: E_TILE naming the tile', async (t) => {
+  const bad = { ...makeTile(8, 2), pixels: new Uint8Array(10) };
+  await t.rejects(collect(normalizeTiles({ model: models.stainnet, lutCacheDir: cacheDir })(countedSource([[makeTile(8, 1), bad]]).source, makeCtx())), {
+    code: 'E_TILE',
+    message: /img1@16,0/,
+  });
+});
+
+t.test('a swapped-in model with the wrong outputs is refused with E_MODEL', async (t) => {
+  await t.rejects(
+    collect(normalizeTiles({ model: models.efficientnet, mode: 'onnx' })(countedSource([[makeTile(8, 1)]]).source, makeCtx())),
+    { code: 'E_MODEL', message: /output 'normalized' is missing/ },
+  );
+});
+
+t.test('backpressure: a slow consumer bounds what the stage pulls', async (t) => {
+  const batches = Array.from({ length: 20 }, (_, i) => [makeTile(8, i)]);
+  const src = countedSource(batches);
+  const it = normalizeTiles({ model: models.stainnet, lutCacheDir: cacheDir })(src.source, makeCtx())[Symbol.asyncIterator]();
+  await it.next();
+  await it.next();
+  t.equal(src.pulled(), 2, 'pulled exactly as many batches as consumed');
+  await it.return?.();
+  t.ok(src.closed(), 'upstream closed on early return');
+});
+
+t.test('cleanup: breaking out closes the upstream; abort stops with E_ABORTED', async (t) => {
+  const src = countedSource(Array.from({ length: 5 }, (_, i) => [makeTile(8, i)]));
+  for await (const out of normalizeTiles({ model: models.stainnet, lutCacheDir: cacheDir })(src.source, makeCtx())) {
+    t.equal(out.length, 1);
+    break;
+  }
+  t.ok(src.closed(), 'upstream finally ran');
+  t.equal(src.pulled(), 1);
+
+  const ac = new AbortController();
+  const src2 = countedSource(Array.from({ length: 5 }, (_, i) => [makeTile(8, i)]));
+  const it = normalizeTiles({ model: models.stainnet, lutCacheDir: cacheDir })(src2.source, makeCtx('n', ac))[Symbol.asyncIterator]();
+  await it.next();
+  ac.abort();
+  await t.rejects(it.next(), { code: 'E_ABORTED' });
+  t.ok(src2.closed(), 'upstream finally ran after abort');
+});
+
