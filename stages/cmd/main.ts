@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { Graph, type RunResult } from '../../engine/index.js';
@@ -20,6 +20,8 @@ import { readCsv } from '../lib/csv.js';
 import { makeDemo } from './make-demo.js';
 import { ensureModels, modelsBuild } from './models-build.js';
 import { prepareModel } from '../lib/model-files.js';
+import { ensureLut } from '../lib/lut.js';
+import { isPixelwiseModel } from '../../models/check.js';
 import { split } from './split.js';
 import { inspect } from './inspect.js';
 import type { WriteSummary } from '../write-tfrecords.js';
@@ -112,13 +114,15 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     lutCacheDir: join(cacheDir, 'lut'),
     threads: Math.max(1, Math.floor(availableParallelism() / workers)),
   };
+  // StainNet's lookup table is built once here, before the workers start, rather than once per worker.
+  if (normalizer !== 'none' && isPixelwiseModel(await readFile(normalizer))) await ensureLut(normalizer, slide.lutCacheDir, availableParallelism());
   // Checkpoints are valid only for the same tile parameters and the same model bytes.
   const fingerprint = createHash('sha256')
     .update(JSON.stringify({ tile: slide.tile, normalizer: models.normalizer?.sha256 ?? 'none', embedder: models.embedder?.sha256 }))
     .digest('hex')
     .slice(0, 16);
   const checkpointDir = join(workDir, 'checkpoints', fingerprint);
-  if (!opts.resume) await import('node:fs/promises').then((fs) => fs.rm(checkpointDir, { recursive: true, force: true }));
+  if (!opts.resume) await rm(checkpointDir, { recursive: true, force: true });
   await mkdir(checkpointDir, { recursive: true });
 
   const config: PipelineConfig = {
