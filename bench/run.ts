@@ -1,0 +1,331 @@
+/**
+ * The built-in benchmark suite (`npm run bench`, `npm run bench -- --full`, `--json FILE`):
+ *   1. stage cost: CPU ms per tile of each stage alone on one core (process.cpuUsage, onnxruntime 1 thread);
+ *   2. bound: cores x 1000 / sum of stage costs (tiles/s a perfect engine would reach with these stages);
+ *   3. pipeline: end-to-end tiles/s of the real main job (child process) on several generated slides;
+ *   4. memory: peak RSS of the job's whole process tree on one slide of 4k, 16k, 64k (100k with --full) px;
+ *   5. time to the first tile and per-slide overhead.
+ * Everything is measured in the same run; slides, models and the lookup table are prepared first and cached
+ * under .cache/ (the 64k slide takes about a minute once). Options: --full, --json FILE, --only a,b,
+ * --job-args "..." (extra flags for every job run: A/B of defaults), --repeat N (pipeline runs, median).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ort from 'onnxruntime-node';
+import type { StageContext } from '../engine/types.js';
+import { ensureModels } from '../stages/cmd/models-build.js';
+import { tileHistogram } from '../stages/color-histograms.js';
+import { combineEmbeddings } from '../stages/combine-embeddings.js';
+import { applyLut, ensureLut } from '../stages/lib/lut.js';
+import { sessionOptions } from '../stages/lib/onnx-session.js';
+import { treeRssBytes } from '../stages/lib/proc-tree.js';
+import { configureSharpForWorker } from '../stages/lib/slide-sharp.js';
+import { generateSlide, type TissueShape } from '../stages/lib/synthetic-slide.js';
+import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
+import type { PatientRecord } from '../stages/lib/example.js';
+import { produceTiles } from '../stages/produce-tiles.js';
+import { toExample } from '../stages/to-example.js';
+import { writeTfrecords } from '../stages/write-tfrecords.js';
+import type { Tile } from '../stages/types.js';
+import { svgPlot } from './svg-plot.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const CACHE = join(ROOT, '.cache');
+const SLIDES = join(CACHE, 'bench');
+const argv = process.argv.slice(2);
+const flag = (name: string): string | undefined => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const FULL = argv.includes('--full');
+const JSON_OUT = flag('--json');
+const ONLY = flag('--only')?.split(',');
+const JOB_ARGS = flag('--job-args')?.split(' ').filter(Boolean) ?? [];
+const REPEAT = Number(flag('--repeat') ?? 1);
+const run = (part: string): boolean => ONLY === undefined || ONLY.includes(part);
+const CORES = os.availableParallelism();
+const T = DEFAULT_TILE_PARAMS.tileSize;
+
+const median = (xs: readonly number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const log = (line: string): void => console.error(`[bench] ${line}`);
+
+// ---------------------------------------------------------------------------------------------------------
+// Slides. Tissue is a rectangle or ellipse scaled with the side, so the kept fraction is the same at every size.
+
+/** A centred rectangle covering 36% of the slide (memory series: flat colour, fast to generate at 100k). */
+const rectTissue = (n: number): TissueShape[] => [{ kind: 'rect', x: n * 0.2, y: n * 0.2, w: n * 0.6, h: n * 0.6 }];
+/** A large textured ellipse (~44%) for throughput slides: real JPEG decoding work per tile. */
+const ellipseTissue = (n: number): TissueShape[] => [{ kind: 'ellipse', cx: n / 2, cy: n / 2, rx: n * 0.4, ry: n * 0.35 }];
+
+async function slide(dir: string, name: string, side: number, seed: number, tissue: TissueShape[], texture: boolean): Promise<string> {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${name}.tiff`);
+  if (!existsSync(path)) {
+    const t0 = performance.now();
+    await generateSlide({ path: `${path}.part`, width: side, height: side, seed, tissue, texture });
+    renameSync(`${path}.part`, path);
+    log(`generated ${path} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  return path;
+}
+
+function writeCsv(dir: string, ids: readonly string[]): string {
+  const csv = join(dir, `${ids.length}-${ids[0]}.csv`);
+  writeFileSync(csv, ['image_id,center_id,patient_id,image_num,label', ...ids.map((id, i) => `${id},${i % 2},p${Math.floor(i / 2)},${i % 2},${i % 3 === 0 ? 1 : 0}`)].join('\n') + '\n');
+  return csv;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 1. Stage cost, in this process, one core.
+
+function fakeCtx(name: string, limit = 1024): StageContext {
+  return {
+    signal: new AbortController().signal,
+    name,
+    metrics: { name, elementsIn: 0, elementsOut: 0, busyMs: 0, blockedMs: 0, queueDepth: 0, maxQueueDepth: 0, custom: {} },
+    tiles: { limit, inUse: 0, maxInUse: 0, acquire: async () => undefined, release: () => undefined },
+  };
+}
+
+/** CPU milliseconds (user + system, all threads of this process) spent in `fn`. */
+async function cpuMs(fn: () => Promise<void> | void): Promise<number> {
+  const c0 = process.cpuUsage();
+  await fn();
+  const c = process.cpuUsage(c0);
+  return (c.user + c.system) / 1000;
+}
+
+async function stageCosts(slidePath: string, models: { stainnet: string; efficientnet: string }, lutFile: string, n: number): Promise<Record<string, number>> {
+  configureSharpForWorker(); // one libvips thread, as in a worker
+  const id = slidePath.replace(/^.*\//, '').replace(/\.tiff$/, '');
+  const task = { image_id: id, patient_id: 'p', image_num: 0, slidesDir: dirname(slidePath) };
+  const tiles: Tile[] = [];
+  // Read: open + thumbnail + selection are per-slide costs (section 5); the per-tile cost starts at the first tile.
+  const gen = produceTiles({ ...DEFAULT_TILE_PARAMS, maxTiles: n + 1 })((async function* () { yield task; })(), fakeCtx('read'))[Symbol.asyncIterator]();
+  await gen.next();
+  const read = await cpuMs(async () => {
+    for (let r = await gen.next(); !r.done; r = await gen.next()) tiles.push(r.value);
+  });
+  const count = tiles.length;
+
+  const lut = new Uint8Array(await readFile(lutFile));
+  const normalized = tiles.map((t) => ({ ...t, pixels: new Uint8Array(t.pixels.length) }));
+  const normalize = await cpuMs(() => tiles.forEach((t, i) => applyLut(lut, t.pixels, normalized[i]!.pixels)));
+
+  const hist = await cpuMs(() => void normalized.forEach((t) => tileHistogram(t.pixels)));
+
+  const session = await ort.InferenceSession.create(models.efficientnet, sessionOptions(1));
+  const B = 16;
+  const per = T * T * 3;
+  const batches: ort.Tensor[] = [];
+  for (let i = 0; i + B <= count; i += B) {
+    const buf = new Uint8Array(per * B);
+    for (let k = 0; k < B; k++) buf.set(normalized[i + k]!.pixels, k * per);
+    batches.push(new ort.Tensor('uint8', buf, [B, T, T, 3]));
+  }
+  await session.run({ tiles: batches[0]! }); // warm-up (allocations, kernel selection)
+  const embed = (await cpuMs(async () => {
+    for (const x of batches) await session.run({ tiles: x });
+  })) * count / (batches.length * B);
+  await session.release();
+
+  // Serialize: one patient's bag of `count` embeddings -> tf.train.Example -> TFRecord (framing, CRC, fsync).
+  const tmp = await mkdtemp(join(os.tmpdir(), 'bench-ser-'));
+  let serialize = 0;
+  try {
+    const fn = combineEmbeddings();
+    let acc = await fn.createAccumulator({ key: 'p', spillDir: join(tmp, 'spill'), signal: new AbortController().signal });
+    const rec: PatientRecord[] = [];
+    serialize = await cpuMs(async () => {
+      for (let i = 0; i < count; i++) {
+        const avg = new Float32Array(1280).map((_, d) => Math.sin(i + d));
+        acc = await fn.addInput(acc, { kind: 'embedding', image_id: id, patient_id: 'p', image_num: 0, x: tiles[i]!.x, y: tiles[i]!.y, avg, max: avg });
+      }
+      rec.push({ patient_id: 'p', patient: { patient_id: 'p', center_id: 1, label: '1', image_ids: [id], lines: [2] }, bag: await fn.extractOutput(acc), histogram: { patient_id: 'p', tiles: count, histogram: new Float32Array(4096).fill(1 / 4096) } });
+      await writeTfrecords({ outDir: join(tmp, 'out'), shards: 1 })(toExample({ withLabel: true })((async function* () { yield* rec; })(), fakeCtx('ex')), fakeCtx('wr'));
+    });
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+  const ms = (v: number): number => v / count;
+  return { read_tile: ms(read), normalize: ms(normalize), resize_embed: ms(embed), histogram: ms(hist), serialize: ms(serialize) };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 3-5. The main job as a child process; its process tree's RSS sampled from here.
+
+interface JobResult {
+  wallS: number;
+  tiles: number;
+  peakRssMb: number;
+  maxInflight: number;
+  report: { elapsed_s: number; peak_rss_mb: number; exit_code: number };
+}
+
+async function job(csv: string, slidesDir: string, extra: readonly string[] = []): Promise<JobResult> {
+  const out = await mkdtemp(join(os.tmpdir(), 'bench-job-'));
+  try {
+    const args = [join(ROOT, 'graph.js'), '--csv', csv, '--slides', slidesDir, '--out', out, '--progress', 'none', '--no-resume', ...JOB_ARGS, ...extra];
+    const t0 = performance.now();
+    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    let peak = 0;
+    let exited = false;
+    const sample = (): void => {
+      if (!exited && child.pid !== undefined) peak = Math.max(peak, treeRssBytes(child.pid));
+    };
+    const timer = setInterval(sample, 50);
+    const code = await new Promise<number | null>((res, rej) => {
+      child.on('error', rej);
+      child.on('exit', (c) => {
+        exited = true;
+        res(c);
+      });
+    });
+    clearInterval(timer);
+    const wallS = (performance.now() - t0) / 1000;
+    if (code !== 0) throw new Error(`job ${args.join(' ')} exited ${code}: ${stderr.slice(-2000)}`);
+    const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8')) as JobResult['report'] & { tiles_written: number; max_tiles_in_flight: number };
+    return { wallS, tiles: report.tiles_written, peakRssMb: peak / 2 ** 20, maxInflight: report.max_tiles_in_flight, report };
+  } finally {
+    await rm(out, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+interface MemoryRow {
+  side_px: number;
+  tiles: number;
+  peak_rss_mb: number;
+  max_inflight_tiles: number;
+  seconds: number;
+}
+
+async function main(): Promise<void> {
+  const load0 = os.loadavg();
+  const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown';
+  log(`${CORES} cores (${cpu}), load average ${load0.map((l) => l.toFixed(2)).join(' ')}; preparing models, table and slides`);
+
+  // Preparation, excluded from every figure: models, the lookup table, the slides.
+  const models = await ensureModels(join(CACHE, 'models'));
+  const lutFile = await ensureLut(models.stainnet, join(CACHE, 'lut'), CORES);
+  const tputDir = join(SLIDES, 'throughput');
+  const tputIds: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    tputIds.push(`tput-${i}`);
+    await slide(tputDir, `tput-${i}`, 12288, 200 + i, ellipseTissue(12288), true);
+  }
+  const memSides = [4096, 16384, 65536, ...(FULL ? [100000] : [])];
+  const memIds = new Map<number, string>();
+  for (const n of memSides) {
+    const id = `mem-${n}`;
+    if (run('memory')) await slide(join(SLIDES, 'memory'), id, n, 7, rectTissue(n), false);
+    memIds.set(n, id);
+  }
+  // Per-slide overhead: 8 small all-tissue slides (16 tiles each) vs one slide with the same 128 tiles.
+  const smallDir = join(SLIDES, 'small');
+  const smallIds: string[] = [];
+  if (run('overhead')) {
+    for (let i = 0; i < 8; i++) {
+      smallIds.push(`small-${i}`);
+      await slide(smallDir, `small-${i}`, 2048, 300 + i, [{ kind: 'rect', x: 0, y: 0, w: 2048, h: 2048 }], true);
+    }
+    await slide(smallDir, 'one-big', 16384, 400, ellipseTissue(16384), true);
+  }
+  const csvDir = join(SLIDES, 'csv');
+  mkdirSync(csvDir, { recursive: true });
+
+  const result: Record<string, unknown> = { machine: { nproc: CORES, cpu, node: process.version, loadavg_start: load0 }, job_args: JOB_ARGS };
+  const table: [string, string][] = [];
+  const show = (what: string, value: string): void => {
+    table.push([what, value]);
+    log(`${what}: ${value}`);
+  };
+
+  let bound = NaN;
+  if (run('stages')) {
+    const costs = await stageCosts(join(tputDir, 'tput-0.tiff'), models, lutFile, 96);
+    result.stage_cost_ms = costs;
+    for (const [k, v] of Object.entries(costs)) show(`stage cost ${k} (CPU ms/tile, 1 core)`, v.toFixed(2));
+    const sum = Object.values(costs).reduce((a, b) => a + b, 0);
+    bound = (CORES * 1000) / sum;
+    result.bound_tiles_per_s = bound;
+    show('stage cost sum (CPU ms/tile)', sum.toFixed(1));
+    show(`bound (${CORES} cores x 1000 / sum)`, `${bound.toFixed(1)} tiles/s`);
+  }
+
+  if (run('pipeline')) {
+    const csv = writeCsv(csvDir, tputIds);
+    const runs: JobResult[] = [];
+    for (let r = 0; r < REPEAT; r++) runs.push(await job(csv, tputDir));
+    const rates = runs.map((j) => j.tiles / j.wallS);
+    const rate = median(rates);
+    const j = runs[rates.indexOf([...rates].sort((a, b) => a - b)[Math.floor((rates.length - 1) / 2)]!)]!;
+    result.pipeline_tiles_per_s = rate;
+    result.pipeline = { slides: tputIds.length, tiles: j.tiles, wall_s: j.wallS, peak_rss_mb: j.peakRssMb, max_inflight_tiles: j.maxInflight, runs: rates };
+    show(`pipeline (${tputIds.length} slides, ${j.tiles} tiles, default workers, wall clock incl. start-up)`, `${rate.toFixed(1)} tiles/s (${j.wallS.toFixed(1)} s)`);
+    show('pipeline peak RSS, whole tree', `${j.peakRssMb.toFixed(0)} MB (max ${j.maxInflight} tiles in flight)`);
+    if (Number.isFinite(bound)) {
+      result.efficiency = rate / bound;
+      show('efficiency = pipeline / bound', (rate / bound).toFixed(2));
+    }
+  }
+
+  if (run('memory')) {
+    const rows: MemoryRow[] = [];
+    // Same tile cap at every size: the 16k slide has ~460 kept tiles, so every run streams the same work and
+    // only the slide size differs (thumbnail, selection, pyramid). 460 tiles fill the budget within seconds.
+    const cap = 460;
+    for (const n of memSides) {
+      const id = memIds.get(n)!;
+      const j = await job(writeCsv(csvDir, [id]), join(SLIDES, 'memory'), ['--max-tiles', String(cap)]);
+      rows.push({ side_px: n, tiles: j.tiles, peak_rss_mb: j.peakRssMb, max_inflight_tiles: j.maxInflight, seconds: j.wallS });
+      show(`memory ${n} px (${j.tiles} tiles, 1 slide, 1 worker)`, `peak RSS ${j.peakRssMb.toFixed(0)} MB, max ${j.maxInflight} tiles in flight, ${j.wallS.toFixed(1)} s`);
+    }
+    result.memory = rows;
+    const p16 = rows.find((r) => r.side_px === 16384)!.peak_rss_mb;
+    const largest = rows[rows.length - 1]!;
+    result.peak_rss_ratio = largest.peak_rss_mb / p16;
+    show(`peak RSS ratio ${largest.side_px} / 16384`, (largest.peak_rss_mb / p16).toFixed(2));
+  }
+
+  if (run('overhead')) {
+    // Time to the first tile: a job whose only slide yields one tile (spawn, models, sessions, thumbnail, 1 tile, write).
+    const first = await job(writeCsv(csvDir, ['one-big']), smallDir, ['--max-tiles', '1']);
+    result.first_tile_s = first.wallS;
+    show('time to first tile (job with 1 slide, --max-tiles 1, wall)', `${first.wallS.toFixed(2)} s`);
+    const many = await job(writeCsv(csvDir, smallIds), smallDir, ['--workers', '1']);
+    const one = await job(writeCsv(csvDir, ['one-big']), smallDir, ['--workers', '1', '--max-tiles', String(many.tiles)]);
+    const perSlide = (many.wallS - one.wallS) / (smallIds.length - 1);
+    result.per_slide_overhead_s = perSlide;
+    result.overhead = { many_slides: smallIds.length, many_s: many.wallS, one_s: one.wallS, tiles: many.tiles };
+    show(`per-slide overhead (${smallIds.length} slides vs 1, ${many.tiles} tiles, 1 worker)`, `${perSlide.toFixed(2)} s/slide (${many.wallS.toFixed(1)} s vs ${one.wallS.toFixed(1)} s)`);
+  }
+
+  const load1 = os.loadavg();
+  (result.machine as Record<string, unknown>).loadavg_end = load1;
+  show('load average start / end', `${load0.map((l) => l.toFixed(2)).join(' ')} / ${load1.map((l) => l.toFixed(2)).join(' ')}`);
+
+  const w = Math.max(...table.map(([k]) => k.length));
+  console.log(`\n${'what'.padEnd(w)}  value\n${'-'.repeat(w)}  -----`);
+  for (const [k, v] of table) console.log(`${k.padEnd(w)}  ${v}`);
+  if (JSON_OUT !== undefined) {
+    writeFileSync(JSON_OUT, JSON.stringify(result, null, 2) + '\n');
+    if (result.memory !== undefined) {
+      const svg = JSON_OUT.replace(/\.json$/, '') + '.svg';
+      writeFileSync(svg, svgPlot(result.memory as MemoryRow[]));
+      log(`wrote ${JSON_OUT} and ${svg}`);
+    } else log(`wrote ${JSON_OUT}`);
+  }
+}
+
+await main();
