@@ -49,6 +49,8 @@ const REPEAT = Number(flag('--repeat') ?? 1);
 const run = (part: string): boolean => ONLY === undefined || ONLY.includes(part);
 const CORES = os.availableParallelism();
 const T = DEFAULT_TILE_PARAMS.tileSize;
+/** The job's default --batch-size (stages/lib/options.ts), used for the embedding's stage cost. */
+const BATCH = 4;
 
 const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -78,7 +80,7 @@ async function slide(dir: string, name: string, side: number, seed: number, tiss
 
 function writeCsv(dir: string, ids: readonly string[]): string {
   const csv = join(dir, `${ids.length}-${ids[0]}.csv`);
-  writeFileSync(csv, ['image_id,center_id,patient_id,image_num,label', ...ids.map((id, i) => `${id},${i % 2},p${Math.floor(i / 2)},${i % 2},${i % 3 === 0 ? 1 : 0}`)].join('\n') + '\n');
+  writeFileSync(csv, ['image_id,center_id,patient_id,image_num,label', ...ids.map((id, i) => `${id},${Math.floor(i / 2) % 2},p${Math.floor(i / 2)},${i % 2},${Math.floor(i / 2) % 3 === 0 ? 1 : 0}`)].join('\n') + '\n');
   return csv;
 }
 
@@ -102,6 +104,32 @@ async function cpuMs(fn: () => Promise<void> | void): Promise<number> {
   return (c.user + c.system) / 1000;
 }
 
+/** Embedding CPU ms per tile at several batch sizes (1 thread, 48 tiles each after a warm-up): the --batch-size decision. */
+async function embedBatchSweep(model: string, tiles: readonly Tile[]): Promise<Record<string, number>> {
+  const session = await ort.InferenceSession.create(model, sessionOptions(1));
+  const out: Record<string, number> = {};
+  const per = T * T * 3;
+  try {
+    for (const B of [1, 4, 8, 16]) {
+      const batches: ort.Tensor[] = [];
+      for (let i = 0; i + B <= Math.min(48, tiles.length); i += B) {
+        const buf = new Uint8Array(per * B);
+        for (let k = 0; k < B; k++) buf.set(tiles[i + k]!.pixels, k * per);
+        batches.push(new ort.Tensor('uint8', buf, [B, T, T, 3]));
+      }
+      await session.run({ tiles: batches[0]! });
+      out[`batch_${B}`] = (await cpuMs(async () => {
+        for (const x of batches) await session.run({ tiles: x });
+      })) / (batches.length * B);
+    }
+  } finally {
+    await session.release();
+  }
+  return out;
+}
+
+let sweep: Record<string, number> = {};
+
 async function stageCosts(slidePath: string, models: { stainnet: string; efficientnet: string }, lutFile: string, n: number): Promise<Record<string, number>> {
   configureSharpForWorker(); // one libvips thread, as in a worker
   const id = slidePath.replace(/^.*\//, '').replace(/\.tiff$/, '');
@@ -122,7 +150,7 @@ async function stageCosts(slidePath: string, models: { stainnet: string; efficie
   const hist = await cpuMs(() => void normalized.forEach((t) => tileHistogram(t.pixels)));
 
   const session = await ort.InferenceSession.create(models.efficientnet, sessionOptions(1));
-  const B = 16;
+  const B = BATCH;
   const per = T * T * 3;
   const batches: ort.Tensor[] = [];
   for (let i = 0; i + B <= count; i += B) {
@@ -155,6 +183,7 @@ async function stageCosts(slidePath: string, models: { stainnet: string; efficie
     await rm(tmp, { recursive: true, force: true });
   }
   const ms = (v: number): number => v / count;
+  sweep = await embedBatchSweep(models.efficientnet, normalized);
   return { read_tile: ms(read), normalize: ms(normalize), resize_embed: ms(embed), histogram: ms(hist), serialize: ms(serialize) };
 }
 
@@ -260,6 +289,8 @@ async function main(): Promise<void> {
     bound = (CORES * 1000) / sum;
     result.bound_tiles_per_s = bound;
     show('stage cost sum (CPU ms/tile)', sum.toFixed(1));
+    result.embed_cpu_ms_by_batch = sweep;
+    show('embed CPU ms/tile by batch size (1 thread)', Object.entries(sweep).map(([k, v]) => `${k.replace('batch_', '')}: ${v.toFixed(1)}`).join(', '));
     show(`bound (${CORES} cores x 1000 / sum)`, `${bound.toFixed(1)} tiles/s`);
   }
 
