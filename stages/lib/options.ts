@@ -52,7 +52,7 @@ Main job options (defaults are the seed's constants):
   --max-background F         keep a tile when at most F of its thumbnail pixels are background (0.1)
   --max-tiles N              keep at most N tiles per slide, row-major (all)
   --workers N                slide worker processes (cores: ${availableParallelism()})
-  --batch-size N             tiles per model batch (4; see bench/RESULTS.md)
+  --batch-size N             tiles per model batch (1; see bench/RESULTS.md)
   --normalizer X             StainNet: an ONNX file, a StainNet .pth, or none (demo StainNet, untrained)
   --embedder X               EfficientNet-B0: an ONNX file, or a torchvision .pth / .safetensors (demo, untrained)
   --shards N                 number of TFRecord shards (from the data size)
@@ -143,8 +143,9 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     maxBackground: fraction('max-background', v['max-background'], 0.1),
     ...(v['max-tiles'] !== undefined && { maxTiles: positiveInt('max-tiles', v['max-tiles'], undefined) }),
     workers: positiveInt('workers', v.workers, availableParallelism()),
-    // 4, not 16: same or lower CPU per tile and ~700 MB less peak RSS with 2 workers (bench/RESULTS.md).
-    batchSize: positiveInt('batch-size', v['batch-size'], 4),
+    // 1, not 16: EfficientNet-B0 costs less CPU per tile unbatched on this CPU (activations stay in cache) and the
+    // onnxruntime arena stays small: 33 vs 44 CPU ms/tile, 729 vs 1579 MB peak with 2 workers (bench/RESULTS.md).
+    batchSize: positiveInt('batch-size', v['batch-size'], 1),
     ...(v.normalizer !== undefined && { normalizer: v.normalizer === 'none' ? 'none' : resolve(v.normalizer) }),
     ...(v.embedder !== undefined && { embedder: resolve(v.embedder) }),
     ...(v.shards !== undefined && { shards: positiveInt('shards', v.shards, undefined) }),
