@@ -6,6 +6,9 @@ export interface MemoryPoint {
   readonly tiles: number;
 }
 
+/** 4096 -> 4k, 65536 -> 64k, 100000 -> 100k. */
+const label = (side: number): string => (side % 1024 === 0 ? `${side / 1024}k` : side % 1000 === 0 ? `${side / 1000}k` : String(side));
+
 export function svgPlot(points: readonly MemoryPoint[], title = 'Peak RSS of the whole job vs slide size'): string {
   const W = 640;
   const H = 400;
@@ -32,7 +35,7 @@ export function svgPlot(points: readonly MemoryPoint[], title = 'Peak RSS of the
   parts.push(`<text x="${W - m.r}" y="${(py(1024) - 6).toFixed(1)}" text-anchor="end" fill="#c33">1 GiB target</text>`);
   for (const p of points) {
     const x = px(Math.log2(p.side_px));
-    parts.push(`<text x="${x.toFixed(1)}" y="${H - m.b + 18}" text-anchor="middle">${p.side_px >= 1000 ? `${Math.round(p.side_px / 1024)}k` : p.side_px}</text>`);
+    parts.push(`<text x="${x.toFixed(1)}" y="${H - m.b + 18}" text-anchor="middle">${label(p.side_px)}</text>`);
   }
   parts.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 15}" text-anchor="middle">slide side (px, log scale)</text>`);
   parts.push(`<text x="18" y="${(m.t + H - m.b) / 2}" text-anchor="middle" transform="rotate(-90 18 ${(m.t + H - m.b) / 2})">peak RSS, MB</text>`);
