@@ -368,6 +368,14 @@ async function main(): Promise<void> {
     show(`per-slide overhead (${smallIds.length} slides vs 1, ${many.tiles} tiles, 1 worker)`, `${perSlide.toFixed(2)} s/slide (${many.wallS.toFixed(1)} s vs ${one.wallS.toFixed(1)} s)`);
   }
 
+  const pipe = result.pipeline as { tiles: number; wall_s: number } | undefined;
+  if (pipe !== undefined && typeof result.first_tile_s === 'number') {
+    // The same pipeline run without its start-up (spawn, models, sessions, first slide's thumbnail).
+    const steady = pipe.tiles / (pipe.wall_s - result.first_tile_s);
+    result.pipeline_tiles_per_s_after_first_tile = steady;
+    show('pipeline after the first tile (tiles / (wall - time to first tile))', `${steady.toFixed(1)} tiles/s${Number.isFinite(bound) ? `, efficiency ${(steady / bound).toFixed(2)}` : ''}`);
+  }
+
   const load1 = os.loadavg();
   (result.machine as Record<string, unknown>).loadavg_end = load1;
   show('load average start / end', `${load0.map((l) => l.toFixed(2)).join(' ')} / ${load1.map((l) => l.toFixed(2)).join(' ')}`);
