@@ -353,6 +353,11 @@ async function main(): Promise<void> {
     const largest = rows[rows.length - 1]!;
     result.peak_rss_ratio = largest.peak_rss_mb / p16;
     show(`peak RSS ratio ${largest.side_px} / 16384`, (largest.peak_rss_mb / p16).toFixed(2));
+    const p64 = rows.find((r) => r.side_px === 65536);
+    if (largest.side_px !== 65536 && p64 !== undefined) {
+      result.peak_rss_ratio_64k = p64.peak_rss_mb / p16;
+      show('peak RSS ratio 65536 / 16384', (p64.peak_rss_mb / p16).toFixed(2));
+    }
   }
 
   if (run('overhead')) {
