@@ -378,14 +378,18 @@ export function toEngineError(e: unknown, stage: string, key: string | undefined
 /** Runs one node: pulls its inputs through metered iterables and pushes its outputs into every consumer's channel. */
 async function runNode(s: Spec, ctx: StageContext, env: RunEnv, inputs: Channel<unknown>[], outs: Channel<unknown>[]): Promise<void> {
   const m = ctx.metrics;
+  // Time spent waiting for input, as the union of the waits: a join or merge waits on several inputs at
+  // once, and summing overlapping waits would count the same wall time twice (busy time below zero).
   let waitMs = 0;
+  let waiting = 0;
+  let waitStart = 0;
   let last: { v: unknown } | undefined;
   const metered = inputs.map((c) => meter(c));
   function meter(c: Channel<unknown>): AsyncIterable<unknown> {
     return {
       [Symbol.asyncIterator]: () => ({
         async next() {
-          const t = performance.now();
+          if (waiting++ === 0) waitStart = performance.now();
           try {
             const r = await c.next();
             if (!r.done) {
@@ -394,7 +398,7 @@ async function runNode(s: Spec, ctx: StageContext, env: RunEnv, inputs: Channel<
             }
             return r;
           } finally {
-            waitMs += performance.now() - t;
+            if (--waiting === 0) waitMs += performance.now() - waitStart;
           }
         },
         async return() {
