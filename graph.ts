@@ -70,18 +70,19 @@ export interface PipelineHooks {
  */
 export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageContext) => AsyncIterable<SlideResult> {
   configureSharpForWorker();
+  // Built once per worker process: model sessions and the lookup table live as long as the process.
+  const normalize = normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, threads: config.threads });
+  const embed = embedTiles({ model: config.embedder, threads: config.threads });
+  const histograms = colorHistograms();
   return (task, ctx) =>
-    Graph.stream<SlideResult>({ name: `slide ${task.image_id}`, tileBudget: ctx.tiles, signal: ctx.signal, metricsIntervalMs: 0 }, (g) => {
+    Graph.stream<SlideResult>({ name: `slide ${task.image_id}`, tileBudget: ctx.tiles, signal: ctx.signal, metricsIntervalMs: 0, ...(ctx.collect && { collect: ctx.collect }) }, (g) => {
       // The tile selection's summary (for the run report) joins the slide's results.
       const summary = new Channel<SlideSummary>(1);
       const tiles = g.source('ProduceTiles', (c) => closing(produceTiles(config.tile, { onSummary: (s) => void summary.push(s) })(once(task), c), summary));
-      const normalized = tiles
-        .batch('Batch', { size: config.batchSize, maxWaitMs: config.batchMaxWaitMs })
-        .pipe('NormalizeTiles', normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, threads: config.threads }));
-      const embeddings = normalized.pipe('EmbedTiles', embedTiles({ model: config.embedder, threads: config.threads })).flatten('Embeddings');
-      const histograms = normalized.pipe('ColorHistograms', colorHistograms()).flatten('Histograms');
-      const summaries = g.source('Summary', () => summary);
-      return g.merge('SlideResults', summaries, embeddings, histograms).pipe('ReleaseTiles', releaseTiles());
+      const normalized = tiles.batch('Batch', { size: config.batchSize, maxWaitMs: config.batchMaxWaitMs }).pipe('NormalizeTiles', normalize);
+      const embeddings = normalized.pipe('EmbedTiles', embed).flatten('Embeddings');
+      const colours = normalized.pipe('ColorHistograms', histograms).flatten('Histograms');
+      return g.merge('SlideResults', g.source('Summary', () => summary), embeddings, colours).pipe('ReleaseTiles', releaseTiles());
     });
 }
 

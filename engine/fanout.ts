@@ -91,6 +91,7 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
     const p = new WorkerProc({
       init: { type: 'init', module: moduleUrl, exportName: opts.exportName, config: opts.config, window, tileLimit, stage },
       execArgv: opts.execArgv,
+      onMetrics: (stages) => env.subMetrics(stage, stages),
       onTiles: (pid, inUse, max) => {
         if (env.budget instanceof Budget) env.budget.report(`${stage}:${pid}`, inUse, max);
       },

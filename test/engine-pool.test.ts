@@ -187,3 +187,15 @@ t.test('checkpointDir with stream delivery is E_GRAPH', async (t) => {
     .sink('S', async (s) => { for await (const _ of s); });
   await t.rejects(g.run(), { code: 'E_GRAPH', stage: 'Work' });
 });
+
+t.test('a worker gives back the tiles an item still holds when it ends, and reports its sub-graph metrics', async (t) => {
+  const dir = setup(t);
+  // One worker with 16 tiles: the first item keeps 12 tiles forever, the second needs 12 more.
+  const items: TestItem[] = [{ key: 'leaky', n: 12, leak: true }, { key: 'next', n: 12 }];
+  const { g, got } = build(dir, items, { workers: 1, delivery: 'stream' });
+  const result = await g.run();
+  t.equal(got.filter((r) => r.key === 'next').length, 12, 'the second item got the whole budget back');
+  const emit = result.metrics.find((m) => m.name === 'Work/Emit');
+  t.ok(emit, 'the sub-graph stage is listed as Work/Emit');
+  t.equal(emit?.elementsOut, 24, 'its counts add up over both items');
+});
