@@ -150,7 +150,7 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
             let received = 0;
             const onResult = staging ? (v: unknown) => staging.add(v) : (v: unknown) => out.push(v as O);
             outcome = await proc.run(nextId++, item, (v) => {
-              env.item({ type: 'progress', stage, key, attempt, count: ++received });
+              env.item({ type: 'progress', stage, key, attempt, count: ++received, value: v });
               return onResult(v);
             });
             if (outcome.kind === 'ok') {

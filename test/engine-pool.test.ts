@@ -62,6 +62,9 @@ t.test('items run in worker processes; typed arrays cross intact; tile usage is 
   t.equal(events.filter((e) => e.type === 'done').length, 4);
   const doneA = events.find((e) => e.type === 'done' && e.key === 'a');
   t.match(doneA, { count: 30, attempt: 1 });
+  const progressA = events.filter((e): e is Extract<ItemEvent, { type: 'progress' }> => e.type === 'progress' && e.key === 'a');
+  t.same(progressA.map((e) => e.count), Array.from({ length: 30 }, (_, i) => i + 1), 'a progress event per result as it arrives');
+  t.match(progressA[4]?.value, { key: 'a', i: 4 }, 'carrying the result');
   t.ok(workers.filter((w) => w.type === 'spawn').length <= 2, 'at most `workers` processes');
   for (const w of workers) t.notOk(alive(w.pid), `worker ${w.pid} is gone after the run`);
   t.ok(res.tiles.max >= 1, `global tiles max ${res.tiles.max} includes the workers' reports`);

@@ -11,7 +11,7 @@ import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { Graph, type RunResult } from '../../engine/index.js';
 import type { PipelineConfig, PipelineHooks, SlideConfig } from '../../graph.js';
-import type { SlideSummary } from '../types.js';
+import type { SlideResult, SlideSummary } from '../types.js';
 import { HELP, parseRunOptions, UsageError, type RunOptions } from '../lib/options.js';
 import { createProgress } from '../lib/progress.js';
 import { sampleTreeRss } from '../lib/proc-tree.js';
@@ -171,7 +171,12 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     const r = slides.get(e.key);
     if (!r) return;
     if (e.type === 'started') progress.slideStarted(e.key);
-    else if (e.type === 'progress') progress.slideTiles(e.key, e.count);
+    else if (e.type === 'progress') {
+      // Results stream in while the slide is processed: the summary first (tiles to come), then one embedding per tile.
+      const value = e.value as SlideResult;
+      if (value.kind === 'summary') progress.slideTotal(e.key, value.tiles_kept);
+      else if (value.kind === 'embedding') progress.slideTiles(e.key, 1);
+    }
     else if (e.type === 'done' || e.type === 'replayed') {
       Object.assign(r, { status: 'ok', error: null, seconds: e.type === 'done' ? e.durationMs / 1000 : 0, resumed: e.type === 'replayed' });
       progress.slideDone(e.key, r.tiles_kept ?? 0, r.seconds ?? 0, e.type === 'replayed');
