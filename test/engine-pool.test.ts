@@ -155,6 +155,12 @@ t.test('checkpoint: a second run replays committed items without dispatching; pa
   t.equal(res2.items.replayed, 2);
   t.same(r2.events.filter((e) => e.type === 'started').map((e) => e.key), ['c'], 'only the uncommitted item is dispatched');
   t.notOk(existsSync(join(ckpt, 'deadbeef.partial-1-1')), 'stale partial file removed');
+  // A changed input (here: a different checkpoint key for b) is recomputed, not replayed.
+  const r3 = build(dir, items, { checkpointDir: ckpt, checkpointKey: (i: TestItem) => (i.key === 'b' ? 'b-changed' : i.key) });
+  const res3 = await r3.g.run();
+  t.same(r3.events.filter((e) => e.type === 'started').map((e) => e.key).sort(), ['b', 'c'], 'b recomputed under its new checkpoint key');
+  t.equal(res3.items.replayed, 1, 'a still replayed');
+  t.equal(count(r3.got, 'b'), 3);
 });
 
 t.test('abort kills every worker', async (t) => {
