@@ -60,6 +60,9 @@ export async function main(argv: readonly string[], deps: MainDeps): Promise<num
   }
 }
 
+/** The error of a slide the run never finished (interrupted, or stopped by another failure). */
+const NOT_PROCESSED = 'not processed';
+
 async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
@@ -141,7 +144,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   // What the run report collects while the graph runs.
   const patientOf = new Map(csv.rows.map((r) => [r.image_id, r.patient_id]));
   const slides = new Map<string, SlideReport>(
-    csv.rows.map((r) => [r.image_id, { image_id: r.image_id, patient_id: r.patient_id, status: 'failed', error: 'not processed', width: null, height: null, tiles_total: null, tiles_kept: null, seconds: null }]),
+    csv.rows.map((r) => [r.image_id, { image_id: r.image_id, patient_id: r.patient_id, status: 'failed', error: NOT_PROCESSED, width: null, height: null, tiles_total: null, tiles_kept: null, seconds: null }]),
   );
   const pictures: SlidePictures = new Map();
   const dropped: RunReport['patients']['dropped'] = [];
@@ -221,7 +224,13 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   };
   const paths = await writeReport(opts.out, report, pictures);
 
-  for (const s of failed) console.error(`slide ${s.image_id} (patient ${patientOf.get(s.image_id)}) failed: ${s.error}`);
+  // After Ctrl-C the slides never started are not failures: count them instead of listing each one.
+  const notProcessed = failed.filter((s) => s.error === NOT_PROCESSED);
+  for (const s of failed) {
+    if (exitCode === 130 && s.error === NOT_PROCESSED) continue;
+    console.error(`slide ${s.image_id} (patient ${patientOf.get(s.image_id)}) failed: ${s.error}`);
+  }
+  if (exitCode === 130 && notProcessed.length > 0) console.error(`${notProcessed.length} of ${slides.size} slide(s) not finished.`);
   if (fatal !== undefined) {
     console.error(`error: ${(fatal as Error).message}`);
     if (exitCode === 130) console.error(`Stopped. Finished slides are checkpointed in ${checkpointDir}; run the same command again to resume.`);

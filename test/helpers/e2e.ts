@@ -42,9 +42,12 @@ export interface RunningCli {
   readonly done: Promise<CliResult>;
 }
 
-/** Starts `node graph.js ...args` with `cwd` (no progress bars: not a terminal). */
-export function startCli(args: readonly string[], cwd: string): RunningCli {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
+/**
+ * Starts `node graph.js ...args` with `cwd` (no progress bars: not a terminal). `group`: in a process
+ * group of its own (its workers too), so a test can signal the group as a terminal's Ctrl-C does.
+ */
+export function startCli(args: readonly string[], cwd: string, opts: { group?: boolean } = {}): RunningCli {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' }, detached: opts.group ?? false });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
