@@ -11,7 +11,8 @@ import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { Graph, type RunResult } from '../../engine/index.js';
 import type { PipelineConfig, PipelineHooks, SlideConfig } from '../../graph.js';
-import type { SlideSummary } from '../types.js';
+import type { CsvRow, SlideSummary } from '../types.js';
+import { patientData } from '../combine-patient-data.js';
 import { HELP, parseRunOptions, UsageError, type RunOptions } from '../lib/options.js';
 import { createProgress } from '../lib/progress.js';
 import { sampleTreeRss } from '../lib/proc-tree.js';
@@ -89,6 +90,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   // The CSV is read and validated whole before any slide is opened (E_CSV: exit code 2).
   const csv = await readCsv(csvFile);
   const withLabel = csv.header.includes('label');
+  await checkPatients(csv.rows);
 
   // Models: demo ONNX files built once; user weights imported (and checked) into the work folder.
   const demoModels = await ensureModels(join(cacheDir, 'models'));
@@ -245,6 +247,27 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     }
   }
   return exitCode;
+}
+
+/**
+ * A patient's rows must agree on center and label (and not repeat an image_num). The graph checks this
+ * too (GroupPatientData), but only once workers run; checked here first so a bad CSV is exit code 2
+ * before any slide is opened, with the same message naming the patient, the values and the CSV lines.
+ */
+async function checkPatients(rows: readonly CsvRow[]): Promise<void> {
+  const fn = patientData();
+  const byPatient = new Map<string, CsvRow[]>();
+  for (const r of rows) byPatient.set(r.patient_id, [...(byPatient.get(r.patient_id) ?? []), r]);
+  for (const [key, list] of byPatient) {
+    try {
+      let acc = await fn.createAccumulator({ key, spillDir: '', signal: new AbortController().signal });
+      for (const r of list) acc = await fn.addInput(acc, r);
+      await fn.extractOutput(acc);
+    } catch (err) {
+      const e = new Error(`E_CSV: ${(err as Error).message}`, { cause: err });
+      throw Object.assign(e, { code: 'E_CSV' });
+    }
+  }
 }
 
 async function ensureDir(dir: string): Promise<string> {
