@@ -11,8 +11,7 @@ import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { Graph, type RunResult } from '../../engine/index.js';
 import type { PipelineConfig, PipelineHooks, SlideConfig } from '../../graph.js';
-import type { CsvRow, SlideSummary } from '../types.js';
-import { patientData } from '../combine-patient-data.js';
+import type { SlideSummary } from '../types.js';
 import { HELP, parseRunOptions, UsageError, type RunOptions } from '../lib/options.js';
 import { createProgress } from '../lib/progress.js';
 import { sampleTreeRss } from '../lib/proc-tree.js';
@@ -26,6 +25,8 @@ import { isPixelwiseModel } from '../../models/check.js';
 import { split } from './split.js';
 import { inspect } from './inspect.js';
 import type { WriteSummary } from '../write-tfrecords.js';
+import type { CsvRow } from '../types.js';
+import { patientData } from '../combine-patient-data.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
