@@ -145,19 +145,36 @@ if (unavailable) {
     for (const [f, bytes] of a) t.ok(bytes.equals(b.get(f)!), `${f} byte-identical`);
   });
 
-  t.test('no label column: examples without a label feature', async (t) => {
+  t.test('no label column: examples without a label feature; --max-tiles keeps the first tiles row-major', async (t) => {
     const rows = ROWS.filter((r) => r.image_id === 'a0' || r.image_id === 'd0');
     const csvNoLabel = join(cwd, 'nolabel.csv');
     await writeCsv(csvNoLabel, rows, false);
     const out = join(cwd, 'out-nolabel');
-    const r = await runCli(['--csv', csvNoLabel, '--slides', slidesDir, ...TILE_FLAGS, '--progress', 'none', '--out', out, '--workers', '2'], cwd);
+    const r = await runCli(['--csv', csvNoLabel, '--slides', slidesDir, ...TILE_FLAGS, '--progress', 'none', '--out', out, '--workers', '2', '--max-tiles', '7'], cwd);
     t.equal(r.code, 0, r.stderr);
     const examples = await readExamples(out);
     t.equal(examples.length, 2);
     for (const ex of examples) {
       t.notOk(ex.names.includes('label'), 'no label feature');
       t.ok(ex.names.includes('avg_embedding') && ex.names.includes('center_id'));
+      const id = ex.bytes['image_ids']![0]!.toString();
+      const first = expectedPositions(SLIDES.find((s) => s.image_id === id)!).slice(0, 7);
+      t.same(ex.ints['num_tiles'], [7], `${id}: cut to 7 tiles`);
+      t.same(ex.ints['tile_x'], first.map((p) => p[0]), `${id}: the first 7 (x)`);
+      t.same(ex.ints['tile_y'], first.map((p) => p[1]), `${id}: the first 7 (y)`);
     }
+  });
+
+  t.test('--fail-fast: stops at the corrupt slide, exit 1, nothing written', async (t) => {
+    const out = join(cwd, 'out-failfast');
+    const r = await runCli([...common, '--out', out, '--workers', '1', '--fail-fast'], cwd);
+    t.equal(r.code, 1, r.stderr);
+    t.match(r.stderr, /slide c0 \(patient pc\) failed: .*E_SLIDE_READ/);
+    t.notMatch(r.stderr, /failed: not processed/, 'slides the stop left undone are counted, not listed as failures');
+    t.match(r.stderr, /\d of 5 slide\(s\) not finished/);
+    t.equal(r.stderr.split('E_SLIDE_READ').length, 2, 'the failure is said once');
+    t.same(await shardFiles(out), [], 'no shards from a stopped run');
+    t.equal((await readReport(out)).exit_code, 1);
   });
 
   t.test('inspect through the CLI: passes on the output, fails with file and offset on a flipped byte', async (t) => {

@@ -227,15 +227,19 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   };
   const paths = await writeReport(opts.out, report, pictures);
 
-  // After Ctrl-C the slides never started are not failures: count them instead of listing each one.
+  // When the run stopped early (Ctrl-C, --fail-fast, a fatal error) the slides it never finished are not
+  // failures of their own: count them instead of listing each one.
+  const stoppedEarly = fatal !== undefined || exitCode === 130;
   const notProcessed = failed.filter((s) => s.error === NOT_PROCESSED);
   for (const s of failed) {
-    if (exitCode === 130 && s.error === NOT_PROCESSED) continue;
+    if (stoppedEarly && s.error === NOT_PROCESSED) continue;
     console.error(`slide ${s.image_id} (patient ${patientOf.get(s.image_id)}) failed: ${s.error}`);
   }
-  if (exitCode === 130 && notProcessed.length > 0) console.error(`${notProcessed.length} of ${slides.size} slide(s) not finished.`);
+  if (stoppedEarly && notProcessed.length > 0) console.error(`${notProcessed.length} of ${slides.size} slide(s) not finished.`);
   if (fatal !== undefined) {
-    console.error(`error: ${(fatal as Error).message}`);
+    // --fail-fast: the fatal error is the failed slide's, already listed above.
+    const message = (fatal as Error).message;
+    if (!failed.some((s) => s.error === message)) console.error(`error: ${message}`);
     if (exitCode === 130) console.error(`Stopped. Finished slides are checkpointed in ${checkpointDir}; run the same command again to resume.`);
   } else {
     console.log(`\nWrote ${report.patients.written} patients (${report.tiles_written} tiles) to ${written?.shards.length ?? 0} shard(s) in ${opts.out}`);
