@@ -1,5 +1,6 @@
 /**
- * Resume through the compiled CLI: a run killed with SIGKILL (parent only) or stopped with SIGINT leaves
+ * Resume through the compiled CLI: a run killed with SIGKILL (parent only), stopped with Ctrl-C (SIGINT to
+ * the process group) or SIGTERM (parent only) leaves
  * no process behind; running the same command again redoes only the slides without a committed
  * checkpoint and writes the same bytes as a clean run.
  */
@@ -110,5 +111,14 @@ if (unavailable) {
     t.ok(pids.size >= 1);
     t.ok(done >= 1 && done < SLIDES.length, `stopped part-way: ${done} of ${SLIDES.length} slides committed`);
     await resumes(t, out, done);
+  });
+
+  t.test('SIGTERM to the parent only: it stops its workers itself, exit 130', async (t) => {
+    const out = join(cwd, 'terminated');
+    const { result, pids, done } = await interrupted(out, 'SIGTERM', 'parent');
+    t.equal(result.code, 130, result.stderr);
+    t.match(result.stderr, /run the same command again to resume/);
+    t.ok(pids.size >= 1, 'workers were seen, and all are gone');
+    t.ok(done >= 1 && done < SLIDES.length, `stopped part-way: ${done} of ${SLIDES.length} slides committed`);
   });
 }
