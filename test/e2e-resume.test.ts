@@ -107,7 +107,7 @@ if (unavailable) {
     t.equal(result.code, 130, result.stderr);
     t.match(result.stderr, /run the same command again to resume/);
     t.notMatch(result.stderr, /failed: not processed/, 'unfinished slides are counted, not listed as failures');
-    t.match(result.stderr, /slide\(s\) not finished/);
+    t.match(result.stderr, `${done} of ${SLIDES.length} slide(s) finished and checkpointed`, 'says what a rerun reuses');
     t.ok(pids.size >= 1);
     t.ok(done >= 1 && done < SLIDES.length, `stopped part-way: ${done} of ${SLIDES.length} slides committed`);
     await resumes(t, out, done);

@@ -171,7 +171,7 @@ if (unavailable) {
     t.equal(r.code, 1, r.stderr);
     t.match(r.stderr, /slide c0 \(patient pc\) failed: .*E_SLIDE_READ/);
     t.notMatch(r.stderr, /failed: not processed/, 'slides the stop left undone are counted, not listed as failures');
-    t.match(r.stderr, /\d of 5 slide\(s\) not finished/);
+    t.match(r.stderr, /\d of 5 slide\(s\) finished and checkpointed/);
     t.equal(r.stderr.split('E_SLIDE_READ').length, 2, 'the failure is said once');
     t.same(await shardFiles(out), [], 'no shards from a stopped run');
     t.equal((await readReport(out)).exit_code, 1);

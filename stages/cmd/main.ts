@@ -27,6 +27,7 @@ import { inspect } from './inspect.js';
 import type { WriteSummary } from '../write-tfrecords.js';
 import type { CsvRow } from '../types.js';
 import { patientData } from '../combine-patient-data.js';
+import { findCommitted } from '../../engine/staging.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
@@ -230,17 +231,22 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   // When the run stopped early (Ctrl-C, --fail-fast, a fatal error) the slides it never finished are not
   // failures of their own: count them instead of listing each one.
   const stoppedEarly = fatal !== undefined || exitCode === 130;
-  const notProcessed = failed.filter((s) => s.error === NOT_PROCESSED);
   for (const s of failed) {
     if (stoppedEarly && s.error === NOT_PROCESSED) continue;
     console.error(`slide ${s.image_id} (patient ${patientOf.get(s.image_id)}) failed: ${s.error}`);
   }
-  if (stoppedEarly && notProcessed.length > 0) console.error(`${notProcessed.length} of ${slides.size} slide(s) not finished.`);
+  // What a rerun will reuse: counted from the checkpoint folder, since a slide can be committed in the
+  // instant before the stop and before its 'done' event.
+  let checkpointed = 0;
+  if (stoppedEarly) {
+    for (const id of slides.keys()) if ((await findCommitted(checkpointDir, id)) !== undefined) checkpointed++;
+    console.error(`${checkpointed} of ${slides.size} slide(s) finished and checkpointed.`);
+  }
   if (fatal !== undefined) {
     // --fail-fast: the fatal error is the failed slide's, already listed above.
     const message = (fatal as Error).message;
     if (!failed.some((s) => s.error === message)) console.error(`error: ${message}`);
-    if (exitCode === 130) console.error(`Stopped. Finished slides are checkpointed in ${checkpointDir}; run the same command again to resume.`);
+    if (exitCode === 130) console.error(`Stopped. ${checkpointed} finished slide(s) are checkpointed in ${checkpointDir}; run the same command again to resume.`);
   } else {
     console.log(`\nWrote ${report.patients.written} patients (${report.tiles_written} tiles) to ${written?.shards.length ?? 0} shard(s) in ${opts.out}`);
     if (dropped.length > 0) console.log(`Dropped ${dropped.length} patient(s) without tiles: ${dropped.map((d) => d.patient_id).join(', ')}`);
