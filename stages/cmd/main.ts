@@ -25,6 +25,9 @@ import { isPixelwiseModel } from '../../models/check.js';
 import { split } from './split.js';
 import { inspect } from './inspect.js';
 import type { WriteSummary } from '../write-tfrecords.js';
+import type { CsvRow } from '../types.js';
+import { patientData } from '../combine-patient-data.js';
+import { findCommitted } from '../../engine/staging.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
@@ -60,6 +63,9 @@ export async function main(argv: readonly string[], deps: MainDeps): Promise<num
   }
 }
 
+/** The error of a slide the run never finished (interrupted, or stopped by another failure). */
+const NOT_PROCESSED = 'not processed';
+
 async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
@@ -86,6 +92,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   // The CSV is read and validated whole before any slide is opened (E_CSV: exit code 2).
   const csv = await readCsv(csvFile);
   const withLabel = csv.header.includes('label');
+  await checkPatients(csv.rows);
 
   // Models: demo ONNX files built once; user weights imported (and checked) into the work folder.
   const demoModels = await ensureModels(join(cacheDir, 'models'));
@@ -141,7 +148,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   // What the run report collects while the graph runs.
   const patientOf = new Map(csv.rows.map((r) => [r.image_id, r.patient_id]));
   const slides = new Map<string, SlideReport>(
-    csv.rows.map((r) => [r.image_id, { image_id: r.image_id, patient_id: r.patient_id, status: 'failed', error: 'not processed', width: null, height: null, tiles_total: null, tiles_kept: null, seconds: null }]),
+    csv.rows.map((r) => [r.image_id, { image_id: r.image_id, patient_id: r.patient_id, status: 'failed', error: NOT_PROCESSED, width: null, height: null, tiles_total: null, tiles_kept: null, seconds: null }]),
   );
   const pictures: SlidePictures = new Map();
   const dropped: RunReport['patients']['dropped'] = [];
@@ -226,10 +233,25 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   };
   const paths = await writeReport(opts.out, report, pictures);
 
-  for (const s of failed) console.error(`slide ${s.image_id} (patient ${patientOf.get(s.image_id)}) failed: ${s.error}`);
+  // When the run stopped early (Ctrl-C, --fail-fast, a fatal error) the slides it never finished are not
+  // failures of their own: count them instead of listing each one.
+  const stoppedEarly = fatal !== undefined || exitCode === 130;
+  for (const s of failed) {
+    if (stoppedEarly && s.error === NOT_PROCESSED) continue;
+    console.error(`slide ${s.image_id} (patient ${patientOf.get(s.image_id)}) failed: ${s.error}`);
+  }
+  // What a rerun will reuse: counted from the checkpoint folder, since a slide can be committed in the
+  // instant before the stop and before its 'done' event.
+  let checkpointed = 0;
+  if (stoppedEarly) {
+    for (const id of slides.keys()) if ((await findCommitted(checkpointDir, id)) !== undefined) checkpointed++;
+    console.error(`${checkpointed} of ${slides.size} slide(s) finished and checkpointed.`);
+  }
   if (fatal !== undefined) {
-    console.error(`error: ${(fatal as Error).message}`);
-    if (exitCode === 130) console.error(`Stopped. Finished slides are checkpointed in ${checkpointDir}; run the same command again to resume.`);
+    // --fail-fast: the fatal error is the failed slide's, already listed above.
+    const message = (fatal as Error).message;
+    if (!failed.some((s) => s.error === message)) console.error(`error: ${message}`);
+    if (exitCode === 130) console.error(`Stopped. ${checkpointed} finished slide(s) are checkpointed in ${checkpointDir}; run the same command again to resume.`);
   } else {
     console.log(`\nWrote ${report.patients.written} patients (${report.tiles_written} tiles) to ${written?.shards.length ?? 0} shard(s) in ${opts.out}`);
     if (dropped.length > 0) console.log(`Dropped ${dropped.length} patient(s) without tiles: ${dropped.map((d) => d.patient_id).join(', ')}`);
@@ -241,6 +263,27 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     }
   }
   return exitCode;
+}
+
+/**
+ * A patient's rows must agree on center and label (and not repeat an image_num). The graph checks this
+ * too (GroupPatientData), but only once workers run; checked here first so a bad CSV is exit code 2
+ * before any slide is opened, with the same message naming the patient, the values and the CSV lines.
+ */
+async function checkPatients(rows: readonly CsvRow[]): Promise<void> {
+  const fn = patientData();
+  const byPatient = new Map<string, CsvRow[]>();
+  for (const r of rows) byPatient.set(r.patient_id, [...(byPatient.get(r.patient_id) ?? []), r]);
+  for (const [key, list] of byPatient) {
+    try {
+      let acc = await fn.createAccumulator({ key, spillDir: '', signal: new AbortController().signal });
+      for (const r of list) acc = await fn.addInput(acc, r);
+      await fn.extractOutput(acc);
+    } catch (err) {
+      const e = new Error(`E_CSV: ${(err as Error).message}`, { cause: err });
+      throw Object.assign(e, { code: 'E_CSV' });
+    }
+  }
 }
 
 async function ensureDir(dir: string): Promise<string> {
