@@ -17,6 +17,7 @@ import { normalizeTiles } from './stages/normalize-tiles.js';
 import { embedTiles } from './stages/embed-tiles.js';
 import { colorHistograms } from './stages/color-histograms.js';
 import { releaseTiles } from './stages/release-tiles.js';
+import { slideTasks, slideCheckpointKey } from './stages/slide-tasks.js';
 import { patientData } from './stages/combine-patient-data.js';
 import { combineEmbeddings } from './stages/combine-embeddings.js';
 import { combineHistograms } from './stages/combine-histograms.js';
@@ -94,12 +95,13 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
 
   // Slides: fan out to worker processes, one slide per worker at a time (see perSlide).
   const results: Node<SlideResult> = rows
-    .map('SlideTasks', (r): SlideTask => ({ image_id: r.image_id, patient_id: r.patient_id, image_num: r.image_num, slidesDir: c.slidesDir }))
+    .pipe('SlideTasks', slideTasks(c.slidesDir))
     .fanOut('ProduceTiles', {
       module: import.meta.url,
       exportName: 'perSlide',
       config: c.slide,
       key: (t: SlideTask) => t.image_id,
+      checkpointKey: slideCheckpointKey,
       workers: c.workers,
       retries: c.retries,
       failFast: c.failFast,
