@@ -42,6 +42,10 @@ if (unavailable) {
     // Found by the per-patient check before the run (it used to surface only inside the graph, exit 1).
     const conflict = join(cwd, 'conflict.csv');
     await writeFile(conflict, 'image_id,center_id,patient_id,image_num,label\na0,0,pa,0,1\na1,1,pa,1,1\n');
+    const empty = join(cwd, 'empty.csv');
+    await writeFile(empty, 'image_id,center_id,patient_id,image_num,label\n');
+    await refused(t, 'no-rows', ['--csv', empty, '--slides', slidesDir], `${empty}:1: the CSV has a header but no rows`);
+
     await refused(t, 'center-conflict', ['--csv', conflict, '--slides', slidesDir], new RegExp(`patient pa has conflicting center_id: 0 \\(${conflict} line 2, image a0\\) vs 1 \\(${conflict} line 3`));
   });
 

@@ -2,7 +2,7 @@
  * `node graph.js ...`: dispatches the sub-commands and runs the main job around the pipeline declared in
  * graph.ts: options, demo data, models, checkpoints (resume), progress, run report and exit codes
  * (0: every slide succeeded; 1: finished, some slides failed; 2: usage or CSV error, before any work;
- * 130: interrupted).
+ * 130 / 143: stopped by SIGINT / SIGTERM, the shell's 128 + signal number).
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -16,7 +16,7 @@ import { HELP, parseRunOptions, UsageError, type RunOptions } from '../lib/optio
 import { createProgress } from '../lib/progress.js';
 import { sampleTreeRss } from '../lib/proc-tree.js';
 import { writeReport, type RunReport, type SlidePictures, type SlideReport } from '../lib/report.js';
-import { readCsv } from '../lib/csv.js';
+import { CsvError, readCsv } from '../lib/csv.js';
 import { makeDemo } from './make-demo.js';
 import { ensureModels, modelsBuild } from './models-build.js';
 import { prepareModel } from '../lib/model-files.js';
@@ -91,6 +91,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   const workDir = opts.workDir ?? join(opts.out, '.work');
   // The CSV is read and validated whole before any slide is opened (E_CSV: exit code 2).
   const csv = await readCsv(csvFile);
+  if (csv.rows.length === 0) throw new CsvError(csvFile, 1, 'the CSV has a header but no rows: nothing to do');
   const withLabel = csv.header.includes('label');
   await checkPatients(csv.rows);
 
@@ -170,7 +171,11 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   };
 
   const controller = new AbortController();
-  const onSignal = (sig: NodeJS.Signals): void => controller.abort(new Error(`interrupted by ${sig}`));
+  let stoppedBy: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    stoppedBy = sig;
+    controller.abort(new Error(`interrupted by ${sig}`));
+  };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const g = new Graph({ name: 'wsi-dataset', highWaterMark: 2, tileBudget: opts.tileBudget, signal: controller.signal, tmpDir: await ensureDir(join(workDir, 'tmp')) });
@@ -207,7 +212,8 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     process.off('SIGTERM', onSignal);
   }
   const failed = [...slides.values()].filter((s) => s.status === 'failed');
-  const exitCode = controller.signal.aborted ? 130 : fatal !== undefined ? 1 : failed.length > 0 ? 1 : 0;
+  const interrupted = stoppedBy !== undefined;
+  const exitCode = interrupted ? (stoppedBy === 'SIGTERM' ? 143 : 130) : fatal !== undefined ? 1 : failed.length > 0 ? 1 : 0;
   const report: RunReport = {
     started_at: started.toISOString(),
     elapsed_s: (performance.now() - t0) / 1000,
@@ -235,7 +241,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
 
   // When the run stopped early (Ctrl-C, --fail-fast, a fatal error) the slides it never finished are not
   // failures of their own: count them instead of listing each one.
-  const stoppedEarly = fatal !== undefined || exitCode === 130;
+  const stoppedEarly = fatal !== undefined || interrupted;
   for (const s of failed) {
     if (stoppedEarly && s.error === NOT_PROCESSED) continue;
     console.error(`slide ${s.image_id} (patient ${patientOf.get(s.image_id)}) failed: ${s.error}`);
@@ -251,7 +257,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     // --fail-fast: the fatal error is the failed slide's, already listed above.
     const message = (fatal as Error).message;
     if (!failed.some((s) => s.error === message)) console.error(`error: ${message}`);
-    if (exitCode === 130) console.error(`Stopped. ${checkpointed} finished slide(s) are checkpointed in ${checkpointDir}; run the same command again to resume.`);
+    if (interrupted) console.error(`Stopped. ${checkpointed} finished slide(s) are checkpointed in ${checkpointDir}; run the same command again to resume.`);
   } else {
     console.log(`\nWrote ${report.patients.written} patients (${report.tiles_written} tiles) to ${written?.shards.length ?? 0} shard(s) in ${opts.out}`);
     if (dropped.length > 0) console.log(`Dropped ${dropped.length} patient(s) without tiles: ${dropped.map((d) => d.patient_id).join(', ')}`);
