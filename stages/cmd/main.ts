@@ -28,6 +28,9 @@ import type { WriteSummary } from '../write-tfrecords.js';
 import type { CsvRow } from '../types.js';
 import { patientData } from '../combine-patient-data.js';
 import { findCommitted } from '../../engine/staging.js';
+import { newMetrics } from '../../engine/metrics.js';
+import { Budget } from '../../engine/index.js';
+import { slideTasks, slideCheckpointKey } from '../slide-tasks.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
@@ -250,7 +253,8 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   // instant before the stop and before its 'done' event.
   let checkpointed = 0;
   if (stoppedEarly) {
-    for (const id of slides.keys()) if ((await findCommitted(checkpointDir, id)) !== undefined) checkpointed++;
+    const tasks = slideTasks(slidesDir)(fromArray(csv.rows), { signal: new AbortController().signal, name: 'count-checkpoints', metrics: newMetrics('count-checkpoints'), tiles: new Budget(1) });
+    for await (const task of tasks) if ((await findCommitted(checkpointDir, slideCheckpointKey(task))) !== undefined) checkpointed++;
     console.error(`${checkpointed} of ${slides.size} slide(s) finished and checkpointed.`);
   }
   if (fatal !== undefined) {
@@ -296,4 +300,8 @@ async function ensureDir(dir: string): Promise<string> {
   await mkdir(dir, { recursive: true });
   await stat(dir);
   return dir;
+}
+
+async function* fromArray<T>(values: readonly T[]): AsyncIterable<T> {
+  yield* values;
 }
