@@ -17,6 +17,7 @@ import { normalizeTiles } from './stages/normalize-tiles.js';
 import { embedTiles } from './stages/embed-tiles.js';
 import { colorHistograms } from './stages/color-histograms.js';
 import { releaseTiles } from './stages/release-tiles.js';
+import { slideTasks, slideCheckpointKey } from './stages/slide-tasks.js';
 import { patientData } from './stages/combine-patient-data.js';
 import { combineEmbeddings } from './stages/combine-embeddings.js';
 import { combineHistograms } from './stages/combine-histograms.js';
@@ -70,18 +71,19 @@ export interface PipelineHooks {
  */
 export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageContext) => AsyncIterable<SlideResult> {
   configureSharpForWorker();
+  // Built once per worker process: model sessions and the lookup table live as long as the process.
+  const normalize = normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, threads: config.threads });
+  const embed = embedTiles({ model: config.embedder, threads: config.threads });
+  const histograms = colorHistograms();
   return (task, ctx) =>
-    Graph.stream<SlideResult>({ name: `slide ${task.image_id}`, tileBudget: ctx.tiles, signal: ctx.signal, metricsIntervalMs: 0 }, (g) => {
+    Graph.stream<SlideResult>({ name: `slide ${task.image_id}`, tileBudget: ctx.tiles, signal: ctx.signal, metricsIntervalMs: 0, ...(ctx.collect && { collect: ctx.collect }) }, (g) => {
       // The tile selection's summary (for the run report) joins the slide's results.
       const summary = new Channel<SlideSummary>(1);
       const tiles = g.source('ProduceTiles', (c) => closing(produceTiles(config.tile, { onSummary: (s) => void summary.push(s) })(once(task), c), summary));
-      const normalized = tiles
-        .batch('Batch', { size: config.batchSize, maxWaitMs: config.batchMaxWaitMs })
-        .pipe('NormalizeTiles', normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, threads: config.threads }));
-      const embeddings = normalized.pipe('EmbedTiles', embedTiles({ model: config.embedder, threads: config.threads })).flatten('Embeddings');
-      const histograms = normalized.pipe('ColorHistograms', colorHistograms()).flatten('Histograms');
-      const summaries = g.source('Summary', () => summary);
-      return g.merge('SlideResults', summaries, embeddings, histograms).pipe('ReleaseTiles', releaseTiles());
+      const normalized = tiles.batch('Batch', { size: config.batchSize, maxWaitMs: config.batchMaxWaitMs }).pipe('NormalizeTiles', normalize);
+      const embeddings = normalized.pipe('EmbedTiles', embed).flatten('Embeddings');
+      const colours = normalized.pipe('ColorHistograms', histograms).flatten('Histograms');
+      return g.merge('SlideResults', g.source('Summary', () => summary), embeddings, colours).pipe('ReleaseTiles', releaseTiles());
     });
 }
 
@@ -93,12 +95,13 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
 
   // Slides: fan out to worker processes, one slide per worker at a time (see perSlide).
   const results: Node<SlideResult> = rows
-    .map('SlideTasks', (r): SlideTask => ({ image_id: r.image_id, patient_id: r.patient_id, image_num: r.image_num, slidesDir: c.slidesDir }))
+    .pipe('SlideTasks', slideTasks(c.slidesDir))
     .fanOut('ProduceTiles', {
       module: import.meta.url,
       exportName: 'perSlide',
       config: c.slide,
       key: (t: SlideTask) => t.image_id,
+      checkpointKey: slideCheckpointKey,
       workers: c.workers,
       retries: c.retries,
       failFast: c.failFast,

@@ -3,8 +3,8 @@
 export type ItemEvent =
   | { readonly type: 'started'; readonly stage: string; readonly key: string; readonly attempt: number; readonly pid: number }
   | { readonly type: 'retry'; readonly stage: string; readonly key: string; readonly attempt: number; readonly error: Error }
-  /** One more result of the attempt arrived (staged results reach downstream only at 'done'). */
-  | { readonly type: 'progress'; readonly stage: string; readonly key: string; readonly attempt: number; readonly count: number }
+  /** One more result of the attempt arrived (staged results reach downstream only at 'done'): `value` is that result. */
+  | { readonly type: 'progress'; readonly stage: string; readonly key: string; readonly attempt: number; readonly count: number; readonly value: unknown }
   | { readonly type: 'done'; readonly stage: string; readonly key: string; readonly attempt: number; readonly durationMs: number; readonly count: number }
   | { readonly type: 'failed'; readonly stage: string; readonly key: string; readonly attempt: number; readonly error: Error }
   | { readonly type: 'replayed'; readonly stage: string; readonly key: string; readonly count: number };

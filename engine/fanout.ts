@@ -40,6 +40,11 @@ export interface FanOutOptions<I> {
   readonly stageMemory?: number;
   /** Keep committed items here and replay them on later runs (staged delivery only). */
   readonly checkpointDir?: string;
+  /**
+   * What identifies an item's checkpoint (default: `key`). Put everything the results depend on here (for a
+   * slide: its patient and image number, the file's size and mtime) so a changed input is recomputed.
+   */
+  readonly checkpointKey?: (item: I) => string;
   /** Each worker's tile budget (floor(run limit / workers)). */
   readonly workerTileBudget?: number;
   /** Capacity of the output edge(s), in elements. */
@@ -91,6 +96,7 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
     const p = new WorkerProc({
       init: { type: 'init', module: moduleUrl, exportName: opts.exportName, config: opts.config, window, tileLimit, stage },
       execArgv: opts.execArgv,
+      onMetrics: (stages) => env.subMetrics(stage, stages),
       onTiles: (pid, inUse, max) => {
         if (env.budget instanceof Budget) env.budget.report(`${stage}:${pid}`, inUse, max);
       },
@@ -128,8 +134,9 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
         ctx.signal.throwIfAborted();
         const item = r.value;
         const key = opts.key(item);
+        const checkpointKey = opts.checkpointKey?.(item) ?? key;
         if (opts.checkpointDir !== undefined) {
-          const committed = await findCommitted(opts.checkpointDir, key);
+          const committed = await findCommitted(opts.checkpointDir, checkpointKey);
           if (committed !== undefined) {
             const count = await deliver(replayCommitted(committed));
             m.custom.items_replayed++;
@@ -143,13 +150,13 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
           if (proc === undefined || !proc.alive) proc = await spawn();
           env.item({ type: 'started', stage, key, attempt, pid: proc.pid });
           const t0 = performance.now();
-          const staging = delivery === 'staged' ? new Staging(stageDir, opts.stageMemory ?? 16, key, opts.checkpointDir !== undefined) : undefined;
+          const staging = delivery === 'staged' ? new Staging(stageDir, opts.stageMemory ?? 16, checkpointKey, opts.checkpointDir !== undefined) : undefined;
           let outcome: Outcome;
           try {
             let received = 0;
             const onResult = staging ? (v: unknown) => staging.add(v) : (v: unknown) => out.push(v as O);
             outcome = await proc.run(nextId++, item, (v) => {
-              env.item({ type: 'progress', stage, key, attempt, count: ++received });
+              env.item({ type: 'progress', stage, key, attempt, count: ++received, value: v });
               return onResult(v);
             });
             if (outcome.kind === 'ok') {

@@ -11,7 +11,7 @@ import { join as joinPath } from 'node:path';
 import { Budget } from './budget.js';
 import { Channel, ChannelCancelled } from './channel.js';
 import type { ItemEvent, ItemFailure, WorkerEvent } from './events.js';
-import { copyMetrics, newMetrics, type MetricsSnapshot } from './metrics.js';
+import { addMetrics, copyMetrics, newMetrics, type MetricsSnapshot } from './metrics.js';
 import { EngineError, type KV, type Sink, type Source, type Stage, type StageContext, type StageMetrics, type TileBudget } from './types.js';
 import type { CombineFn } from './types.js';
 import { batchStage, type BatchOptions } from './batch.js';
@@ -34,6 +34,8 @@ export interface GraphOptions {
   readonly handleSignals?: boolean;
   /** Period of the 'metrics' event (250 ms); 0 turns the periodic event off (the final one is still sent). */
   readonly metricsIntervalMs?: number;
+  /** Receives the stages' final metrics when the run ends, however it ends (a worker's sub-graph passes ctx.collect). */
+  readonly collect?: (metrics: readonly StageMetrics[]) => void;
 }
 
 export interface PipeOptions<I> {
@@ -56,6 +58,8 @@ export interface RunEnv {
   readonly budget: TileBudget;
   item(event: ItemEvent): void;
   worker(event: WorkerEvent): void;
+  /** Metrics of the stages a fan-out stage's workers ran, added up per stage name. */
+  subMetrics(parent: string, stages: readonly StageMetrics[]): void;
 }
 
 type Body = (inputs: AsyncIterable<unknown>[], ctx: StageContext, env: RunEnv) => AsyncIterable<unknown> | Promise<void>;
@@ -256,6 +260,8 @@ export class Graph extends EventEmitter<GraphEvents> {
     const t0 = performance.now();
     const runDir = await mkdtemp(joinPath(this.opts.tmpDir ?? tmpdir(), `${this.name.replace(/[^\w.-]/g, '_')}-`));
     const failed: ItemFailure[] = [];
+    // Stages that ran inside worker processes, named `<fan-out stage>/<stage>`.
+    const sub = new Map<string, StageMetrics>();
     let done = 0;
     let replayed = 0;
     const env: RunEnv = {
@@ -268,6 +274,14 @@ export class Graph extends EventEmitter<GraphEvents> {
         this.emit('item', ev);
       },
       worker: (ev) => this.emit('worker', ev),
+      subMetrics: (parent, stages) => {
+        for (const m of stages) {
+          const name = `${parent}/${m.name}`;
+          let into = sub.get(name);
+          if (into === undefined) sub.set(name, (into = newMetrics(name)));
+          addMetrics(into, m);
+        }
+      },
     };
 
     const { signal } = this.controller;
@@ -317,7 +331,7 @@ export class Graph extends EventEmitter<GraphEvents> {
       return {
         graph: this.name,
         elapsedMs: performance.now() - t0,
-        stages: metrics.map(copyMetrics),
+        stages: [...metrics, ...[...sub.values()].sort((a, b) => a.name.localeCompare(b.name))].map(copyMetrics),
         tiles: { inUse: this.budget.inUse, maxInUse: this.budget.maxInUse, limit: this.budget.limit },
         final,
       };
@@ -341,6 +355,7 @@ export class Graph extends EventEmitter<GraphEvents> {
       }
       await rm(runDir, { recursive: true, force: true });
     }
+    this.opts.collect?.(metrics.map(copyMetrics));
     this.emit('metrics', snapshot(true));
     if (firstError !== undefined && !(this.cancelledByOutput && isAbort(firstError))) throw firstError;
     return {
@@ -378,14 +393,20 @@ export function toEngineError(e: unknown, stage: string, key: string | undefined
 /** Runs one node: pulls its inputs through metered iterables and pushes its outputs into every consumer's channel. */
 async function runNode(s: Spec, ctx: StageContext, env: RunEnv, inputs: Channel<unknown>[], outs: Channel<unknown>[]): Promise<void> {
   const m = ctx.metrics;
+  // Time spent waiting for input, as the union of the waits: a join or merge waits on several inputs at
+  // once, and summing overlapping waits would count the same wall time twice (busy time below zero).
   let waitMs = 0;
+  let waiting = 0;
+  let waitStart = 0;
+  /** Total input-wait time up to now, including a wait still in progress. */
+  const waited = (now: number): number => waitMs + (waiting > 0 ? now - waitStart : 0);
   let last: { v: unknown } | undefined;
   const metered = inputs.map((c) => meter(c));
   function meter(c: Channel<unknown>): AsyncIterable<unknown> {
     return {
       [Symbol.asyncIterator]: () => ({
         async next() {
-          const t = performance.now();
+          if (waiting++ === 0) waitStart = performance.now();
           try {
             const r = await c.next();
             if (!r.done) {
@@ -394,7 +415,7 @@ async function runNode(s: Spec, ctx: StageContext, env: RunEnv, inputs: Channel<
             }
             return r;
           } finally {
-            waitMs += performance.now() - t;
+            if (--waiting === 0) waitMs += performance.now() - waitStart;
           }
         },
         async return() {
@@ -418,20 +439,23 @@ async function runNode(s: Spec, ctx: StageContext, env: RunEnv, inputs: Channel<
     const result = s.body(metered, ctx, env);
     if (s.sink || !(Symbol.asyncIterator in (result as object))) {
       await result;
-      m.busyMs += performance.now() - t0 - waitMs;
+      const t = performance.now();
+      m.busyMs += t - t0 - waited(t);
       return;
     }
     const it = (result as AsyncIterable<unknown>)[Symbol.asyncIterator]();
     let active = outs.slice();
     try {
       for (;;) {
-        const w0 = waitMs;
         const t1 = performance.now();
+        const w1 = waited(t1);
         const r = await it.next();
-        m.busyMs += performance.now() - t1 - (waitMs - w0);
+        const t2 = performance.now();
+        // A stage may yield while it still waits for input (a batcher flushing on time): only the time
+        // spent neither waiting for input nor for downstream counts as busy.
+        m.busyMs += t2 - t1 - (waited(t2) - w1);
         if (r.done) break;
         m.elementsOut++;
-        const t2 = performance.now();
         const pushed = await Promise.allSettled(active.map((c) => c.push(r.value)));
         m.blockedMs += performance.now() - t2;
         const rejected = pushed.find((p) => p.status === 'rejected' && !(p.reason instanceof ChannelCancelled));

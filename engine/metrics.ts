@@ -10,6 +10,16 @@ export function copyMetrics(m: StageMetrics): StageMetrics {
   return { ...m, busyMs: Math.round(m.busyMs * 10) / 10, blockedMs: Math.round(m.blockedMs * 10) / 10, custom: { ...m.custom } };
 }
 
+/** Adds `from`'s counts into `into` (same stage run several times, e.g. once per slide in each worker). */
+export function addMetrics(into: StageMetrics, from: StageMetrics): void {
+  into.elementsIn += from.elementsIn;
+  into.elementsOut += from.elementsOut;
+  into.busyMs += from.busyMs;
+  into.blockedMs += from.blockedMs;
+  into.maxQueueDepth = Math.max(into.maxQueueDepth, from.maxQueueDepth);
+  for (const [k, v] of Object.entries(from.custom)) into.custom[k] = (into.custom[k] ?? 0) + v;
+}
+
 /** What the graph emits every `metricsIntervalMs` and once at the end (`final: true`). */
 export interface MetricsSnapshot {
   readonly graph: string;

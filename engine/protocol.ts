@@ -1,4 +1,5 @@
 /** Messages between the fan-out stage (parent) and a worker process (engine/worker.ts). */
+import type { StageMetrics } from './types.js';
 
 /** Parent -> child, on the IPC channel. */
 export type ToWorker =
@@ -16,6 +17,8 @@ export type FromWorker =
 export type DataFrame =
   | { readonly t: 'r'; readonly id: number; readonly v: unknown }
   | { readonly t: 'end'; readonly id: number; readonly n: number }
+  /** Final metrics of the item's sub-graph; sent before `end`/`err` so the parent has them when the item ends. */
+  | { readonly t: 'm'; readonly id: number; readonly stages: readonly StageMetrics[] }
   | { readonly t: 'err'; readonly id: number; readonly error: WireError };
 
 export interface WireError {

@@ -30,6 +30,11 @@ export interface StageContext {
   readonly metrics: StageMetrics;
   /** The run-wide budget of tiles resident in memory (counted in tiles, not bytes). */
   readonly tiles: TileBudget;
+  /**
+   * Inside a worker process: where a sub-graph built per item reports its stages' final metrics (pass it
+   * as GraphOptions.collect). The fan-out stage adds them up per stage name in the parent's metrics.
+   */
+  readonly collect?: (metrics: readonly StageMetrics[]) => void;
 }
 
 /** A stage: a typed async-iterable transform. Cleanup belongs in its `finally`. */

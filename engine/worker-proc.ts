@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { FrameDecoder } from './frames.js';
 import { fromWire, type DataFrame, type FromWorker, type ToWorker } from './protocol.js';
+import type { StageMetrics } from './types.js';
 
 /** How an attempt ended. `aborted`: the parent stopped taking results (downstream failed). */
 export type Outcome =
@@ -28,6 +29,8 @@ export interface WorkerProcOptions {
   readonly init: Extract<ToWorker, { type: 'init' }>;
   readonly execArgv?: string[];
   readonly onTiles: (pid: number, inUse: number, maxInUse: number) => void;
+  /** Final metrics of a sub-graph the worker ran for an item. */
+  readonly onMetrics?: (stages: readonly StageMetrics[]) => void;
   readonly onExit: (pid: number, code: number | null, signal: string | null) => void;
 }
 
@@ -44,8 +47,10 @@ export class WorkerProc {
   private readonly grantEvery: number;
   private readonly decoder = new FrameDecoder();
   private isClosed = false;
+  private readonly onMetrics: ((stages: readonly StageMetrics[]) => void) | undefined;
 
   constructor(opts: WorkerProcOptions) {
+    this.onMetrics = opts.onMetrics;
     this.grantEvery = Math.max(1, Math.floor(opts.init.window / 4));
     this.child = fork(entry, [], {
       stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'ipc'],
@@ -159,6 +164,10 @@ export class WorkerProc {
         this.send({ type: 'credit', n: this.ungranted });
         this.ungranted = 0;
       }
+      return;
+    }
+    if (f.t === 'm') {
+      this.onMetrics?.(f.stages);
       return;
     }
     if (a === undefined || a.id !== f.id) return; // the attempt was already given up

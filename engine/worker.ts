@@ -9,7 +9,7 @@ import { Budget, ScopedBudget } from './budget.js';
 import { encodeFrame } from './frames.js';
 import { newMetrics } from './metrics.js';
 import { DATA_FD, toWire, type DataFrame, type FromWorker, type ToWorker } from './protocol.js';
-import type { StageContext } from './types.js';
+import type { StageContext, StageMetrics } from './types.js';
 
 /** What a worker module's export returns: the per-item function. */
 export type ItemFn<I, O> = (item: I, ctx: StageContext) => AsyncIterable<O>;
@@ -60,15 +60,22 @@ async function runItem(id: number, item: unknown): Promise<void> {
   let n = 0;
   // Tiles the item still holds when it ends (an error mid-slide) go back, so the next item has the whole budget.
   const tiles = new ScopedBudget((ctx as StageContext).tiles);
-  const itemCtx: StageContext = { ...(ctx as StageContext), tiles };
+  // Sub-graph metrics travel on the data pipe just before the item's `end`/`err` frame.
+  const metrics: Array<readonly StageMetrics[]> = [];
+  const flushMetrics = async (): Promise<void> => {
+    for (const stages of metrics.splice(0)) await write({ t: 'm', id, stages });
+  };
+  const itemCtx: StageContext = { ...(ctx as StageContext), tiles, collect: (stages) => metrics.push(stages) };
   try {
     for await (const v of (fn as ItemFn<unknown, unknown>)(item, itemCtx)) {
       await credit();
       await write({ t: 'r', id, v });
       n++;
     }
+    await flushMetrics();
     await write({ t: 'end', id, n });
   } catch (e) {
+    await flushMetrics();
     await write({ t: 'err', id, error: toWire(e) });
   } finally {
     tiles.releaseAll();

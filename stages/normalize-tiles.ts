@@ -61,8 +61,10 @@ async function makeNormalizer(opts: NormalizeOptions, model: string): Promise<No
 
 /** Stage: Tile[] -> Tile[] with normalized uint8 pixels (new arrays; the input tiles are not modified). */
 export function normalizeTiles(opts: NormalizeOptions): Stage<Tile[], Tile[]> {
+  // Made once per stage instance and kept across runs of the stage (a worker runs it once per slide):
+  // loading the 48 MB table or the session again for every slide would dominate small slides.
+  let normalizer: Promise<Normalizer> | undefined;
   return async function* normalize(source: AsyncIterable<Tile[]>, ctx: StageContext): AsyncIterable<Tile[]> {
-    let normalizer: Normalizer | undefined;
     for await (const tiles of source) {
       throwIfAborted(ctx);
       if (tiles.length === 0) continue;
@@ -71,8 +73,8 @@ export function normalizeTiles(opts: NormalizeOptions): Stage<Tile[], Tile[]> {
         continue;
       }
       const size = batchTileSize(tiles, ctx);
-      normalizer ??= await makeNormalizer(opts, opts.model);
-      const pixels = await normalizer(tiles, size);
+      normalizer ??= makeNormalizer(opts, opts.model);
+      const pixels = await (await normalizer)(tiles, size);
       ctx.metrics.custom.tilesNormalized = (ctx.metrics.custom.tilesNormalized ?? 0) + tiles.length;
       yield tiles.map((t, i) => ({ ...t, pixels: pixels[i]! }));
     }

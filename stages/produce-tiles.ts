@@ -82,11 +82,16 @@ export function runs(positions: ReadonlyArray<readonly [number, number]>, T: num
   return out;
 }
 
+/** Longest side of the thumbnail and mask pictures a summary carries. */
+export const REPORT_PICTURE_PX = 1024;
+
 async function summarize(task: SlideTask, slide: SlideReader, level: number, image: { width: number; height: number; data: Uint8Array }, sel: TileSelection): Promise<SlideSummary> {
-  const thumbnailPng = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).png().toBuffer();
+  // Pictures for the report only: at most REPORT_PICTURE_PX a side (the 1/16 thumbnail of a 100k slide is 6k a side).
+  const fit = { width: REPORT_PICTURE_PX, height: REPORT_PICTURE_PX, fit: 'inside', withoutEnlargement: true } as const;
+  const thumbnailPng = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).resize(fit).png().toBuffer();
   const maskPx = new Uint8Array(sel.mask.length);
   for (let i = 0; i < maskPx.length; i++) maskPx[i] = sel.mask[i] ? 255 : 0;
-  const maskPng = await sharp(maskPx, { raw: { width: image.width, height: image.height, channels: 1 } }).png().toBuffer();
+  const maskPng = await sharp(maskPx, { raw: { width: image.width, height: image.height, channels: 1 } }).resize({ ...fit, kernel: 'nearest' }).png().toBuffer();
   return {
     kind: 'summary',
     image_id: task.image_id,

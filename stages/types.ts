@@ -24,6 +24,8 @@ export interface SlideTask {
   readonly image_num: number;
   /** The slides folder; the reader resolves `<slidesDir>/<image_id>.<ext>` safely. */
   readonly slidesDir: string;
+  /** The slide file's size and mtime when the task was made: a changed file invalidates its checkpoint. */
+  readonly fileStamp?: string;
 }
 
 /** Tile selection parameters; defaults are the seed's constants (see stages/lib/tile-params.ts). */

@@ -31,3 +31,21 @@ t.test('errors: acquire more than the limit, release more than held, abort while
   await t.rejects(p, /stop/);
   t.equal(b.inUse, 2);
 });
+
+t.test('ScopedBudget: counts what one item holds and gives back the rest in one call', async (t) => {
+  const { Budget, ScopedBudget } = await import('../engine/index.js');
+  const parent = new Budget(4);
+  const item = new ScopedBudget(parent);
+  await item.acquire(3);
+  item.release(1);
+  t.equal(parent.inUse, 2, 'parent sees the item usage');
+  t.throws(() => item.release(3), { code: 'E_BUDGET' }, 'cannot release more than the item holds');
+  t.equal(item.releaseAll(), 2, 'two tiles were still held');
+  t.equal(parent.inUse, 0, 'all back in the parent');
+  t.equal(item.releaseAll(), 0, 'nothing left');
+  // A second item can now take the whole budget.
+  const next = new ScopedBudget(parent);
+  await next.acquire(4);
+  t.equal(parent.inUse, 4);
+  next.releaseAll();
+});

@@ -26,6 +26,15 @@ const turns = async (n = 20) => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };
 
+/** Waits (in event-loop turns, bounded by a generous wall-clock limit) until `cond` holds: run() first does I/O. */
+const until = async (cond: () => boolean, what = 'condition', limitMs = 20000) => {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > limitMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+};
+
 t.test('a linear graph delivers everything in order, with metrics', async (t) => {
   const g = new Graph({ name: 'lin', highWaterMark: 2 });
   const got: number[] = [];
@@ -67,6 +76,7 @@ t.test('a slow sink bounds how much the source produced', async (t) => {
     })
     .sink('Slow', (src) => s.sink(src));
   const run = g.run();
+  await until(() => s.got.length === 1, 'the first element at the sink');
   await turns();
   t.equal(s.got.length, 1);
   // 1 in the sink + 2 on Pass->Slow + 1 held by Pass + 2 on Src->Pass + 1 the source is pushing.
@@ -100,6 +110,7 @@ t.test('branch: a slow branch throttles the shared source and bounds the fast br
     for await (const v of s) fastGot.push(v);
   });
   const run = g.run();
+  await until(() => slow.got.length === 1, 'the first element at the slow sink');
   await turns();
   t.ok(produced <= 8, `source produced ${produced} while the slow branch held 1`);
   t.ok(fastGot.length <= produced && fastGot.length <= 8, `the fast branch got ${fastGot.length}: throttled too`);

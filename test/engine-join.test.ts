@@ -37,3 +37,21 @@ t.test('join: an input error ends the run naming the stage', async (t) => {
   g.join('J', { a, b }).sink('S', async (s) => { for await (const _ of s); });
   await t.rejects(g.run(), { code: 'E_STAGE', stage: 'B', message: /B broke/ });
 });
+
+t.test('join: waiting on several inputs at once is not counted as negative busy time', async (t) => {
+  const g = new Graph({ name: 'join-metrics', highWaterMark: 1 });
+  // Two inputs that each yield slowly (on separate macrotask turns), so the join waits on both at once.
+  const slow = (name: string) =>
+    g.source(name, async function* (): AsyncGenerator<KV<string, number>> {
+      for (let i = 0; i < 20; i++) {
+        await new Promise((r) => setImmediate(r));
+        yield [`k${i}`, i];
+      }
+    });
+  g.join('J', { a: slow('A'), b: slow('B') }).sink('S', async (s) => { for await (const _ of s); });
+  const result = await g.run();
+  const j = result.metrics.find((m) => m.name === 'J')!;
+  t.equal(j.elementsIn, 40);
+  t.equal(j.elementsOut, 20);
+  t.ok(j.busyMs >= 0, `busy time ${j.busyMs} ms is not negative`);
+});

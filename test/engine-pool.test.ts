@@ -62,6 +62,9 @@ t.test('items run in worker processes; typed arrays cross intact; tile usage is 
   t.equal(events.filter((e) => e.type === 'done').length, 4);
   const doneA = events.find((e) => e.type === 'done' && e.key === 'a');
   t.match(doneA, { count: 30, attempt: 1 });
+  const progressA = events.filter((e): e is Extract<ItemEvent, { type: 'progress' }> => e.type === 'progress' && e.key === 'a');
+  t.same(progressA.map((e) => e.count), Array.from({ length: 30 }, (_, i) => i + 1), 'a progress event per result as it arrives');
+  t.match(progressA[4]?.value, { key: 'a', i: 4 }, 'carrying the result');
   t.ok(workers.filter((w) => w.type === 'spawn').length <= 2, 'at most `workers` processes');
   for (const w of workers) t.notOk(alive(w.pid), `worker ${w.pid} is gone after the run`);
   t.ok(res.tiles.max >= 1, `global tiles max ${res.tiles.max} includes the workers' reports`);
@@ -152,6 +155,12 @@ t.test('checkpoint: a second run replays committed items without dispatching; pa
   t.equal(res2.items.replayed, 2);
   t.same(r2.events.filter((e) => e.type === 'started').map((e) => e.key), ['c'], 'only the uncommitted item is dispatched');
   t.notOk(existsSync(join(ckpt, 'deadbeef.partial-1-1')), 'stale partial file removed');
+  // A changed input (here: a different checkpoint key for b) is recomputed, not replayed.
+  const r3 = build(dir, items, { checkpointDir: ckpt, checkpointKey: (i: TestItem) => (i.key === 'b' ? 'b-changed' : i.key) });
+  const res3 = await r3.g.run();
+  t.same(r3.events.filter((e) => e.type === 'started').map((e) => e.key).sort(), ['b', 'c'], 'b recomputed under its new checkpoint key');
+  t.equal(res3.items.replayed, 1, 'a still replayed');
+  t.equal(count(r3.got, 'b'), 3);
 });
 
 t.test('abort kills every worker', async (t) => {
@@ -186,4 +195,16 @@ t.test('checkpointDir with stream delivery is E_GRAPH', async (t) => {
     .fanOut('Work', { module: workerModule, exportName: 'perItem', key: (i: TestItem) => i.key, delivery: 'stream', checkpointDir: dir, execArgv })
     .sink('S', async (s) => { for await (const _ of s); });
   await t.rejects(g.run(), { code: 'E_GRAPH', stage: 'Work' });
+});
+
+t.test('a worker gives back the tiles an item still holds when it ends, and reports its sub-graph metrics', async (t) => {
+  const dir = setup(t);
+  // One worker with 16 tiles: the first item keeps 12 tiles forever, the second needs 12 more.
+  const items: TestItem[] = [{ key: 'leaky', n: 12, leak: true }, { key: 'next', n: 12 }];
+  const { g, got } = build(dir, items, { workers: 1, delivery: 'stream' });
+  const result = await g.run();
+  t.equal(got.filter((r) => r.key === 'next').length, 12, 'the second item got the whole budget back');
+  const emit = result.metrics.find((m) => m.name === 'Work/Emit');
+  t.ok(emit, 'the sub-graph stage is listed as Work/Emit');
+  t.equal(emit?.elementsOut, 24, 'its counts add up over both items');
 });

@@ -2,7 +2,8 @@ import t from 'tap';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { produceTiles } from '../stages/produce-tiles.js';
+import sharp from 'sharp';
+import { produceTiles, REPORT_PICTURE_PX } from '../stages/produce-tiles.js';
 import { generateSlide, type TissueShape } from '../stages/lib/synthetic-slide.js';
 import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
 import { openSlide, type SlideReader } from '../stages/lib/slide-reader.js';
@@ -145,7 +146,8 @@ t.test('memory stays flat while streaming many tiles from a 32k x 32k slide', as
   let n = 0;
   let base = 0;
   let peak = 0;
-  for await (const tile of produceTiles({ ...DEFAULT_TILE_PARAMS, maxTiles: 240 })(from([task('big')]), ctx)) {
+  const summaries: SlideSummary[] = [];
+  for await (const tile of produceTiles({ ...DEFAULT_TILE_PARAMS, maxTiles: 240 }, { onSummary: (s) => summaries.push(s) })(from([task('big')]), ctx)) {
     t.equal(tile.pixels.length, 448 * 448 * 3);
     ctx.tiles.release(1);
     n++;
@@ -159,4 +161,9 @@ t.test('memory stays flat while streaming many tiles from a 32k x 32k slide', as
   const growthMb = (peak - base) / 1e6;
   t.ok(growthMb < 150, `RSS growth over 200 tiles (120 MB of pixels): ${growthMb.toFixed(1)} MB`);
   t.equal(ctx.tiles.maxInUse <= 16, true);
+  // The 2048 px thumbnail is shrunk for the report's pictures.
+  for (const png of [summaries[0]!.thumbnailPng, summaries[0]!.maskPng]) {
+    const meta = await sharp(png).metadata();
+    t.same([meta.width, meta.height], [REPORT_PICTURE_PX, REPORT_PICTURE_PX], 'report picture capped');
+  }
 });

@@ -2,7 +2,7 @@
  * `node graph.js ...`: dispatches the sub-commands and runs the main job around the pipeline declared in
  * graph.ts: options, demo data, models, checkpoints (resume), progress, run report and exit codes
  * (0: every slide succeeded; 1: finished, some slides failed; 2: usage or CSV error, before any work;
- * 130: interrupted).
+ * 130 / 143: stopped by SIGINT / SIGTERM, the shell's 128 + signal number).
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -11,12 +11,12 @@ import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { Graph, type RunResult } from '../../engine/index.js';
 import type { PipelineConfig, PipelineHooks, SlideConfig } from '../../graph.js';
-import type { SlideSummary } from '../types.js';
+import type { SlideResult, SlideSummary } from '../types.js';
 import { HELP, parseRunOptions, UsageError, type RunOptions } from '../lib/options.js';
 import { createProgress } from '../lib/progress.js';
 import { sampleTreeRss } from '../lib/proc-tree.js';
 import { writeReport, type RunReport, type SlidePictures, type SlideReport } from '../lib/report.js';
-import { readCsv } from '../lib/csv.js';
+import { CsvError, readCsv } from '../lib/csv.js';
 import { makeDemo } from './make-demo.js';
 import { ensureModels, modelsBuild } from './models-build.js';
 import { prepareModel } from '../lib/model-files.js';
@@ -25,6 +25,12 @@ import { isPixelwiseModel } from '../../models/check.js';
 import { split } from './split.js';
 import { inspect } from './inspect.js';
 import type { WriteSummary } from '../write-tfrecords.js';
+import type { CsvRow } from '../types.js';
+import { patientData } from '../combine-patient-data.js';
+import { findCommitted } from '../../engine/staging.js';
+import { newMetrics } from '../../engine/metrics.js';
+import { Budget } from '../../engine/index.js';
+import { slideTasks, slideCheckpointKey } from '../slide-tasks.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
@@ -60,6 +66,9 @@ export async function main(argv: readonly string[], deps: MainDeps): Promise<num
   }
 }
 
+/** The error of a slide the run never finished (interrupted, or stopped by another failure). */
+const NOT_PROCESSED = 'not processed';
+
 async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
@@ -85,7 +94,9 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   const workDir = opts.workDir ?? join(opts.out, '.work');
   // The CSV is read and validated whole before any slide is opened (E_CSV: exit code 2).
   const csv = await readCsv(csvFile);
+  if (csv.rows.length === 0) throw new CsvError(csvFile, 1, 'the CSV has a header but no rows: nothing to do');
   const withLabel = csv.header.includes('label');
+  await checkPatients(csv.rows);
 
   // Models: demo ONNX files built once; user weights imported (and checked) into the work folder.
   const demoModels = await ensureModels(join(cacheDir, 'models'));
@@ -141,7 +152,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   // What the run report collects while the graph runs.
   const patientOf = new Map(csv.rows.map((r) => [r.image_id, r.patient_id]));
   const slides = new Map<string, SlideReport>(
-    csv.rows.map((r) => [r.image_id, { image_id: r.image_id, patient_id: r.patient_id, status: 'failed', error: 'not processed', width: null, height: null, tiles_total: null, tiles_kept: null, seconds: null }]),
+    csv.rows.map((r) => [r.image_id, { image_id: r.image_id, patient_id: r.patient_id, status: 'failed', error: NOT_PROCESSED, width: null, height: null, tiles_total: null, tiles_kept: null, seconds: null }]),
   );
   const pictures: SlidePictures = new Map();
   const dropped: RunReport['patients']['dropped'] = [];
@@ -163,7 +174,11 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   };
 
   const controller = new AbortController();
-  const onSignal = (sig: NodeJS.Signals): void => controller.abort(new Error(`interrupted by ${sig}`));
+  let stoppedBy: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    stoppedBy = sig;
+    controller.abort(new Error(`interrupted by ${sig}`));
+  };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const g = new Graph({ name: 'wsi-dataset', highWaterMark: 2, tileBudget: opts.tileBudget, signal: controller.signal, tmpDir: await ensureDir(join(workDir, 'tmp')) });
@@ -171,7 +186,12 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     const r = slides.get(e.key);
     if (!r) return;
     if (e.type === 'started') progress.slideStarted(e.key);
-    else if (e.type === 'progress') progress.slideTiles(e.key, e.count);
+    else if (e.type === 'progress') {
+      // Results stream in while the slide is processed: the summary first (tiles to come), then one embedding per tile.
+      const value = e.value as SlideResult;
+      if (value.kind === 'summary') progress.slideTotal(e.key, value.tiles_kept);
+      else if (value.kind === 'embedding') progress.slideTiles(e.key, 1);
+    }
     else if (e.type === 'done' || e.type === 'replayed') {
       Object.assign(r, { status: 'ok', error: null, seconds: e.type === 'done' ? e.durationMs / 1000 : 0, resumed: e.type === 'replayed' });
       progress.slideDone(e.key, r.tiles_kept ?? 0, r.seconds ?? 0, e.type === 'replayed');
@@ -195,7 +215,8 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     process.off('SIGTERM', onSignal);
   }
   const failed = [...slides.values()].filter((s) => s.status === 'failed');
-  const exitCode = controller.signal.aborted ? 130 : fatal !== undefined ? 1 : failed.length > 0 ? 1 : 0;
+  const interrupted = stoppedBy !== undefined;
+  const exitCode = interrupted ? (stoppedBy === 'SIGTERM' ? 143 : 130) : fatal !== undefined ? 1 : failed.length > 0 ? 1 : 0;
   const report: RunReport = {
     started_at: started.toISOString(),
     elapsed_s: (performance.now() - t0) / 1000,
@@ -221,10 +242,26 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   };
   const paths = await writeReport(opts.out, report, pictures);
 
-  for (const s of failed) console.error(`slide ${s.image_id} (patient ${patientOf.get(s.image_id)}) failed: ${s.error}`);
+  // When the run stopped early (Ctrl-C, --fail-fast, a fatal error) the slides it never finished are not
+  // failures of their own: count them instead of listing each one.
+  const stoppedEarly = fatal !== undefined || interrupted;
+  for (const s of failed) {
+    if (stoppedEarly && s.error === NOT_PROCESSED) continue;
+    console.error(`slide ${s.image_id} (patient ${patientOf.get(s.image_id)}) failed: ${s.error}`);
+  }
+  // What a rerun will reuse: counted from the checkpoint folder, since a slide can be committed in the
+  // instant before the stop and before its 'done' event.
+  let checkpointed = 0;
+  if (stoppedEarly) {
+    const tasks = slideTasks(slidesDir)(fromArray(csv.rows), { signal: new AbortController().signal, name: 'count-checkpoints', metrics: newMetrics('count-checkpoints'), tiles: new Budget(1) });
+    for await (const task of tasks) if ((await findCommitted(checkpointDir, slideCheckpointKey(task))) !== undefined) checkpointed++;
+    console.error(`${checkpointed} of ${slides.size} slide(s) finished and checkpointed.`);
+  }
   if (fatal !== undefined) {
-    console.error(`error: ${(fatal as Error).message}`);
-    if (exitCode === 130) console.error(`Stopped. Finished slides are checkpointed in ${checkpointDir}; run the same command again to resume.`);
+    // --fail-fast: the fatal error is the failed slide's, already listed above.
+    const message = (fatal as Error).message;
+    if (!failed.some((s) => s.error === message)) console.error(`error: ${message}`);
+    if (interrupted) console.error(`Stopped. ${checkpointed} finished slide(s) are checkpointed in ${checkpointDir}; run the same command again to resume.`);
   } else {
     console.log(`\nWrote ${report.patients.written} patients (${report.tiles_written} tiles) to ${written?.shards.length ?? 0} shard(s) in ${opts.out}`);
     if (dropped.length > 0) console.log(`Dropped ${dropped.length} patient(s) without tiles: ${dropped.map((d) => d.patient_id).join(', ')}`);
@@ -238,8 +275,33 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   return exitCode;
 }
 
+/**
+ * A patient's rows must agree on center and label (and not repeat an image_num). The graph checks this
+ * too (GroupPatientData), but only once workers run; checked here first so a bad CSV is exit code 2
+ * before any slide is opened, with the same message naming the patient, the values and the CSV lines.
+ */
+async function checkPatients(rows: readonly CsvRow[]): Promise<void> {
+  const fn = patientData();
+  const byPatient = new Map<string, CsvRow[]>();
+  for (const r of rows) byPatient.set(r.patient_id, [...(byPatient.get(r.patient_id) ?? []), r]);
+  for (const [key, list] of byPatient) {
+    try {
+      let acc = await fn.createAccumulator({ key, spillDir: '', signal: new AbortController().signal });
+      for (const r of list) acc = await fn.addInput(acc, r);
+      await fn.extractOutput(acc);
+    } catch (err) {
+      const e = new Error(`E_CSV: ${(err as Error).message}`, { cause: err });
+      throw Object.assign(e, { code: 'E_CSV' });
+    }
+  }
+}
+
 async function ensureDir(dir: string): Promise<string> {
   await mkdir(dir, { recursive: true });
   await stat(dir);
   return dir;
+}
+
+async function* fromArray<T>(values: readonly T[]): AsyncIterable<T> {
+  yield* values;
 }

@@ -11,8 +11,8 @@ import { ModelError } from '../../models/errors.js';
 import { getSession } from './onnx-session.js';
 
 export const LUT_BYTES = 3 << 24;
-/** Colours per ONNX run when building: 2^20 (a [1,256,4096,3] tensor; ~130 MB of float intermediates). */
-const CHUNK = 1 << 20;
+/** Colours per ONNX run when building: 2^18 (a [1,256,1024,3] tensor; ~32 MB per float intermediate, so the build stays small). */
+const CHUNK = 1 << 18;
 
 /** Rounds a float on 0..255 to uint8, half up, clamped (the one rounding both LUT and ONNX paths use). */
 export function toByte(v: number): number {

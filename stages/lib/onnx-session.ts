@@ -3,10 +3,25 @@
  * Threads are explicit so processes x threads never exceeds the cores.
  */
 import ort from 'onnxruntime-node';
+import { LRUCache } from 'lru-cache';
 import { checkModel, type ModelKind } from '../../models/check.js';
 import { ModelError } from '../../models/errors.js';
 
-const sessions = new Map<string, Promise<ort.InferenceSession>>();
+/**
+ * A bounded cache: a pipeline holds two sessions per process; a long-lived process that swaps models (tests,
+ * the bench) would otherwise keep every session (tens of MB each) alive. Evicted sessions are released.
+ */
+const MAX_SESSIONS = 4;
+const releasing = new Set<Promise<void>>();
+const sessions = new LRUCache<string, Promise<ort.InferenceSession>>({
+  max: MAX_SESSIONS,
+  dispose: (session) => {
+    // A session whose creation failed has nothing to release (its error went to its callers).
+    const done = session.then((s) => s.release(), () => undefined);
+    releasing.add(done);
+    void done.finally(() => releasing.delete(done));
+  },
+});
 
 /** The session options every stage uses. */
 export function sessionOptions(threads: number): ort.InferenceSession.SessionOptions {
@@ -47,7 +62,7 @@ export function getSession(modelPath: string, kind: ModelKind, threads = 1): Pro
   if (!s) {
     s = create(modelPath, kind, threads);
     // A failed creation is not cached: the next caller gets the error afresh.
-    s.catch(() => sessions.delete(key));
+    s.catch(() => sessions.get(key) === s && sessions.delete(key));
     sessions.set(key, s);
   }
   return s;
@@ -55,7 +70,6 @@ export function getSession(modelPath: string, kind: ModelKind, threads = 1): Pro
 
 /** Releases every cached session (at process exit, or in tests). */
 export async function closeSessions(): Promise<void> {
-  const all = [...sessions.values()];
-  sessions.clear();
-  for (const s of await Promise.allSettled(all)) if (s.status === 'fulfilled') await s.value.release();
+  sessions.clear(); // dispose releases each one
+  await Promise.all([...releasing]);
 }

@@ -65,17 +65,32 @@ async function smallPngDataUri(png: Uint8Array, width: number): Promise<string> 
   return `data:image/png;base64,${small.toString('base64')}`;
 }
 
+/**
+ * The background mask (grey PNG, 255 = background) as a blue picture, transparent where there is tissue.
+ * (Drawn as the grey mask itself, background was white over an off-white thumbnail: invisible.)
+ */
+async function blueMaskPng(maskPng: Uint8Array): Promise<Uint8Array> {
+  const { data, info } = await sharp(maskPng).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+  const rgba = Buffer.alloc(info.width * info.height * 4);
+  for (let p = 0; p < info.width * info.height; p++) {
+    rgba[p * 4 + 1] = 90;
+    rgba[p * 4 + 2] = 255;
+    rgba[p * 4 + 3] = data[p]! > 127 ? 255 : 0;
+  }
+  return sharp(rgba, { raw: { width: info.width, height: info.height, channels: 4 } }).png().toBuffer();
+}
+
 /** One slide's figure: thumbnail, mask drawn in translucent blue, kept tiles outlined in green. */
 async function slideFigure(slide: SlideReport, picture: SlidePictures extends Map<string, infer P> ? P : never): Promise<string> {
   const thumb = await smallPngDataUri(picture.thumbnailPng, PICTURE_WIDTH);
-  const mask = await smallPngDataUri(picture.maskPng, PICTURE_WIDTH);
+  const mask = await smallPngDataUri(await blueMaskPng(picture.maskPng), PICTURE_WIDTH);
   const rects = picture.positions
     .map(([x, y]) => `<rect x="${x}" y="${y}" width="${picture.tileSize}" height="${picture.tileSize}"/>`)
     .join('');
   const viewBox = `0 0 ${picture.width} ${picture.height}`;
   return `<svg class="slide" viewBox="${viewBox}" width="${PICTURE_WIDTH}" preserveAspectRatio="xMinYMin meet">
   <image href="${thumb}" x="0" y="0" width="${picture.width}" height="${picture.height}" preserveAspectRatio="none"/>
-  <image href="${mask}" x="0" y="0" width="${picture.width}" height="${picture.height}" preserveAspectRatio="none" opacity="0.35" style="mix-blend-mode:multiply"/>
+  <image href="${mask}" x="0" y="0" width="${picture.width}" height="${picture.height}" preserveAspectRatio="none" opacity="0.3"/>
   <g fill="none" stroke="#0a0" stroke-width="${Math.max(2, picture.width / 400)}">${rects}</g>
 </svg>
 <figcaption>${escapeHtml(slide.image_id)} &mdash; ${slide.tiles_kept} of ${slide.tiles_total} tiles kept</figcaption>`;

@@ -1,0 +1,29 @@
+/** Stage: turns CSV rows into slide tasks, stamped with the slide file's size and mtime (for checkpoint keys). */
+import { stat } from 'node:fs/promises';
+import type { Stage } from '../engine/types.js';
+import { resolveSlidePath } from './lib/slide-resolve.js';
+import type { CsvRow, SlideTask } from './types.js';
+
+/**
+ * A slide that cannot be resolved here is not an error of this stage: its task goes on unstamped and the
+ * worker reports the slide's own error (missing file, bad id) for that slide alone.
+ */
+export function slideTasks(slidesDir: string): Stage<CsvRow, SlideTask> {
+  return async function* slideTasksStage(rows) {
+    for await (const row of rows) {
+      let fileStamp = 'unresolved';
+      try {
+        const file = await stat(await resolveSlidePath(slidesDir, row.image_id));
+        fileStamp = `${file.size}:${file.mtimeMs}`;
+      } catch {
+        // Deliberately ignored: see above; the worker raises the slide's error with its code and path.
+      }
+      yield { image_id: row.image_id, patient_id: row.patient_id, image_num: row.image_num, slidesDir, fileStamp };
+    }
+  };
+}
+
+/** Everything a slide's results depend on besides the run's parameters and models (those key the checkpoint folder). */
+export function slideCheckpointKey(task: SlideTask): string {
+  return JSON.stringify([task.image_id, task.patient_id, task.image_num, task.fileStamp ?? '']);
+}
