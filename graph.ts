@@ -72,8 +72,9 @@ export interface PipelineHooks {
 export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageContext) => AsyncIterable<SlideResult> {
   configureSharpForWorker();
   // Built once per worker process: model sessions and the lookup table live as long as the process.
-  const normalize = normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, threads: config.threads });
-  const embed = embedTiles({ model: config.embedder, threads: config.threads });
+  // Loaded eagerly, in the background, while the first slide opens and its thumbnail is read.
+  const normalize = normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, threads: config.threads, eager: true });
+  const embed = embedTiles({ model: config.embedder, threads: config.threads, eager: true });
   const histograms = colorHistograms();
   return (task, ctx) =>
     Graph.stream<SlideResult>({ name: `slide ${task.image_id}`, tileBudget: ctx.tiles, signal: ctx.signal, metricsIntervalMs: 0, ...(ctx.collect && { collect: ctx.collect }) }, (g) => {

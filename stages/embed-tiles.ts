@@ -10,6 +10,8 @@ export interface EmbedOptions {
   readonly model: string;
   /** onnxruntime intra-op threads for this process (default 1). */
   readonly threads?: number;
+  /** Create the session now (in the background) rather than at the first batch. */
+  readonly eager?: boolean;
 }
 
 /**
@@ -18,6 +20,10 @@ export interface EmbedOptions {
  * buffer through v8 serialization when the record crosses a process boundary.
  */
 export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbedding[]> {
+  if (opts.eager) {
+    // The session is cached per process: the first batch will find it ready. A failure is reported there.
+    getSession(opts.model, 'efficientnet', opts.threads ?? 1).catch(() => undefined);
+  }
   return async function* embed(source: AsyncIterable<Tile[]>, ctx: StageContext): AsyncIterable<TileEmbedding[]> {
     let session: ort.InferenceSession | undefined;
     for await (const tiles of source) {

@@ -17,6 +17,8 @@ export interface NormalizeOptions {
   readonly threads?: number;
   /** 'auto' (default): the table when the model is per-pixel, else onnxruntime. */
   readonly mode?: 'lut' | 'onnx' | 'auto';
+  /** Load the table or session now (in the background) rather than at the first batch: a worker warms up while its first slide opens. */
+  readonly eager?: boolean;
 }
 
 type Normalizer = (tiles: readonly Tile[], size: number) => Promise<Uint8Array[]>;
@@ -64,6 +66,11 @@ export function normalizeTiles(opts: NormalizeOptions): Stage<Tile[], Tile[]> {
   // Made once per stage instance and kept across runs of the stage (a worker runs it once per slide):
   // loading the 48 MB table or the session again for every slide would dominate small slides.
   let normalizer: Promise<Normalizer> | undefined;
+  if (opts.eager && opts.model !== 'none') {
+    normalizer = makeNormalizer(opts, opts.model);
+    // Not awaited yet: keep a failure for the first batch to report instead of an unhandled rejection.
+    normalizer.catch(() => undefined);
+  }
   return async function* normalize(source: AsyncIterable<Tile[]>, ctx: StageContext): AsyncIterable<Tile[]> {
     for await (const tiles of source) {
       throwIfAborted(ctx);

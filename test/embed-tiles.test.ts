@@ -76,3 +76,14 @@ t.test('cleanup: break closes the upstream; abort gives E_ABORTED', async (t) =>
   await t.rejects(it.next(), { code: 'E_ABORTED' });
   t.ok(src2.closed());
 });
+
+t.test('eager: a model that fails to load is reported at the first batch, not as an unhandled rejection', async (t) => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled));
+  const stage = embedTiles({ model: `${models.dir}/eager-missing.onnx`, eager: true });
+  await new Promise((r) => setTimeout(r, 50)); // let the background load fail first
+  await t.rejects(collect(stage(countedSource([[makeTile(8, 1)]]).source, makeCtx())), { code: 'E_MODEL', message: /eager-missing\.onnx/ });
+  t.same(unhandled, [], 'no unhandled rejection');
+});

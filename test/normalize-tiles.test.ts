@@ -130,3 +130,19 @@ t.test('cleanup: breaking out closes the upstream; abort stops with E_ABORTED', 
   t.ok(src2.closed(), 'upstream finally ran after abort');
 });
 
+
+t.test('eager: the table is loaded once per stage instance and reused across runs (slides); a load failure waits for the first batch', async (t) => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled));
+  const bad = normalizeTiles({ model: path.join(models.dir, 'eager-missing.onnx'), eager: true });
+  await new Promise((r) => setTimeout(r, 50)); // let the background load fail first
+  await t.rejects(collect(bad(countedSource([[makeTile(8, 1)]]).source, makeCtx())), { message: /eager-missing\.onnx/ });
+  t.same(unhandled, [], 'no unhandled rejection');
+  // One instance, two runs: both normalize identically (the second reuses the first's table).
+  const stage = normalizeTiles({ model: models.stainnet, lutCacheDir: path.join(models.dir, 'lut-eager'), eager: true });
+  const [a] = await collect(stage(countedSource([[makeTile(8, 5)]]).source, makeCtx()));
+  const [b] = await collect(stage(countedSource([[makeTile(8, 5)]]).source, makeCtx()));
+  t.same(a![0]!.pixels, b![0]!.pixels);
+});
