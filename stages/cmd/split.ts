@@ -13,6 +13,7 @@
 import { readFile, rename, rm, writeFile, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
+import { mulberry32 } from '../lib/prng.js';
 
 export const SPLIT_NAMES = ['train', 'validation', 'evaluation'] as const;
 export type SplitName = (typeof SPLIT_NAMES)[number];
@@ -105,17 +106,6 @@ function shuffle<T>(items: T[], random: () => number): void {
   }
 }
 
-/** A small, well-known 32-bit PRNG; deterministic on every platform. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** FNV-1a over the UTF-16 code units of `s`. */
 function hash32(s: string): number {

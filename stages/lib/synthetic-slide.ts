@@ -6,6 +6,7 @@
  */
 import sharp from 'sharp';
 import { BigTiffWriter } from './tiff-write.js';
+import { mulberry32 } from './prng.js';
 
 export type Rgb = readonly [r: number, g: number, b: number];
 
@@ -57,16 +58,7 @@ export interface GeneratedLevel {
 const DEFAULT_BG: BackgroundSpec = { color: [246, 244, 247], gradient: 8, noise: 3 };
 
 /** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 /** A few random tissue shapes for a slide of this size (about 10-30% of the area). */
 export function randomTissue(width: number, height: number, seed: number): TissueShape[] {
