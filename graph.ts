@@ -2,13 +2,13 @@
  * The pipeline, declared. Read it as the seed's diagram; running it is the engine's job (engine/),
  * and the command line around it lives in stages/cmd/.
  *
- *   ParseCSV ─► KeyRows ─► GroupPatientData ───────────────────────────────────────┐
- *      └─► SlideTasks ─► ProduceTiles ⇉ (worker processes, one slide at a time:     │
- *                          ProduceTiles ─► Batch ─► NormalizeTiles ─┬─► EmbedTiles   │
- *                                                                   └─► ColorHistograms)
- *                        ├─► Embeddings ─► CombineEmbeddings ─────────────────────► MergeData ─► DropNoTiles ─► ToExample ─► WriteTFRecords
- *                        ├─► Histograms ─► CombineHistograms ─────────────────────┘
- *                        └─► Summaries (tile selection, for the run report)
+ *   ParseCSV ─┬─► GroupPatientData (keyed by patient; center and label must agree) ─────────┐
+ *             └─► SlideTasks ─► PerSlide, in worker processes, one slide each at a time:     │
+ *                     ProduceTiles ─► Batch ─► NormalizeTiles ─┬─► EmbedTiles               │
+ *                                                              └─► ColorHistograms          │
+ *                   ├─► Embeddings ─► CombineEmbeddings (a bag per patient) ───────────────► MergeData (join on patient)
+ *                   ├─► Histograms ─► CombineHistograms (mean per patient) ────────────────►   └─► DropNoTiles ─► ToExample ─► WriteTFRecords
+ *                   └─► Summaries (tile selection, for the run report)
  */
 import { Channel, Graph, type Node, type StageContext } from './engine/index.js';
 import type { CsvRow, SlideResult, SlideSummary, SlideTask, TileEmbedding, TileHistogram, TileParams } from './stages/types.js';
@@ -97,7 +97,7 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
   // Slides: fan out to worker processes, one slide per worker at a time (see perSlide).
   const results: Node<SlideResult> = rows
     .pipe('SlideTasks', slideTasks(c.slidesDir))
-    .fanOut('ProduceTiles', {
+    .fanOut('PerSlide', {
       module: import.meta.url,
       exportName: 'perSlide',
       config: c.slide,
