@@ -25,7 +25,6 @@ import { dropNoTiles, type DropReason } from './stages/drop-no-tiles.js';
 import { toExample } from './stages/to-example.js';
 import { writeTfrecords, type WriteSummary } from './stages/write-tfrecords.js';
 import { configureSharpForWorker } from './stages/lib/slide-sharp.js';
-import { main as runMain } from './stages/cmd/main.js';
 
 /** What the per-slide sub-pipeline needs; crosses to the worker processes (plain data). */
 export interface SlideConfig {
@@ -149,7 +148,11 @@ async function* fromArray<T>(values: readonly T[]): AsyncIterable<T> {
   yield* values;
 }
 
-/** `node graph.js ...`: the main job, or the split / inspect / models sub-commands. */
-export function main(argv: readonly string[]): Promise<number> {
-  return runMain(argv, { pipeline, workerModule: import.meta.url });
+/**
+ * `node graph.js ...`: the main job, or the split / inspect / models sub-commands. The command line is
+ * imported on demand, so that worker processes, which import this file for perSlide, do not load it.
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  const cli = await import('./stages/cmd/main.js');
+  return cli.main(argv, { pipeline, workerModule: import.meta.url });
 }
