@@ -143,3 +143,46 @@ t.test('report pictures: size as sharp fit inside, box-averaged, mask by majorit
   t.same([...mask.data], [255, 255, 0, 0, 255, 0, 0, 0]);
   t.same([...backgroundMask({ width: 2, height: 1, data: new Uint8Array([191, 191, 191, 191, 190, 191]) }, 190)], [1, 0]);
 });
+
+/** A slide with no file: levels /1 and /16, pixels computed per region (tissue in 512 px checks). */
+function fakeSlide(n: number): SlideReader {
+  const levels = [{ width: n, height: n, downsample: 1 }, { width: n / 16, height: n / 16, downsample: 16 }];
+  return {
+    image_id: `fake${n}`, path: `fake${n}`, backend: 'sharp', width: n, height: n, levels,
+    async readRegion(level, x, y, w, h) {
+      const ds = levels[level]!.downsample;
+      const out = new Uint8Array(w * h * 3).fill(245);
+      for (let r = 0; r < h; r++) for (let c = 0; c < w; c++) {
+        if ((Math.floor(((x + c) * ds) / 512) + Math.floor(((y + r) * ds) / 512)) % 3 === 0) out.fill(120, (r * w + c) * 3, (r * w + c) * 3 + 3);
+      }
+      return out;
+    },
+    async thumbnail() {
+      throw new Error('the band path must not read the whole thumbnail');
+    },
+    async close() {},
+  };
+}
+
+t.test('band selection memory does not grow with the slide: 8k vs 32k (thumbnail 16x the area)', async (t) => {
+  const growth = async (n: number): Promise<{ mb: number; kept: number }> => {
+    const s = fakeSlide(n);
+    const sel = new BandSelector(n, n, DEFAULT_TILE_PARAMS);
+    const pics = new ReportPictures(n / 16, n / 16, 1024, 190);
+    global.gc?.();
+    const base = process.memoryUsage();
+    let peak = 0;
+    for await (const band of thumbnailBands(s, 16, sel.cuts())) {
+      sel.addBand(band.y, band.image);
+      pics.add(band.y, band.image);
+      const m = process.memoryUsage();
+      peak = Math.max(peak, m.heapUsed + m.arrayBuffers - base.heapUsed - base.arrayBuffers);
+    }
+    return { mb: peak / 1e6, kept: sel.positions.length };
+  };
+  const small = await growth(8192);
+  const large = await growth(32768);
+  // 32k: the whole thumbnail alone would be 2048 x 2048 x 3 = 12.6 MB, its mask 4.2 MB, a summed-area table 16.8 MB.
+  t.ok(large.kept > 16 * small.kept * 0.9, `selection scales with the slide (${small.kept} -> ${large.kept} kept)`);
+  t.ok(large.mb < small.mb + 12, `heap + array buffers growth: 8k ${small.mb.toFixed(1)} MB, 32k ${large.mb.toFixed(1)} MB`);
+});
