@@ -1,12 +1,13 @@
 /** Stage: opens each slide, selects tiles on its thumbnail, and streams the kept tiles at level 0 as RGB. */
-import sharp from 'sharp';
 import type { Stage, StageContext } from '../engine/types.js';
 import type { SlideSummary, SlideTask, Tile, TileParams } from './types.js';
 import { SlideError } from './lib/slide-errors.js';
 import { openSlide, type OpenSlideOptions, type SlideReader } from './lib/slide-reader.js';
 import { resolveSlidePath } from './lib/slide-resolve.js';
 import { checkTileParams } from './lib/tile-params.js';
-import { selectTiles, type TileSelection } from './lib/tile-select.js';
+import { ReportPictures } from './lib/report-pictures.js';
+import { thumbnailBands, thumbnailPlan } from './lib/thumbnail-bands.js';
+import { BandSelector } from './lib/tile-select.js';
 
 export interface ProduceTilesOptions {
   /** Called once per slide, after selection and before its first tile. */
@@ -36,12 +37,19 @@ export function produceTiles(params: TileParams, opts: ProduceTilesOptions = {})
         if (slide.width < T || slide.height < T) {
           throw new SlideError('E_SLIDE_TOO_SMALL', task.image_id, path, `${slide.width}x${slide.height} is smaller than one ${T}x${T} tile`);
         }
-        const { image, level } = await slide.thumbnail(params.downsample);
-        const sel = selectTiles(slide.width, slide.height, image, params);
+        // Selection (and the report's pictures) band by band: one tile row of thumbnail at a time.
+        const plan = thumbnailPlan(slide, params.downsample);
+        const sel = new BandSelector(slide.width, slide.height, params);
+        const pictures = opts.onSummary === undefined ? undefined : new ReportPictures(plan.width, plan.height, REPORT_PICTURE_PX, params.backgroundThreshold);
+        for await (const band of thumbnailBands(slide, params.downsample, sel.cuts(), plan)) {
+          if (!sel.done) sel.addBand(band.y, band.image);
+          pictures?.add(band.y, band.image);
+          if (sel.done && pictures === undefined) break;
+        }
         custom.slides = (custom.slides ?? 0) + 1;
         custom.tiles_total = (custom.tiles_total ?? 0) + sel.total;
         custom.tiles_kept = (custom.tiles_kept ?? 0) + sel.positions.length;
-        if (opts.onSummary !== undefined) opts.onSummary(await summarize(task, slide, level, image, sel));
+        if (opts.onSummary !== undefined && pictures !== undefined) opts.onSummary(await summarize(task, slide, plan.level, sel, pictures));
         const band = Math.max(1, Math.min(bandTiles, ctx.tiles.limit));
         for (const run of runs(sel.positions, T, band)) {
           for (let k = 0; k < run.length; k++) {
@@ -85,13 +93,9 @@ export function runs(positions: ReadonlyArray<readonly [number, number]>, T: num
 /** Longest side of the thumbnail and mask pictures a summary carries. */
 export const REPORT_PICTURE_PX = 1024;
 
-async function summarize(task: SlideTask, slide: SlideReader, level: number, image: { width: number; height: number; data: Uint8Array }, sel: TileSelection): Promise<SlideSummary> {
+async function summarize(task: SlideTask, slide: SlideReader, level: number, sel: BandSelector, pictures: ReportPictures): Promise<SlideSummary> {
   // Pictures for the report only: at most REPORT_PICTURE_PX a side (the 1/16 thumbnail of a 100k slide is 6k a side).
-  const fit = { width: REPORT_PICTURE_PX, height: REPORT_PICTURE_PX, fit: 'inside', withoutEnlargement: true } as const;
-  const thumbnailPng = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).resize(fit).png().toBuffer();
-  const maskPx = new Uint8Array(sel.mask.length);
-  for (let i = 0; i < maskPx.length; i++) maskPx[i] = sel.mask[i] ? 255 : 0;
-  const maskPng = await sharp(maskPx, { raw: { width: image.width, height: image.height, channels: 1 } }).resize({ ...fit, kernel: 'nearest' }).png().toBuffer();
+  const { thumbnailPng, maskPng } = await pictures.png();
   return {
     kind: 'summary',
     image_id: task.image_id,
@@ -105,7 +109,7 @@ async function summarize(task: SlideTask, slide: SlideReader, level: number, ima
     tiles_total: sel.total,
     tiles_kept: sel.positions.length,
     positions: sel.positions,
-    thumbnailPng: new Uint8Array(thumbnailPng),
-    maskPng: new Uint8Array(maskPng),
+    thumbnailPng,
+    maskPng,
   };
 }

@@ -43,6 +43,42 @@ t.test('a cached table is read back without running the model', async (t) => {
   t.equal(await ensureLut(models.stainnet, cacheDir), lutPath(cacheDir, await fileSha256(models.stainnet)));
 });
 
+t.test('ensureLut checks only the cached file size: never reads the table; rebuilds a wrong-size file', async (t) => {
+  const fsp = await import('node:fs/promises');
+  const reads: string[] = [];
+  const mocked = await t.mockImport<typeof import('../stages/lib/lut.js')>('../stages/lib/lut.js', {
+    'node:fs/promises': {
+      ...fsp,
+      readFile: async (f: Parameters<typeof fsp.readFile>[0], ...rest: unknown[]) => {
+        if (String(f).endsWith('.rgb')) reads.push(String(f));
+        return (fsp.readFile as (...a: unknown[]) => Promise<Buffer>)(f, ...rest);
+      },
+    },
+  });
+  const dir = path.join(models.dir, 'lut-ensure');
+  const file = lutPath(dir, await fileSha256(models.stainnet));
+  // A sparse file of the right size and all zeros: accepted as is (a load + check would not notice either, but it would read 48 MB).
+  await fsp.mkdir(dir, { recursive: true });
+  await fsp.writeFile(file, '');
+  await fsp.truncate(file, LUT_BYTES);
+  t.equal(await mocked.ensureLut(models.stainnet, dir), file);
+  t.same(reads, [], 'the table was not read');
+  const fh = await fsp.open(file, 'r');
+  const head = Buffer.alloc(16);
+  await fh.read(head, 0, 16, 3 * 0x808080);
+  await fh.close();
+  t.same([...head], new Array(16).fill(0), 'the right-size file was kept, not rebuilt');
+  // Wrong size (a cut-short file): rebuilt to the full table.
+  await fsp.truncate(file, 1000);
+  t.equal(await mocked.ensureLut(models.stainnet, dir), file);
+  t.equal(statSync(file).size, LUT_BYTES, 'rebuilt at full size');
+  // Absent: built.
+  await fsp.rm(file);
+  t.equal(await mocked.ensureLut(models.stainnet, dir), file);
+  t.equal(statSync(file).size, LUT_BYTES, 'built when absent');
+  t.same(reads, [], 'building does not read the table back either');
+});
+
 t.test('stage: lut, onnx and auto modes give the same tiles; input tiles are untouched', async (t) => {
   const batches: Tile[][] = [[makeTile(32, 1), makeTile(32, 2)], [makeTile(32, 3)]];
   const before = batches.map((b) => b.map((x) => Uint8Array.from(x.pixels)));

@@ -104,10 +104,18 @@ export function applyLut(lut: Uint8Array, pixels: Uint8Array, out: Uint8Array): 
 }
 
 /**
- * Builds the table for `modelPath` into `cacheDir` unless already there (call once in the main process before
- * starting workers so they all just read it). Returns the table's path.
+ * Builds the table for `modelPath` into `cacheDir` unless already there with the right size (call once in the
+ * main process before starting workers so they all just read it). Only the file's size is checked: the
+ * parent never loads the 48 MB table. Returns the table's path.
  */
 export async function ensureLut(modelPath: string, cacheDir: string, threads = 1): Promise<string> {
+  const file = lutPath(cacheDir, await fileSha256(modelPath));
+  const st = await stat(file).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (st?.size === LUT_BYTES) return file;
+  // Absent or the wrong size (e.g. cut short): build it (loadOrBuildLut sees the wrong size and rebuilds).
   await loadOrBuildLut(modelPath, () => getSession(modelPath, 'stainnet', threads), cacheDir);
-  return lutPath(cacheDir, await fileSha256(modelPath));
+  return file;
 }

@@ -68,3 +68,101 @@ export function selectTiles(width: number, height: number, thumb: RgbImage, p: T
   }
   return { total: cols * rows, positions, mask };
 }
+
+/**
+ * The same rule as selectTiles, fed the thumbnail in horizontal bands (top to bottom, contiguous, any
+ * heights): memory is O(thumbnail width), never the whole mask. Tile row j is decided as soon as the bands
+ * reach its last thumbnail row, floor((j+1)*T/ds).
+ */
+export class BandSelector {
+  /** Full tiles on the grid. */
+  readonly total: number;
+  /** Level-0 positions of the kept tiles so far, row-major, at most maxTiles. */
+  readonly positions: Array<readonly [x: number, y: number]> = [];
+  /** Thumbnail width and height. */
+  readonly width: number;
+  readonly height: number;
+  private readonly cols: number;
+  private readonly rows: number;
+  private readonly limit: number;
+  /** Next thumbnail row expected, and the next tile row to decide. */
+  private nextY = 0;
+  private nextRow = 0;
+  /** Background count per thumbnail column over the current tile row's thumbnail rows so far. */
+  private readonly colBg: Uint32Array;
+
+  constructor(slideWidth: number, slideHeight: number, private readonly p: TileParams) {
+    this.width = Math.floor(slideWidth / p.downsample);
+    this.height = Math.floor(slideHeight / p.downsample);
+    this.cols = Math.floor(slideWidth / p.tileSize);
+    this.rows = Math.floor(slideHeight / p.tileSize);
+    this.total = this.cols * this.rows;
+    this.limit = p.maxTiles ?? Infinity;
+    this.colBg = new Uint32Array(this.width);
+  }
+
+  /** Thumbnail rows [start, end) that tile row j covers. */
+  tileRowSpan(j: number): [start: number, end: number] {
+    return [Math.floor((j * this.p.tileSize) / this.p.downsample), Math.floor(((j + 1) * this.p.tileSize) / this.p.downsample)];
+  }
+
+  /**
+   * Band cuts (strictly increasing thumbnail rows, 0 .. height) with one band per tile row, plus one for the
+   * rows below the last full tile row; empty tile rows (T < ds) share a band.
+   */
+  cuts(): number[] {
+    const out = [0];
+    for (let j = 0; j < this.rows; j++) {
+      const end = this.tileRowSpan(j)[1];
+      if (end > out[out.length - 1]!) out.push(end);
+    }
+    if (this.height > out[out.length - 1]!) out.push(this.height);
+    return out;
+  }
+
+  /** True once every tile row is decided or maxTiles is reached: later bands only matter for pictures. */
+  get done(): boolean {
+    return this.nextRow >= this.rows || this.positions.length >= this.limit;
+  }
+
+  /** Takes thumbnail rows y .. y+band.height-1 (the next ones). */
+  addBand(y: number, band: RgbImage): void {
+    if (y !== this.nextY || band.width !== this.width || y + band.height > this.height) {
+      throw new RangeError(`band at row ${y} (${band.width}x${band.height}) does not follow row ${this.nextY} of a ${this.width}x${this.height} thumbnail`);
+    }
+    const t = this.p.backgroundThreshold;
+    const d = band.data;
+    const w = this.width;
+    for (let r = 0; r < band.height; r++) {
+      const row = y + r;
+      // Skip tile rows that end at or before this row (empty ones when T < ds).
+      this.decideRowsEndingBy(row);
+      if (this.done) break;
+      const [start] = this.tileRowSpan(this.nextRow);
+      if (row < start) continue;
+      for (let x = 0, o = r * w * 3; x < w; x++, o += 3) if (d[o]! > t && d[o + 1]! > t && d[o + 2]! > t) this.colBg[x]!++;
+    }
+    this.nextY = y + band.height;
+    this.decideRowsEndingBy(this.nextY);
+  }
+
+  /** Decides every tile row whose thumbnail rows all lie above `y`. */
+  private decideRowsEndingBy(y: number): void {
+    while (!this.done && this.tileRowSpan(this.nextRow)[1] <= y) {
+      const [r0, r1] = this.tileRowSpan(this.nextRow);
+      const T = this.p.tileSize;
+      const ds = this.p.downsample;
+      const yPos = this.nextRow * T;
+      for (let i = 0; i < this.cols && this.positions.length < this.limit; i++) {
+        const c0 = Math.floor((i * T) / ds);
+        const c1 = Math.floor(((i + 1) * T) / ds);
+        const covered = (r1 - r0) * (c1 - c0);
+        let bg = 0;
+        for (let x = c0; x < c1; x++) bg += this.colBg[x]!;
+        if (covered > 0 && bg <= this.p.maxBackground * covered + 1e-9) this.positions.push([i * T, yPos]);
+      }
+      this.colBg.fill(0);
+      this.nextRow++;
+    }
+  }
+}
