@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { generateSlide, tissueMaskAt, type TissueShape } from '../../stages/lib/synthetic-slide.js';
 import { readTfrecords } from '../../stages/lib/tfrecord.js';
 import { ExampleType } from '../../stages/lib/example-proto.js';
+import type { RunReport } from '../../stages/lib/report.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const CLI = join(REPO, 'graph.js');
@@ -175,25 +176,8 @@ export async function readExamples(outDir: string): Promise<DecodedExample[]> {
   return out;
 }
 
-export interface SlideReportJson {
-  image_id: string;
-  patient_id: string;
-  status: 'ok' | 'failed';
-  error: string | null;
-  width: number | null;
-  height: number | null;
-  tiles_total: number | null;
-  tiles_kept: number | null;
-  seconds: number | null;
-  resumed?: boolean;
-}
-
-export interface ReportJson {
-  exit_code: number;
-  slides: SlideReportJson[];
-  patients: { written: number; dropped: Array<{ patient_id: string; reason: string }> };
-  shards: Array<{ file: string; records: number; bytes: number }>;
-}
+/** What the tests read of report.json: the report's own type (stages/lib/report.ts). */
+export type ReportJson = RunReport;
 
 export async function readReport(outDir: string): Promise<ReportJson> {
   return JSON.parse(await readFile(join(outDir, 'report.json'), 'utf8')) as ReportJson;
