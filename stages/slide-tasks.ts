@@ -10,17 +10,20 @@ import type { CsvRow, SlideTask } from './types.js';
  */
 export function slideTasks(slidesDir: string): Stage<CsvRow, SlideTask> {
   return async function* slideTasksStage(rows) {
-    for await (const row of rows) {
-      let fileStamp = 'unresolved';
-      try {
-        const file = await stat(await resolveSlidePath(slidesDir, row.image_id));
-        fileStamp = `${file.size}:${file.mtimeMs}`;
-      } catch {
-        // Deliberately ignored: see above; the worker raises the slide's error with its code and path.
-      }
-      yield { image_id: row.image_id, patient_id: row.patient_id, image_num: row.image_num, slidesDir, fileStamp };
-    }
+    for await (const row of rows) yield await slideTask(slidesDir, row);
   };
+}
+
+/** One row's task (the stage's work for one element; also used to find a slide's checkpoint). */
+export async function slideTask(slidesDir: string, row: CsvRow): Promise<SlideTask> {
+  let fileStamp = 'unresolved';
+  try {
+    const file = await stat(await resolveSlidePath(slidesDir, row.image_id));
+    fileStamp = `${file.size}:${file.mtimeMs}`;
+  } catch {
+    // Deliberately ignored: see above; the worker raises the slide's error with its code and path.
+  }
+  return { image_id: row.image_id, patient_id: row.patient_id, image_num: row.image_num, slidesDir, fileStamp };
 }
 
 /** Everything a slide's results depend on besides the run's parameters and models (those key the checkpoint folder). */

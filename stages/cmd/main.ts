@@ -28,9 +28,7 @@ import type { WriteSummary } from '../write-tfrecords.js';
 import type { CsvRow } from '../types.js';
 import { patientData } from '../combine-patient-data.js';
 import { findCommitted } from '../../engine/staging.js';
-import { newMetrics } from '../../engine/metrics.js';
-import { Budget } from '../../engine/index.js';
-import { slideTasks, slideCheckpointKey } from '../slide-tasks.js';
+import { slideTask, slideCheckpointKey } from '../slide-tasks.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
@@ -253,8 +251,9 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   // instant before the stop and before its 'done' event.
   let checkpointed = 0;
   if (stoppedEarly) {
-    const tasks = slideTasks(slidesDir)(fromArray(csv.rows), { signal: new AbortController().signal, name: 'count-checkpoints', metrics: newMetrics('count-checkpoints'), tiles: new Budget(1) });
-    for await (const task of tasks) if ((await findCommitted(checkpointDir, slideCheckpointKey(task))) !== undefined) checkpointed++;
+    for (const row of csv.rows) {
+      if ((await findCommitted(checkpointDir, slideCheckpointKey(await slideTask(slidesDir, row)))) !== undefined) checkpointed++;
+    }
     console.error(`${checkpointed} of ${slides.size} slide(s) finished and checkpointed.`);
   }
   if (fatal !== undefined) {
@@ -300,8 +299,4 @@ async function ensureDir(dir: string): Promise<string> {
   await mkdir(dir, { recursive: true });
   await stat(dir);
   return dir;
-}
-
-async function* fromArray<T>(values: readonly T[]): AsyncIterable<T> {
-  yield* values;
 }
