@@ -56,8 +56,14 @@ async function* readFrames(path: string): AsyncGenerator<unknown> {
   }
 }
 
+/** Staged frames are written to the file in chunks of about this many bytes. */
+const FLUSH_BYTES = 1 << 20;
+
 export class Staging {
   private mem: unknown[] = [];
+  /** Encoded frames not yet written: written in one call once they reach FLUSH_BYTES (one syscall per result was most of the parent's CPU). */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
   private file: FileHandle | undefined;
   private path: string | undefined;
   count = 0;
@@ -88,6 +94,7 @@ export class Staging {
   async commit(): Promise<void> {
     if (!this.checkpoint) return;
     if (this.file === undefined) await this.openFile();
+    await this.flush();
     await (this.file as FileHandle).sync();
     await (this.file as FileHandle).close();
     this.file = undefined;
@@ -103,6 +110,7 @@ export class Staging {
     yield* mem;
     if (this.path === undefined) return;
     if (this.file !== undefined) {
+      await this.flush();
       await this.file.close();
       this.file = undefined;
     }
@@ -112,6 +120,8 @@ export class Staging {
   /** Drops everything staged; a committed file is kept (it is the checkpoint). */
   async discard(keepCommitted = true): Promise<void> {
     this.mem = [];
+    this.pending = [];
+    this.pendingBytes = 0;
     if (this.file !== undefined) {
       await this.file.close();
       this.file = undefined;
@@ -133,6 +143,17 @@ export class Staging {
 
   private async writeFrame(value: unknown): Promise<void> {
     const [head, body] = encodeFrame(value) as [Buffer, Buffer];
-    await (this.file as FileHandle).writev([head, body]);
+    this.pending.push(head, body);
+    this.pendingBytes += head.length + body.length;
+    if (this.pendingBytes >= FLUSH_BYTES) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const buffers = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    // writev takes at most IOV_MAX (1024) buffers per call on Linux.
+    for (let i = 0; i < buffers.length; i += 1024) await (this.file as FileHandle).writev(buffers.slice(i, i + 1024));
   }
 }

@@ -42,8 +42,46 @@ function allStats(): ProcStat[] {
   return stats;
 }
 
-/** Pids of every live descendant of `root` (children, grandchildren...). */
+/** Children of `pid` from /proc/<pid>/task/<tid>/children; undefined when the kernel does not offer it. */
+function childrenOf(pid: number): number[] | undefined {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return []; // the process is gone: no children
+  }
+  const out: number[] = [];
+  for (const tid of tids) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && tid === String(pid)) return undefined; // no CONFIG_PROC_CHILDREN
+      continue; // the thread ended meanwhile
+    }
+    for (const word of text.split(' ')) if (word.trim() !== '') out.push(Number(word));
+  }
+  return out;
+}
+
+/**
+ * Pids of every live descendant of `root` (children, grandchildren...). Walks the children lists of the
+ * tree itself (cheap, it is sampled every 200 ms during a run); scans all of /proc only where the kernel
+ * has no children lists.
+ */
 export function descendants(root: number = process.pid): number[] {
+  const out: number[] = [];
+  const stack = [root];
+  while (stack.length > 0) {
+    const kids = childrenOf(stack.pop()!);
+    if (kids === undefined) return descendantsByScan(root);
+    out.push(...kids);
+    stack.push(...kids);
+  }
+  return out;
+}
+
+function descendantsByScan(root: number): number[] {
   const stats = allStats();
   const children = new Map<number, number[]>();
   for (const s of stats) {
