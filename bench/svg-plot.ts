@@ -41,12 +41,14 @@ export function svgPlot(points: readonly MemoryPoint[], title = 'Peak RSS of the
   parts.push(`<text x="18" y="${(m.t + H - m.b) / 2}" text-anchor="middle" transform="rotate(-90 18 ${(m.t + H - m.b) / 2})">peak RSS, MB</text>`);
   const path = points.map((p, i) => `${i === 0 ? 'M' : 'L'}${px(Math.log2(p.side_px)).toFixed(1)},${py(p.peak_rss_mb).toFixed(1)}`).join(' ');
   parts.push(`<path d="${path}" fill="none" stroke="#2266bb" stroke-width="2"/>`);
-  for (const p of points) {
+  points.forEach((p, i) => {
     const x = px(Math.log2(p.side_px));
     const y = py(p.peak_rss_mb);
     parts.push(`<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="4" fill="#2266bb"/>`);
-    parts.push(`<text x="${x.toFixed(1)}" y="${(y - 10).toFixed(1)}" text-anchor="middle">${p.peak_rss_mb.toFixed(0)} MB (${p.tiles} tiles)</text>`);
-  }
+    // Labels alternate above and below the line: neighbouring points (64k, 100k) sit close on the log axis.
+    const ly = i % 2 === 0 ? y - 10 : y + 20;
+    parts.push(`<text x="${x.toFixed(1)}" y="${ly.toFixed(1)}" text-anchor="middle">${p.peak_rss_mb.toFixed(0)} MB (${p.tiles} tiles)</text>`);
+  });
   parts.push('</svg>');
   return parts.join('\n') + '\n';
 }
