@@ -52,3 +52,27 @@ t.test('no tiles: zero count, zero histogram; wrong size: error', async (t) => {
   t.equal(out.histogram.reduce((s, v) => s + v, 0), 0);
   t.throws(() => fn.addInput(fn.createAccumulator(ctx), { ...hist(1), histogram: new Float32Array(10) }), { code: 'E_HISTOGRAM_SIZE', message: /10 bins/ });
 });
+
+t.test('the mean is bit-identical whatever order the slides arrive in', async (t) => {
+  // Crafted so that float sums in arrival order round differently: slide A's tiles put 1 and 2^-24 in
+  // bin 0, slide B's two tiles 2^-53 each. A first: 1 + 2^-24 absorbs each 2^-53 (a float64 tie, rounded
+  // to even) and the mean lands exactly on a float32 tie (rounded down); B first: the 2^-53s add up to
+  // 2^-52 and survive, and the mean rounds up. Per-slide partials added in image_id order give one answer.
+  const tile = (image_id: string, v: number, x: number): TileHistogram => {
+    const h = new Float32Array(4096);
+    h[0] = v;
+    return { kind: 'histogram', image_id, patient_id: 'P1', x, y: 0, histogram: h };
+  };
+  const a = [tile('A', 1, 0), tile('A', 2 ** -24, 1)];
+  const b = [tile('B', 2 ** -53, 0), tile('B', 2 ** -53, 1)];
+  const meanOf = (tiles: TileHistogram[]): number => {
+    const fn = combineHistograms();
+    let acc = fn.createAccumulator(ctx);
+    for (const x of tiles) acc = fn.addInput(acc, x);
+    return fn.extractOutput(acc).histogram[0]!;
+  };
+  const aFirst = meanOf([...a, ...b]);
+  t.equal(meanOf([...b, ...a]), aFirst, 'B first');
+  t.equal(meanOf([a[0]!, b[0]!, a[1]!, b[1]!]), aFirst, 'interleaved');
+  t.equal(aFirst, Math.fround(0.25 + 2 ** -25), 'the exact total (1 + 2^-24 + 2^-52) / 4, rounded once');
+});
