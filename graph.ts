@@ -54,6 +54,8 @@ export interface PipelineConfig {
   readonly failFast: boolean;
   /** Committed per-slide results (resume); keyed by a hash of parameters and models. */
   readonly checkpointDir: string;
+  /** Embedding rows kept in memory across all patients' bags; past it the largest bag spills to disk. */
+  readonly bagMemoryBytes: number;
 }
 
 /** What the pipeline reports besides the engine's own events. */
@@ -111,7 +113,7 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
   // Per patient: the bag of embeddings and the mean colour histogram.
   const bags = results
     .filter('Embeddings', (r): r is TileEmbedding => r.kind === 'embedding')
-    .combinePerKey('CombineEmbeddings', (e) => e.patient_id, combineEmbeddings());
+    .combinePerKey('CombineEmbeddings', (e) => e.patient_id, combineEmbeddings({ memoryBudgetBytes: c.bagMemoryBytes }));
   const histograms = results
     .filter('Histograms', (r): r is TileHistogram => r.kind === 'histogram')
     .combinePerKey('CombineHistograms', (h) => h.patient_id, combineHistograms());

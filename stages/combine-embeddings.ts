@@ -20,6 +20,12 @@ import type { EmbeddingBag, TileEmbedding, TileRef } from './types.js';
 const STAGE = 'combine-embeddings';
 /** Default in-memory row bytes per accumulator before spilling. */
 export const DEFAULT_SPILL_THRESHOLD_BYTES = 64 * 1024 * 1024;
+/**
+ * Default in-memory row bytes across all accumulators of one reducer. Every patient's bag waits for the join
+ * at the end of input, so without a shared limit 500 patients of 2,000 tiles (20 MB each, under the
+ * per-bag threshold) would hold 10 GB.
+ */
+export const DEFAULT_MEMORY_BUDGET_BYTES = 256 * 1024 * 1024;
 /** Rows per chunk the bag yields (256 rows of 1280 floats = 1.25 MiB). */
 export const BAG_CHUNK_ROWS = 256;
 
@@ -42,9 +48,36 @@ export interface EmbeddingAcc {
   state: 'open' | 'extracted' | 'disposed';
 }
 
-export function combineEmbeddings(opts: { spillThresholdBytes?: number } = {}): CombineFn<TileEmbedding, EmbeddingAcc, EmbeddingBag> {
+export function combineEmbeddings(opts: { spillThresholdBytes?: number; memoryBudgetBytes?: number } = {}): CombineFn<TileEmbedding, EmbeddingAcc, EmbeddingBag> {
   const threshold = opts.spillThresholdBytes ?? DEFAULT_SPILL_THRESHOLD_BYTES;
-  const fresh = (ctx: CombineContext): EmbeddingAcc => ({ ctx, dim: undefined, entries: [], memBytes: 0, spill: undefined, state: 'open' });
+  const budget = opts.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES;
+  /** Row bytes in memory across this reducer's accumulators (extracted bags still count: the join holds them). */
+  let resident = 0;
+  /** Accumulators still taking rows: where a spill can free memory. */
+  const active = new Set<EmbeddingAcc>();
+  const fresh = (ctx: CombineContext): EmbeddingAcc => {
+    const acc: EmbeddingAcc = { ctx, dim: undefined, entries: [], memBytes: 0, spill: undefined, state: 'open' };
+    active.add(acc);
+    return acc;
+  };
+  const spill = async (acc: EmbeddingAcc): Promise<void> => {
+    resident -= acc.memBytes;
+    await spillMemory(acc);
+  };
+  /** Past the shared budget, the accumulator holding the most rows in memory spills them. */
+  const enforceBudget = async (): Promise<void> => {
+    while (resident > budget) {
+      let largest: EmbeddingAcc | undefined;
+      for (const a of active) if (a.memBytes > (largest?.memBytes ?? 0)) largest = a;
+      if (largest === undefined) return; // what is left in memory belongs to extracted bags
+      await spill(largest);
+    }
+  };
+  const dispose = async (acc: EmbeddingAcc): Promise<void> => {
+    if (acc.state === 'open') resident -= acc.memBytes;
+    active.delete(acc);
+    await disposeAcc(acc);
+  };
 
   async function add(acc: EmbeddingAcc, ref: TileRef, avg: Float32Array, max: Float32Array): Promise<void> {
     if (acc.state !== 'open') throw new EngineError('E_ACCUMULATOR_STATE', STAGE, acc.ctx.key, `addInput on a ${acc.state} accumulator`);
@@ -55,7 +88,9 @@ export function combineEmbeddings(opts: { spillThresholdBytes?: number } = {}): 
     // Copies: the input may be a view on a larger (batch) buffer that we must not keep alive.
     acc.entries.push({ ref, slot: -1, avg: avg.slice(), max: max.slice() });
     acc.memBytes += avg.byteLength * 2;
-    if (acc.memBytes > threshold) await spillMemory(acc);
+    resident += avg.byteLength * 2;
+    if (acc.memBytes > threshold) await spill(acc);
+    else await enforceBudget();
   }
 
   return {
@@ -83,16 +118,17 @@ export function combineEmbeddings(opts: { spillThresholdBytes?: number } = {}): 
           for (const e of acc.entries) if (e.slot < 0) await add(merged, e.ref, e.avg!, e.max!);
         }
       } catch (err) {
-        await disposeAcc(merged);
+        await dispose(merged);
         throw err;
       }
       // The inputs are consumed: free their files now (dispose is idempotent if the engine calls it too).
-      for (const acc of accs) await disposeAcc(acc);
+      for (const acc of accs) await dispose(acc);
       return merged;
     },
     async extractOutput(acc) {
       if (acc.state !== 'open') throw new EngineError('E_ACCUMULATOR_STATE', STAGE, acc.ctx.key, `extractOutput on a ${acc.state} accumulator`);
-      if (acc.spill !== undefined && acc.memBytes > 0) await spillMemory(acc);
+      if (acc.spill !== undefined && acc.memBytes > 0) await spill(acc);
+      active.delete(acc);
       const entries = [...acc.entries].sort(compareEntries);
       for (let i = 1; i < entries.length; i++) {
         if (compareEntries(entries[i - 1]!, entries[i]!) === 0) {
@@ -103,7 +139,7 @@ export function combineEmbeddings(opts: { spillThresholdBytes?: number } = {}): 
       acc.state = 'extracted';
       return makeBag(acc.ctx.key, acc.dim ?? 0, entries, acc.spill);
     },
-    dispose: disposeAcc,
+    dispose,
   };
 }
 

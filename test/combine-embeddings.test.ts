@@ -159,3 +159,26 @@ t.test('an empty accumulator gives an empty bag', async (t) => {
   t.equal(bag.tiles.length, 0);
   t.same((await contents(bag)).avg, []);
 });
+
+t.test('a memory budget shared by all patients: past it, the patient holding the most rows spills', async (t) => {
+  const row = DIM * 4 * 2; // avg + max bytes of one tile
+  // Per-patient threshold out of the way; 100 tiles in memory at most across patients.
+  const fn = combineEmbeddings({ spillThresholdBytes: 1e9, memoryBudgetBytes: 100 * row });
+  const big = { ...(await context(t)), key: 'big' };
+  const small = { ...(await context(t)), key: 'small' };
+  const accBig = await fold(fn, big, tiles(90, 'big'));
+  t.equal(accBig.spill, undefined, '90 tiles: under the budget, in memory');
+  const accSmall = await fold(fn, small, tiles(20, 'small'));
+  t.ok(accBig.spill !== undefined && accBig.memBytes === 0, 'the budget was passed: the largest bag (big) spilled');
+  t.equal(accSmall.spill, undefined, 'the small one stays in memory');
+  t.equal(accSmall.memBytes, 20 * row);
+  // Same rows as without any budget.
+  const plain = combineEmbeddings();
+  const memBig = await plain.extractOutput(await fold(plain, await context(t), tiles(90, 'big')));
+  const bagBig = await fn.extractOutput(accBig);
+  t.same(await contents(bagBig), await contents(memBig));
+  await bagBig.dispose();
+  await memBig.dispose();
+  await fn.dispose!(accSmall);
+  t.equal(await files(small.spillDir), 0);
+});

@@ -11,6 +11,7 @@ t.test('defaults are the seed constants', async (t) => {
   t.equal(o.maxTiles, undefined);
   t.equal(o.resume, true);
   t.equal(o.failFast, false);
+  t.equal(o.bagMemoryMb, 256);
   t.equal(o.csv, undefined, 'no --csv means the demo run');
   t.match(o.out, /out\/demo$/);
 });
@@ -40,6 +41,7 @@ t.test('usage errors', async (t) => {
   const bad: Array<[string[], RegExp]> = [
     [['--tile-size', '0'], /--tile-size must be a positive integer/],
     [['--tile-size', 'abc'], /--tile-size/],
+    [['--bag-memory-mb', '0'], /--bag-memory-mb must be a positive integer/],
     [['--csv', 'a.csv'], /--csv and --slides go together/],
     [['--csv', 'a.csv', '--slides', 's'], /--out is required/],
     [['--background-threshold', '300'], /--background-threshold/],

@@ -145,6 +145,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     retries: 1,
     failFast: opts.failFast,
     checkpointDir,
+    bagMemoryBytes: opts.bagMemoryMb * 2 ** 20,
   };
 
   // What the run report collects while the graph runs.
@@ -219,7 +220,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     started_at: started.toISOString(),
     elapsed_s: (performance.now() - t0) / 1000,
     exit_code: exitCode,
-    params: { csv: csvFile, slides: slidesDir, out: opts.out, work_dir: workDir, ...slide, workers, tile_budget: opts.tileBudget, fail_fast: opts.failFast, resume: opts.resume },
+    params: { csv: csvFile, slides: slidesDir, out: opts.out, work_dir: workDir, ...slide, workers, tile_budget: opts.tileBudget, bag_memory_mb: opts.bagMemoryMb, fail_fast: opts.failFast, resume: opts.resume },
     models,
     slides: [...slides.values()],
     patients: { written: written?.records ?? 0, dropped },

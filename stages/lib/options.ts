@@ -27,6 +27,8 @@ export interface RunOptions {
   readonly failFast: boolean;
   readonly resume: boolean;
   readonly tileBudget: number;
+  /** Megabytes of embedding rows kept in memory across all patients before bags spill to the work folder. */
+  readonly bagMemoryMb: number;
   readonly progress: 'auto' | 'bars' | 'lines' | 'none';
 }
 
@@ -58,6 +60,7 @@ Main job options (defaults are the seed's constants):
   --shards N                 number of TFRecord shards (from the data size)
   --work-dir DIR             checkpoints and temporary files (<out>/.work)
   --tile-budget N            most tiles resident in memory across all processes (256)
+  --bag-memory-mb N          embeddings kept in memory across all patients; the rest spill to the work dir (256)
   --fail-fast                stop at the first failed slide (default: report it and go on)
   --resume / --no-resume     reuse finished slides' checkpoints from an interrupted run (default: resume)
   --progress MODE            auto | bars | lines | none (auto: bars on a terminal, lines otherwise)
@@ -104,6 +107,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         embedder: { type: 'string' },
         shards: { type: 'string' },
         'tile-budget': { type: 'string' },
+        'bag-memory-mb': { type: 'string' },
         'fail-fast': { type: 'boolean' },
         resume: { type: 'boolean' },
         'no-resume': { type: 'boolean' },
@@ -152,6 +156,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     failFast: v['fail-fast'] ?? false,
     resume: !v['no-resume'],
     tileBudget: positiveInt('tile-budget', v['tile-budget'], 256),
+    bagMemoryMb: positiveInt('bag-memory-mb', v['bag-memory-mb'], 256),
     progress,
   };
 }
