@@ -90,8 +90,12 @@ export function runs(positions: ReadonlyArray<readonly [number, number]>, T: num
   return out;
 }
 
-/** Longest side of the thumbnail and mask pictures a summary carries. */
-export const REPORT_PICTURE_PX = 1024;
+/**
+ * Longest side of the thumbnail and mask pictures a summary carries. The report shows them 360 px wide;
+ * the parent keeps every slide's pictures until it writes the report, so they stay small (hundreds of
+ * slides at 1024 px of textured PNG would hold hundreds of MB).
+ */
+export const REPORT_PICTURE_PX = 480;
 
 async function summarize(task: SlideTask, slide: SlideReader, level: number, sel: BandSelector, pictures: ReportPictures): Promise<SlideSummary> {
   // Pictures for the report only: at most REPORT_PICTURE_PX a side (the 1/16 thumbnail of a 100k slide is 6k a side).
