@@ -5,18 +5,19 @@
  *   ParseCSV ─┬─► GroupPatientData (keyed by patient; center and label must agree) ─────────┐
  *             └─► SlideTasks ─► PerSlide, in worker processes, one slide each at a time:     │
  *                     ProduceTiles ─► Batch ─► NormalizeTiles ─┬─► EmbedTiles               │
- *                                                              └─► ColorHistograms          │
+ *                                                              └─► ColorHistograms ─► SumHistograms (per slide)
  *                   ├─► Embeddings ─► CombineEmbeddings (a bag per patient) ───────────────► MergeData (join on patient)
  *                   ├─► Histograms ─► CombineHistograms (mean per patient) ────────────────►   └─► DropNoTiles ─► ToExample ─► WriteTFRecords
  *                   └─► Summaries (tile selection, for the run report)
  */
 import { Channel, Graph, type Node, type StageContext } from './engine/index.js';
-import type { CsvRow, SlideResult, SlideSummary, SlideTask, TileEmbedding, TileHistogram, TileParams } from './stages/types.js';
+import type { CsvRow, SlideHistogram, SlideResult, SlideSummary, SlideTask, TileEmbedding, TileParams } from './stages/types.js';
 import { produceTiles } from './stages/produce-tiles.js';
 import { normalizeTiles } from './stages/normalize-tiles.js';
 import { embedTiles } from './stages/embed-tiles.js';
 import { colorHistograms } from './stages/color-histograms.js';
 import { releaseTiles } from './stages/release-tiles.js';
+import { sumHistograms } from './stages/sum-histograms.js';
 import { slideTasks, slideCheckpointKey } from './stages/slide-tasks.js';
 import { patientData } from './stages/combine-patient-data.js';
 import { combineEmbeddings } from './stages/combine-embeddings.js';
@@ -84,7 +85,7 @@ export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageConte
       const tiles = g.source('ProduceTiles', (c) => closing(produceTiles(config.tile, { onSummary: (s) => void summary.push(s) })(once(task), c), summary));
       const normalized = tiles.batch('Batch', { size: config.batchSize, maxWaitMs: config.batchMaxWaitMs }).pipe('NormalizeTiles', normalize);
       const embeddings = normalized.pipe('EmbedTiles', embed).flatten('Embeddings');
-      const colours = normalized.pipe('ColorHistograms', histograms).flatten('Histograms');
+      const colours = normalized.pipe('ColorHistograms', histograms).flatten('Histograms').pipe('SumHistograms', sumHistograms());
       return g.merge('SlideResults', g.source('Summary', () => summary), embeddings, colours).pipe('ReleaseTiles', releaseTiles());
     });
 }
@@ -115,7 +116,7 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
     .filter('Embeddings', (r): r is TileEmbedding => r.kind === 'embedding')
     .combinePerKey('CombineEmbeddings', (e) => e.patient_id, combineEmbeddings({ memoryBudgetBytes: c.bagMemoryBytes }));
   const histograms = results
-    .filter('Histograms', (r): r is TileHistogram => r.kind === 'histogram')
+    .filter('Histograms', (r): r is SlideHistogram => r.kind === 'slide-histogram')
     .combinePerKey('CombineHistograms', (h) => h.patient_id, combineHistograms());
   results
     .filter('Summaries', (r): r is SlideSummary => r.kind === 'summary')

@@ -76,6 +76,24 @@ export interface TileHistogram {
   readonly histogram: Float32Array;
 }
 
+/**
+ * One slide's colour histograms added up (float64, in the slide's tile order): the per-patient mean is the
+ * sum of these over the patient's slides divided by their tiles. Summing in the worker (a partial combine)
+ * sends 32 KB per slide to the parent instead of 16 KB per tile.
+ */
+export interface SlideHistogram {
+  readonly kind: 'slide-histogram';
+  readonly image_id: string;
+  readonly patient_id: string;
+  readonly tiles: number;
+  readonly sum: Float64Array;
+}
+
+/** Inside a worker only: one more tile's histogram was added (ReleaseTiles counts it and drops it). */
+export interface HistogramTick {
+  readonly kind: 'histogram-tick';
+}
+
 /** What the tile selection found for one slide: for the run report (and its thumbnail picture). */
 export interface SlideSummary {
   readonly kind: 'summary';
@@ -100,7 +118,7 @@ export interface SlideSummary {
 }
 
 /** Everything a worker streams back for one slide. */
-export type SlideResult = TileEmbedding | TileHistogram | SlideSummary;
+export type SlideResult = TileEmbedding | SlideHistogram | SlideSummary;
 
 /** A patient's tabular data, combined over its CSV rows. */
 export interface PatientData {

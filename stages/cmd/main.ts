@@ -64,6 +64,9 @@ export async function main(argv: readonly string[], deps: MainDeps): Promise<num
   }
 }
 
+/** Version of what a slide checkpoint holds (2: per-slide histogram sums instead of per-tile histograms). */
+const CHECKPOINT_FORMAT = 2;
+
 /** The error of a slide the run never finished (interrupted, or stopped by another failure). */
 const NOT_PROCESSED = 'not processed';
 
@@ -127,7 +130,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   if (normalizer !== 'none' && isPixelwiseModel(await readFile(normalizer))) await ensureLut(normalizer, slide.lutCacheDir, availableParallelism());
   // Checkpoints are valid only for the same tile parameters and the same model bytes.
   const fingerprint = createHash('sha256')
-    .update(JSON.stringify({ tile: slide.tile, normalizer: models.normalizer?.sha256 ?? 'none', embedder: models.embedder?.sha256 }))
+    .update(JSON.stringify({ format: CHECKPOINT_FORMAT, tile: slide.tile, normalizer: models.normalizer?.sha256 ?? 'none', embedder: models.embedder?.sha256 }))
     .digest('hex')
     .slice(0, 16);
   const checkpointDir = join(workDir, 'checkpoints', fingerprint);
