@@ -90,7 +90,8 @@ export type EngineErrorCode =
   | 'E_ABORTED' // the run was aborted
   | 'E_WORKER_CRASH' // a worker process died while processing an item
   | 'E_WORKER_ITEM' // an item failed in a worker after its retries
-  | 'E_GRAPH'; // the graph is malformed (unconsumed node, cycle, duplicate name)
+  | 'E_GRAPH' // the graph is malformed (unconsumed node, cycle, duplicate name)
+  | 'E_BUDGET'; // a tile budget was asked for more than its limit, or released more than was held
 
 /** An error that says where it happened: the stage name and the element key, with the original as `cause`. */
 export class EngineError extends Error {

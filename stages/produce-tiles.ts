@@ -60,8 +60,9 @@ export function produceTiles(params: TileParams, opts: ProduceTilesOptions = {})
           const bw = run.length * T;
           const pixels = await slide.readRegion(0, x0, y0, bw, T);
           for (let k = 0; k < run.length; k++) {
-            const tile = new Uint8Array(T * T * 3);
-            for (let r = 0; r < T; r++) tile.set(pixels.subarray((r * bw + k * T) * 3, (r * bw + k * T + T) * 3), r * T * 3);
+            // A lone tile's region is the tile itself; tiles of a wider band are copied out row by row.
+            const tile = run.length === 1 ? pixels : new Uint8Array(T * T * 3);
+            if (run.length > 1) for (let r = 0; r < T; r++) tile.set(pixels.subarray((r * bw + k * T) * 3, (r * bw + k * T + T) * 3), r * T * 3);
             held--; // from here the consumer owns the token and releases it
             yield { image_id: task.image_id, patient_id: task.patient_id, image_num: task.image_num, x: run[k]![0], y: run[k]![1], size: T, pixels: tile };
           }

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { Graph, type RunResult } from '../../engine/index.js';
@@ -286,7 +286,11 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
 async function checkPatients(rows: readonly CsvRow[]): Promise<void> {
   const fn = patientData();
   const byPatient = new Map<string, CsvRow[]>();
-  for (const r of rows) byPatient.set(r.patient_id, [...(byPatient.get(r.patient_id) ?? []), r]);
+  for (const r of rows) {
+    const list = byPatient.get(r.patient_id);
+    if (list) list.push(r);
+    else byPatient.set(r.patient_id, [r]);
+  }
   for (const [key, list] of byPatient) {
     try {
       let acc = await fn.createAccumulator({ key, spillDir: '', signal: new AbortController().signal });
@@ -301,6 +305,5 @@ async function checkPatients(rows: readonly CsvRow[]): Promise<void> {
 
 async function ensureDir(dir: string): Promise<string> {
   await mkdir(dir, { recursive: true });
-  await stat(dir);
   return dir;
 }

@@ -35,7 +35,15 @@ class BarsProgress implements Progress {
   }
 
   slideStarted(imageId: string): void {
-    if (this.bars.has(imageId)) return;
+    const retried = this.bars.get(imageId);
+    if (retried) {
+      // A new attempt after a worker crash: the first attempt's tiles were discarded, count afresh.
+      this.tilesDone -= retried.value;
+      retried.value = 0;
+      retried.started = Date.now();
+      retried.bar.update(0);
+      return;
+    }
     const bar = this.multibar.create(1, 0, { name: imageId, unit: 'tiles', rate: '0.0' });
     this.bars.set(imageId, { bar, value: 0, started: Date.now() });
   }
