@@ -195,6 +195,8 @@ interface JobResult {
   wallS: number;
   /** CPU seconds (user + system) of the job's process tree. */
   cpuS: number;
+  /** ... of the job's own process (the parent of the workers). */
+  parentCpuS: number;
   tiles: number;
   peakRssMb: number;
   maxInflight: number;
@@ -245,10 +247,27 @@ async function job(csv: string, slidesDir: string, extra: readonly string[] = []
     const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8')) as JobResult['report'] & { tiles_written: number; max_tiles_in_flight: number };
     // CPU of the whole tree, from the last sample of each process (misses at most one interval per process).
     const cpuS = [...cpuTicks.values()].reduce((a, b) => a + b, 0) / 100;
-    return { wallS, cpuS, tiles: report.tiles_written, peakRssMb: peak / 2 ** 20, maxInflight: report.max_tiles_in_flight, report };
+    const parentCpuS = (cpuTicks.get(child.pid!) ?? 0) / 100;
+    return { wallS, cpuS, parentCpuS, tiles: report.tiles_written, peakRssMb: peak / 2 ** 20, maxInflight: report.max_tiles_in_flight, report };
   } finally {
     await rm(out, { recursive: true, force: true });
   }
+}
+
+/** The stages with no engine (bench/ideal.ts), one process per slide, all at once; aggregate tiles/s and CPU ms/tile. */
+async function ideal(slides: readonly string[], tiles: number, lutFile: string, model: string): Promise<{ tilesPerS: number; cpuMsPerTile: number }> {
+  const script = join(ROOT, 'dist/bench/ideal.js');
+  const runs = await Promise.all(slides.map((s) => new Promise<{ tiles: number; wall_ms: number; cpu_ms: number }>((res, rej) => {
+    const child = spawn(process.execPath, [script, s, String(tiles), lutFile, model], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', rej);
+    child.on('exit', (code) => (code === 0 ? res(JSON.parse(out) as { tiles: number; wall_ms: number; cpu_ms: number }) : rej(new Error(`ideal ${s} exited ${code}`))));
+  })));
+  return {
+    tilesPerS: runs.reduce((a, r) => a + (r.tiles * 1000) / r.wall_ms, 0),
+    cpuMsPerTile: runs.reduce((a, r) => a + r.cpu_ms, 0) / runs.reduce((a, r) => a + r.tiles, 0),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -303,12 +322,34 @@ async function main(): Promise<void> {
   };
 
   let bound = NaN;
-  if (run('stages')) {
-    // Each stage's median over REPEAT measurements (one noisy measurement moved the bound by 30% between runs),
-    // each on another slide's tiles: tiles seen before would find the lookup table and the decoder's data in the
-    // CPU caches and look cheaper than they are in the pipeline, where every tile is new.
-    const samples: Array<Record<string, number>> = [];
-    for (let r = 0; r < REPEAT; r++) samples.push(await stageCosts(join(tputDir, `${tputIds[r % tputIds.length]}.tiff`), models, lutFile, 96));
+  // Stage costs and pipeline runs alternate (costs, job, costs, job, ...): this host's speed drifts by a quarter
+  // within minutes (other tenants), so each pipeline run is divided by the bound measured next to it, and the
+  // efficiency is the median of those same-time ratios.
+  const samples: Array<Record<string, number>> = [];
+  const jobs: JobResult[] = [];
+  const pairs: number[] = [];
+  const idealAlone: Array<{ tilesPerS: number; cpuMsPerTile: number }> = [];
+  const idealAll: Array<{ tilesPerS: number; cpuMsPerTile: number }> = [];
+  const idealPairs: number[] = [];
+  const pipelineCsv = writeCsv(csvDir, tputIds);
+  for (let r = 0; r < REPEAT; r++) {
+    // Each stage-cost run on another slide's tiles: tiles seen before would find the lookup table and the
+    // decoder's data in the CPU caches and look cheaper than they are in the pipeline, where every tile is new.
+    if (run('stages')) samples.push(await stageCosts(join(tputDir, `${tputIds[r % tputIds.length]}.tiff`), models, lutFile, 96));
+    if (run('pipeline')) jobs.push(await job(pipelineCsv, tputDir));
+    if (run('stages')) {
+      // The stages with no engine, on one core and then on every core at once (how this machine's cores scale).
+      const slides = Array.from({ length: CORES }, (_, i) => join(tputDir, `${tputIds[(r + i) % tputIds.length]}.tiff`));
+      idealAlone.push(await ideal(slides.slice(0, 1), 160, lutFile, models.efficientnet));
+      idealAll.push(await ideal(slides, 160, lutFile, models.efficientnet));
+    }
+    if (samples[r] !== undefined && jobs[r] !== undefined) {
+      const sum = Object.values(samples[r]!).reduce((a, b) => a + b, 0);
+      pairs.push(jobs[r]!.tiles / jobs[r]!.wallS / ((CORES * 1000) / sum));
+      idealPairs.push(jobs[r]!.tiles / jobs[r]!.wallS / idealAll[r]!.tilesPerS);
+    }
+  }
+  if (samples.length > 0) {
     const costs = Object.fromEntries(Object.keys(samples[0]!).map((k) => [k, median(samples.map((c) => c[k]!))]));
     result.stage_cost_ms = costs;
     result.stage_cost_runs = samples;
@@ -316,31 +357,52 @@ async function main(): Promise<void> {
     const sum = Object.values(costs).reduce((a, b) => a + b, 0);
     bound = (CORES * 1000) / sum;
     result.bound_tiles_per_s = bound;
-    show('stage cost sum (CPU ms/tile)', sum.toFixed(1));
+    show('stage cost sum (CPU ms/tile)', `${sum.toFixed(1)} (runs ${samples.map((c) => Object.values(c).reduce((a, b) => a + b, 0).toFixed(1)).join(' / ')})`);
     result.embed_cpu_ms_by_batch = sweep;
     show('embed CPU ms/tile by batch size (1 thread)', Object.entries(sweep).map(([k, v]) => `${k.replace('batch_', '')}: ${v.toFixed(1)}`).join(', '));
     show(`bound (${CORES} cores x 1000 / sum)`, `${bound.toFixed(1)} tiles/s`);
+    const alone = median(idealAlone.map((x) => x.tilesPerS));
+    const all = median(idealAll.map((x) => x.tilesPerS));
+    result.no_engine = {
+      one_process_tiles_per_s: alone,
+      one_process_cpu_ms_per_tile: median(idealAlone.map((x) => x.cpuMsPerTile)),
+      all_cores_tiles_per_s: all,
+      all_cores_cpu_ms_per_tile: median(idealAll.map((x) => x.cpuMsPerTile)),
+      scaling: all / (CORES * alone),
+      runs: { alone: idealAlone, all: idealAll },
+    };
+    show('no engine, 1 process (stages back to back, after the first tile)', `${alone.toFixed(1)} tiles/s, ${median(idealAlone.map((x) => x.cpuMsPerTile)).toFixed(1)} CPU ms/tile`);
+    show(`no engine, ${CORES} processes at once (what the cores really give)`, `${all.toFixed(1)} tiles/s, ${median(idealAll.map((x) => x.cpuMsPerTile)).toFixed(1)} CPU ms/tile; scaling ${(all / (CORES * alone)).toFixed(2)} of ${CORES}x`);
   }
 
-  if (run('pipeline')) {
-    const csv = writeCsv(csvDir, tputIds);
-    const runs: JobResult[] = [];
-    for (let r = 0; r < REPEAT; r++) runs.push(await job(csv, tputDir));
-    const rates = runs.map((j) => j.tiles / j.wallS);
+  if (jobs.length > 0) {
+    const rates = jobs.map((j) => j.tiles / j.wallS);
     const rate = median(rates);
-    const j = runs[rates.indexOf([...rates].sort((a, b) => a - b)[Math.floor((rates.length - 1) / 2)]!)]!;
+    const j = jobs[rates.indexOf([...rates].sort((a, b) => a - b)[Math.floor((rates.length - 1) / 2)]!)]!;
     result.pipeline_tiles_per_s = rate;
     const cpuPerTile = (j.cpuS * 1000) / j.tiles;
-    result.pipeline = { slides: tputIds.length, tiles: j.tiles, wall_s: j.wallS, cpu_s: j.cpuS, cpu_ms_per_tile: cpuPerTile, peak_rss_mb: j.peakRssMb, max_inflight_tiles: j.maxInflight, runs: rates };
-    show(`pipeline (${tputIds.length} slides, ${j.tiles} tiles, default workers, wall clock incl. start-up)`, `${rate.toFixed(1)} tiles/s (${j.wallS.toFixed(1)} s)`);
+    result.pipeline = { slides: tputIds.length, tiles: j.tiles, wall_s: j.wallS, cpu_s: j.cpuS, parent_cpu_s: j.parentCpuS, cpu_ms_per_tile: cpuPerTile, peak_rss_mb: j.peakRssMb, max_inflight_tiles: j.maxInflight, runs: rates };
+    show(`pipeline (${tputIds.length} slides, ${j.tiles} tiles, default workers, wall clock incl. start-up)`, `${rate.toFixed(1)} tiles/s (${j.wallS.toFixed(1)} s; runs ${rates.map((x) => x.toFixed(1)).join(' / ')})`);
     show('pipeline peak RSS, whole tree', `${j.peakRssMb.toFixed(0)} MB (max ${j.maxInflight} tiles in flight)`);
-    if (Number.isFinite(bound)) {
-      result.efficiency = rate / bound;
-      show('efficiency = pipeline / bound', (rate / bound).toFixed(2));
+    show('pipeline CPU, whole tree (parent)', `${j.cpuS.toFixed(1)} s (${j.parentCpuS.toFixed(1)} s), ${cpuPerTile.toFixed(1)} ms/tile`);
+    if (pairs.length > 0) {
+      result.efficiency = median(pairs);
+      result.efficiency_runs = pairs;
+      show('efficiency = pipeline / bound (median of same-time pairs)', `${median(pairs).toFixed(2)} (pairs ${pairs.map((x) => x.toFixed(2)).join(' / ')})`);
+      result.efficiency_vs_no_engine = median(idealPairs);
+      show(`pipeline / no engine on ${CORES} cores (same-time pairs)`, `${median(idealPairs).toFixed(2)} (pairs ${idealPairs.map((x) => x.toFixed(2)).join(' / ')})`);
       // Robust to the other jobs on the machine: how much CPU per tile the whole job spends beyond the stages' own.
       const sum = (CORES * 1000) / bound;
       result.cpu_efficiency = sum / cpuPerTile;
-      show('CPU efficiency = stage cost sum / job CPU per tile', `${(sum / cpuPerTile).toFixed(2)} (${cpuPerTile.toFixed(1)} CPU ms/tile, whole tree, incl. start-up)`);
+      show('CPU efficiency = stage cost sum / job CPU per tile', `${(sum / cpuPerTile).toFixed(2)} (whole tree, incl. start-up)`);
+      // Where the rest goes: the same job with one tile per slide is its fixed cost (start-up, models, each slide's
+      // open and thumbnail, output); what is left per tile is the pipeline's marginal cost.
+      const fixed = await job(pipelineCsv, tputDir, ['--max-tiles', '1']);
+      const marginal = ((j.cpuS - fixed.cpuS) * 1000) / (j.tiles - fixed.tiles);
+      result.fixed_cost = { wall_s: fixed.wallS, cpu_s: fixed.cpuS, parent_cpu_s: fixed.parentCpuS, tiles: fixed.tiles };
+      result.marginal_cpu_ms_per_tile = marginal;
+      show(`fixed cost (same ${tputIds.length} slides, 1 tile each)`, `${fixed.wallS.toFixed(2)} s wall, ${fixed.cpuS.toFixed(1)} CPU s (parent ${fixed.parentCpuS.toFixed(1)})`);
+      show('marginal CPU per tile in the pipeline (job - fixed) / tiles', `${marginal.toFixed(1)} ms (stage sum ${sum.toFixed(1)}: x${(marginal / sum).toFixed(2)})`);
     }
   }
 
