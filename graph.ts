@@ -75,7 +75,8 @@ export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageConte
   configureSharpForWorker();
   // Built once per worker process: model sessions and the lookup table live as long as the process.
   // Loaded eagerly, in the background, while the first slide opens and its thumbnail is read.
-  const normalize = normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, threads: config.threads, eager: true });
+  // In place: ProduceTiles' tiles are this pipeline's own, and nothing needs their raw pixels once normalized.
+  const normalize = normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, threads: config.threads, eager: true, inPlace: true });
   const embed = embedTiles({ model: config.embedder, threads: config.threads, eager: true });
   const histograms = colorHistograms();
   return (task, ctx) =>

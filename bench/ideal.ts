@@ -4,10 +4,13 @@
  * batching, no worker protocol, no serialization, no output. bench/run.ts starts one copy alone and then one copy
  * per core at once: the second is what a perfect engine could reach on this machine's cores as they really scale.
  *
- *   node dist/bench/ideal.js <slide.tiff> <tiles> <lut file> <efficientnet.onnx>
+ *   node dist/bench/ideal.js <slide.tiff> <tiles> <lut file> <efficientnet.onnx> [all|read|normalize|embed|histogram]
  *
  * Prints one JSON line: tiles, and wall / CPU milliseconds from the first tile on (the slide's open and thumbnail
- * and the session's creation are start-up, measured elsewhere).
+ * and the session's creation are start-up, measured elsewhere). With a stage name, only that stage is timed, over
+ * tiles read (and normalized) beforehand, repeated for at least 2 s: how each stage alone scales when every core
+ * runs it at once. Copies started together wait at a barrier: each prints `ready` once set up and starts timing
+ * when a line arrives on stdin, so their timed parts overlap.
  */
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -20,9 +23,9 @@ import { configureSharpForWorker } from '../stages/lib/slide-sharp.js';
 import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
 import { produceTiles } from '../stages/produce-tiles.js';
 
-const [slidePath, count, lutFile, model] = process.argv.slice(2);
-if (slidePath === undefined || count === undefined || lutFile === undefined || model === undefined) {
-  console.error('usage: node dist/bench/ideal.js <slide.tiff> <tiles> <lut file> <efficientnet.onnx>');
+const [slidePath, count, lutFile, model, only = 'all'] = process.argv.slice(2);
+if (slidePath === undefined || count === undefined || lutFile === undefined || model === undefined || !['all', 'read', 'normalize', 'embed', 'histogram'].includes(only)) {
+  console.error('usage: node dist/bench/ideal.js <slide.tiff> <tiles> <lut file> <efficientnet.onnx> [all|read|normalize|embed|histogram]');
   process.exit(2);
 }
 configureSharpForWorker();
@@ -37,21 +40,54 @@ const ctx: StageContext = {
 };
 const id = slidePath.replace(/^.*\//, '').replace(/\.tiff$/, '');
 const task = { image_id: id, patient_id: 'p', image_num: 0, slidesDir: dirname(slidePath) };
+const tiles = (): AsyncIterable<{ pixels: Uint8Array }> => produceTiles({ ...DEFAULT_TILE_PARAMS, maxTiles: Number(count) + 1 })((async function* () { yield task; })(), ctx);
+const embed = async (pixels: Uint8Array): Promise<void> => {
+  const res = await session.run({ tiles: new ort.Tensor('uint8', pixels, [1, T, T, 3]) });
+  for (const t of Object.values(res)) t.dispose();
+};
+/** Tells the parent this copy is set up, then waits for its go (a line on stdin). */
+const barrier = async (): Promise<void> => {
+  process.stdout.write('ready\n');
+  await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
+  process.stdin.pause();
+};
 let n = 0;
 let t0 = 0;
 let c0 = process.cpuUsage();
-for await (const tile of produceTiles({ ...DEFAULT_TILE_PARAMS, maxTiles: Number(count) + 1 })((async function* () { yield task; })(), ctx)) {
-  const out = new Uint8Array(tile.pixels.length);
-  applyLut(lut, tile.pixels, out);
-  const res = await session.run({ tiles: new ort.Tensor('uint8', out, [1, T, T, 3]) });
-  for (const t of Object.values(res)) t.dispose();
-  tileHistogram(out);
-  if (n++ === 0) {
-    // The first tile warms up the session and the decoder: the clock starts after it.
-    t0 = performance.now();
-    c0 = process.cpuUsage();
+/** The first tile warms up the session and the decoder: the clock starts after it. */
+const tick = (): void => {
+  if (n++ > 0) return;
+  t0 = performance.now();
+  c0 = process.cpuUsage();
+};
+if (only === 'all' || only === 'read') {
+  await barrier();
+  for await (const tile of tiles()) {
+    if (only === 'all') {
+      const out = new Uint8Array(tile.pixels.length);
+      applyLut(lut, tile.pixels, out);
+      await embed(out);
+      tileHistogram(out);
+    }
+    tick();
+  }
+} else {
+  const read: Uint8Array[] = [];
+  for await (const tile of tiles()) read.push(tile.pixels);
+  const normalized = read.map((p) => {
+    const out = new Uint8Array(p.length);
+    applyLut(lut, p, out);
+    return out;
+  });
+  await barrier();
+  for (let i = 0; n < 2 || performance.now() - t0 < 2000; i = (i + 1) % read.length) {
+    if (only === 'normalize') applyLut(lut, read[i]!, new Uint8Array(read[i]!.length));
+    else if (only === 'embed') await embed(normalized[i]!);
+    else tileHistogram(normalized[i]!);
+    tick();
   }
 }
 const c = process.cpuUsage(c0);
+process.stdout.write('\n');
 console.log(JSON.stringify({ tiles: n - 1, wall_ms: performance.now() - t0, cpu_ms: (c.user + c.system) / 1000 }));
 await session.release();

@@ -47,7 +47,8 @@ const ONLY = flag('--only')?.split(',');
 const JOB_ARGS = flag('--job-args')?.split(' ').filter(Boolean) ?? [];
 /** Runs of the stage costs and of the pipeline; the figures are their medians (the machine is shared and noisy). */
 const REPEAT = Number(flag('--repeat') ?? 3);
-const run = (part: string): boolean => ONLY === undefined || ONLY.includes(part);
+/** Parts run by default, or those named by --only (`scaling` runs only when named). */
+const run = (part: string): boolean => (ONLY === undefined ? part !== 'scaling' : ONLY.includes(part));
 const CORES = os.availableParallelism();
 const T = DEFAULT_TILE_PARAMS.tileSize;
 /** The job's default --batch-size (stages/lib/options.ts), used for the embedding's stage cost. */
@@ -255,19 +256,35 @@ async function job(csv: string, slidesDir: string, extra: readonly string[] = []
 }
 
 /** The stages with no engine (bench/ideal.ts), one process per slide, all at once; aggregate tiles/s and CPU ms/tile. */
-async function ideal(slides: readonly string[], tiles: number, lutFile: string, model: string): Promise<{ tilesPerS: number; cpuMsPerTile: number }> {
+async function ideal(slides: readonly string[], tiles: number, lutFile: string, model: string, only = 'all'): Promise<{ tilesPerS: number; cpuMsPerTile: number }> {
   const script = join(ROOT, 'dist/bench/ideal.js');
-  const runs = await Promise.all(slides.map((s) => new Promise<{ tiles: number; wall_ms: number; cpu_ms: number }>((res, rej) => {
-    const child = spawn(process.execPath, [script, s, String(tiles), lutFile, model], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('error', rej);
-    child.on('exit', (code) => (code === 0 ? res(JSON.parse(out) as { tiles: number; wall_ms: number; cpu_ms: number }) : rej(new Error(`ideal ${s} exited ${code}`))));
-  })));
-  return {
-    tilesPerS: runs.reduce((a, r) => a + (r.tiles * 1000) / r.wall_ms, 0),
-    cpuMsPerTile: runs.reduce((a, r) => a + r.cpu_ms, 0) / runs.reduce((a, r) => a + r.tiles, 0),
-  };
+  const children = slides.map((s) => spawn(process.execPath, [script, s, String(tiles), lutFile, model, only], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  try {
+    const outputs = children.map((child) => {
+      let out = '';
+      let onReady: () => void = () => undefined;
+      const ready = new Promise<void>((res) => (onReady = res));
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.startsWith('ready\n')) onReady();
+      });
+      const done = new Promise<{ tiles: number; wall_ms: number; cpu_ms: number }>((res, rej) => {
+        child.on('error', rej);
+        child.on('exit', (code) => (code === 0 ? res(JSON.parse(out.trim().split('\n').pop()!) as { tiles: number; wall_ms: number; cpu_ms: number }) : rej(new Error(`bench/ideal ${only} exited ${code}`))));
+      });
+      return { ready: Promise.race([ready, done]), done };
+    });
+    // Every copy set up (tiles read, session created) before any starts its clock.
+    await Promise.all(outputs.map((o) => o.ready));
+    for (const child of children) child.stdin.end('go\n');
+    const runs = await Promise.all(outputs.map((o) => o.done));
+    return {
+      tilesPerS: runs.reduce((a, r) => a + (r.tiles * 1000) / r.wall_ms, 0),
+      cpuMsPerTile: runs.reduce((a, r) => a + r.cpu_ms, 0) / runs.reduce((a, r) => a + r.tiles, 0),
+    };
+  } finally {
+    for (const child of children) if (child.exitCode === null) child.kill();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -404,6 +421,22 @@ async function main(): Promise<void> {
       show(`fixed cost (same ${tputIds.length} slides, 1 tile each)`, `${fixed.wallS.toFixed(2)} s wall, ${fixed.cpuS.toFixed(1)} CPU s (parent ${fixed.parentCpuS.toFixed(1)})`);
       show('marginal CPU per tile in the pipeline (job - fixed) / tiles', `${marginal.toFixed(1)} ms (stage sum ${sum.toFixed(1)}: x${(marginal / sum).toFixed(2)})`);
     }
+  }
+
+  if (run('scaling')) {
+    // Each stage alone, in one process and then in one process per core at once (--only scaling; not in the
+    // default run): which stage loses most when every core works.
+    const scaling: Record<string, number[]> = {};
+    for (let r = 0; r < REPEAT; r++) {
+      const slides = Array.from({ length: CORES }, (_, i) => join(tputDir, `${tputIds[(r + i) % tputIds.length]}.tiff`));
+      for (const stageName of ['read', 'normalize', 'embed', 'histogram', 'all']) {
+        const alone = await ideal(slides.slice(0, 1), 200, lutFile, models.efficientnet, stageName);
+        const all = await ideal(slides, 200, lutFile, models.efficientnet, stageName);
+        (scaling[stageName] ??= []).push(all.tilesPerS / (CORES * alone.tilesPerS));
+      }
+    }
+    result.stage_scaling = Object.fromEntries(Object.entries(scaling).map(([k, v]) => [k, { median: median(v), runs: v }]));
+    for (const [k, v] of Object.entries(scaling)) show(`scaling of ${k} on ${CORES} cores (tiles/s of ${CORES} processes / ${CORES} x 1 process)`, `${median(v).toFixed(2)} (runs ${v.map((x) => x.toFixed(2)).join(' / ')})`);
   }
 
   if (run('memory')) {

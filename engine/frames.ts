@@ -40,9 +40,9 @@ export class FrameDecoder {
   private peekLength(): number {
     const first = this.chunks[0] as Buffer;
     if (first.length >= 4) return first.readUInt32BE(0);
-    const joined = Buffer.concat(this.chunks);
-    this.chunks = [joined];
-    return joined.readUInt32BE(0);
+    // The 4 length bytes span chunks: join just the first few chunks (at most 4 non-empty ones hold them).
+    const head = Buffer.concat(this.chunks.slice(0, 4));
+    return head.readUInt32BE(0);
   }
 
   private take(n: number): Buffer {
@@ -53,9 +53,17 @@ export class FrameDecoder {
       if (first.length === n) this.chunks.shift();
       else this.chunks[0] = first.subarray(n);
     } else {
-      const joined = Buffer.concat(this.chunks);
-      res = joined.subarray(0, n);
-      this.chunks = joined.length > n ? [joined.subarray(n)] : [];
+      // A frame across chunks: copy just its bytes (the rest stays where it is, not copied with it).
+      res = Buffer.allocUnsafe(n);
+      let at = 0;
+      while (at < n) {
+        const c = this.chunks[0] as Buffer;
+        const k = Math.min(c.length, n - at);
+        c.copy(res, at, 0, k);
+        at += k;
+        if (k === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(k);
+      }
     }
     this.have -= n;
     return res;

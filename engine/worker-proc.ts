@@ -25,6 +25,47 @@ interface Attempt {
 // Under tap the engine runs as .ts and the child inherits the TypeScript loader through execArgv.
 const entry = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url));
 
+/** The options every worker process is forked with: fd 3 is the data pipe, then the IPC channel. */
+function forkWorker(execArgv: string[], args: string[] = []): ChildProcess {
+  return fork(entry, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'ipc'], serialization: 'advanced', execArgv });
+}
+
+/** Processes forked ahead of need by prestartWorkers, each waiting for its init message. */
+const prestarted: Array<{ child: ChildProcess; execArgv: string }> = [];
+
+/**
+ * Forks `n` worker processes now, each told to import `module` at once, so that node's start-up and the import
+ * overlap the parent's own preparation (reading the CSV, hashing the models) instead of following it. The next
+ * WorkerProcs created with the same execArgv take them rather than forking. Call stopPrestarted() when the run
+ * ends: a process nobody took is killed there (and leaves by itself if the parent dies: IPC disconnect).
+ */
+export function prestartWorkers(n: number, module: string, execArgv: string[] = process.execArgv): void {
+  for (let i = 0; i < n; i++) prestarted.push({ child: forkWorker(execArgv, [module]), execArgv: JSON.stringify(execArgv) });
+}
+
+/** Kills the prestarted processes no WorkerProc took. */
+export function stopPrestarted(): void {
+  for (const { child } of prestarted.splice(0)) child.kill('SIGKILL');
+}
+
+/** A live prestarted process forked with `execArgv`, removed from the list; undefined if there is none. */
+function takePrestarted(execArgv: string[]): ChildProcess | undefined {
+  const key = JSON.stringify(execArgv);
+  for (let i = 0; i < prestarted.length; i++) {
+    const { child, execArgv: k } = prestarted[i]!;
+    // One that already died (its exit went unheard) is dropped, never handed out.
+    if (child.exitCode !== null || child.signalCode !== null || !child.connected) {
+      prestarted.splice(i--, 1);
+      continue;
+    }
+    if (k === key) {
+      prestarted.splice(i, 1);
+      return child;
+    }
+  }
+  return undefined;
+}
+
 export interface WorkerProcOptions {
   readonly init: Extract<ToWorker, { type: 'init' }>;
   readonly execArgv?: string[];
@@ -52,11 +93,8 @@ export class WorkerProc {
   constructor(opts: WorkerProcOptions) {
     this.onMetrics = opts.onMetrics;
     this.grantEvery = Math.max(1, Math.floor(opts.init.window / 4));
-    this.child = fork(entry, [], {
-      stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'ipc'],
-      serialization: 'advanced',
-      execArgv: opts.execArgv ?? process.execArgv,
-    });
+    const execArgv = opts.execArgv ?? process.execArgv;
+    this.child = takePrestarted(execArgv) ?? forkWorker(execArgv);
     if (this.child.pid === undefined) throw new Error('fork failed: no pid');
     this.pid = this.child.pid;
     const data = this.child.stdio[3] as Readable;

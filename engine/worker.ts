@@ -15,6 +15,9 @@ import type { StageContext, StageMetrics } from './types.js';
 export type ItemFn<I, O> = (item: I, ctx: StageContext) => AsyncIterable<O>;
 
 const parentPid = process.ppid;
+// A prestarted worker is forked with its module's URL: the import starts now, and init's import of the same URL
+// finds it under way (or done). A failure is init's to report.
+if (process.argv[2] !== undefined) import(process.argv[2]).catch(() => undefined);
 const out = new Socket({ fd: DATA_FD, readable: false, writable: true });
 const controller = new AbortController();
 let fn: ItemFn<unknown, unknown> | undefined;

@@ -19,6 +19,13 @@ export interface NormalizeOptions {
   readonly mode?: 'lut' | 'onnx' | 'auto';
   /** Load the table or session now (in the background) rather than at the first batch: a worker warms up while its first slide opens. */
   readonly eager?: boolean;
+  /**
+   * The table path writes the normalized pixels over the tile's own buffer instead of a new one (the caller gives
+   * the stage its tiles and keeps no use for the raw pixels). Default false. Saves a fresh 600 KB buffer per tile:
+   * allocating, faulting in and later freeing it cost more than the lookups themselves when both cores work
+   * (bench/RESULTS.md, decision 14).
+   */
+  readonly inPlace?: boolean;
 }
 
 type Normalizer = (tiles: readonly Tile[], size: number) => Promise<Uint8Array[]>;
@@ -27,7 +34,7 @@ async function lutNormalizer(opts: NormalizeOptions, model: string): Promise<Nor
   const lut = await loadOrBuildLut(model, () => getSession(model, 'stainnet', opts.threads ?? 1), opts.lutCacheDir);
   return async (tiles) =>
     tiles.map((t) => {
-      const out = new Uint8Array(t.pixels.length);
+      const out = opts.inPlace ? t.pixels : new Uint8Array(t.pixels.length);
       applyLut(lut, t.pixels, out);
       return out;
     });
@@ -61,7 +68,10 @@ async function makeNormalizer(opts: NormalizeOptions, model: string): Promise<No
   return useLut ? lutNormalizer(opts, model) : onnxNormalizer(opts, model);
 }
 
-/** Stage: Tile[] -> Tile[] with normalized uint8 pixels (new arrays; the input tiles are not modified). */
+/**
+ * Stage: Tile[] -> Tile[] with normalized uint8 pixels: new tile objects with new pixel arrays, or, with `inPlace`
+ * and the table, the input tiles' own arrays overwritten.
+ */
 export function normalizeTiles(opts: NormalizeOptions): Stage<Tile[], Tile[]> {
   // Made once per stage instance and kept across runs of the stage (a worker runs it once per slide):
   // loading the 48 MB table or the session again for every slide would dominate small slides.

@@ -14,7 +14,7 @@ export interface ProduceTilesOptions {
   onSummary?(summary: SlideSummary): void;
   /** Backend choice and OpenSlide library path. */
   slide?: OpenSlideOptions;
-  /** Most adjacent kept tiles decoded in one read (one band); default 8 (~4.8 MB of RGB at 448 px). */
+  /** Most vertically adjacent kept tiles decoded in one read (one run); default 8 (~4.8 MB of RGB at 448 px). */
   bandTiles?: number;
   /** Replaces openSlide (tests use it to watch close()). */
   open?(path: string, image_id: string, opts: OpenSlideOptions): Promise<SlideReader>;
@@ -51,19 +51,18 @@ export function produceTiles(params: TileParams, opts: ProduceTilesOptions = {})
         custom.tiles_kept = (custom.tiles_kept ?? 0) + sel.positions.length;
         if (opts.onSummary !== undefined && pictures !== undefined) opts.onSummary(await summarize(task, slide, plan.level, sel, pictures));
         const band = Math.max(1, Math.min(bandTiles, ctx.tiles.limit));
-        for (const run of runs(sel.positions, T, band)) {
+        for (const run of columnRuns(sel.positions, T, band)) {
           for (let k = 0; k < run.length; k++) {
             await ctx.tiles.acquire(1, ctx.signal);
             held++;
           }
           const [x0, y0] = run[0]!;
-          const bw = run.length * T;
-          const pixels = await slide.readRegion(0, x0, y0, bw, T);
+          // One read of a column of tiles: each tile is a contiguous slice of the region, handed on without a copy
+          // (a run's buffer lives until its last tile is dropped: at most `band` tiles' worth per run in flight).
+          const pixels = await slide.readRegion(0, x0, y0, T, run.length * T);
           for (let k = 0; k < run.length; k++) {
-            // A lone tile's region is the tile itself; tiles of a wider band are copied out row by row.
-            const tile = run.length === 1 ? pixels : new Uint8Array(T * T * 3);
-            if (run.length > 1) for (let r = 0; r < T; r++) tile.set(pixels.subarray((r * bw + k * T) * 3, (r * bw + k * T + T) * 3), r * T * 3);
             held--; // from here the consumer owns the token and releases it
+            const tile = pixels.subarray(k * T * T * 3, (k + 1) * T * T * 3);
             yield { image_id: task.image_id, patient_id: task.patient_id, image_num: task.image_num, x: run[k]![0], y: run[k]![1], size: T, pixels: tile };
           }
         }
@@ -75,13 +74,19 @@ export function produceTiles(params: TileParams, opts: ProduceTilesOptions = {})
   };
 }
 
-/** Splits row-major positions into runs of horizontally adjacent tiles, at most `max` long. */
-export function runs(positions: ReadonlyArray<readonly [number, number]>, T: number, max: number): Array<Array<readonly [number, number]>> {
+/**
+ * Groups row-major positions into runs of vertically adjacent tiles, at most `max` long, read in stripes of `max`
+ * tile rows: stripe by stripe, column by column within a stripe. Column runs, because a column of tiles is one
+ * contiguous buffer (each tile a slice of it), where a row of tiles would have to be copied apart row by row.
+ */
+export function columnRuns(positions: ReadonlyArray<readonly [number, number]>, T: number, max: number): Array<Array<readonly [number, number]>> {
+  const stripe = (p: readonly [number, number]): number => Math.floor(p[1] / T / max);
+  const sorted = [...positions].sort((a, b) => stripe(a) - stripe(b) || a[0] - b[0] || a[1] - b[1]);
   const out: Array<Array<readonly [number, number]>> = [];
   let cur: Array<readonly [number, number]> = [];
-  for (const p of positions) {
+  for (const p of sorted) {
     const last = cur[cur.length - 1];
-    if (last !== undefined && (last[1] !== p[1] || last[0] + T !== p[0] || cur.length >= max)) {
+    if (last !== undefined && (last[0] !== p[0] || last[1] + T !== p[1] || stripe(last) !== stripe(p))) {
       out.push(cur);
       cur = [];
     }

@@ -2,7 +2,7 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Graph, type ItemEvent, type WorkerEvent } from '../engine/index.js';
+import { Graph, prestartWorkers, stopPrestarted, type ItemEvent, type WorkerEvent } from '../engine/index.js';
 import type { TestItem, TestResult } from './fixtures/engine-worker.js';
 
 const workerModule = new URL('./fixtures/engine-worker.ts', import.meta.url).href;
@@ -44,6 +44,12 @@ function build(dir: string, items: TestItem[], fan: Record<string, unknown> = {}
 }
 
 const count = (got: TestResult[], key: string) => got.filter((r) => r.key === key).length;
+
+/** This process's children that are alive now (from /proc), in pid order. */
+function readChildren(): number[] {
+  const text = readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim();
+  return text === '' ? [] : text.split(/\s+/).map(Number).filter(alive).sort((a, b) => a - b);
+}
 
 t.test('items run in worker processes; typed arrays cross intact; tile usage is reported', async (t) => {
   const dir = setup(t);
@@ -177,6 +183,41 @@ t.test('abort kills every worker', async (t) => {
   await t.rejects(g.run(), { code: 'E_ABORTED' });
   t.equal(pids.length, 2);
   for (const pid of pids) t.notOk(alive(pid), `worker ${pid} is gone`);
+});
+
+t.test('prestarted processes are the ones the fan-out uses; the ones it does not take are killed by stopPrestarted', async (t) => {
+  t.teardown(stopPrestarted);
+  const dir = setup(t);
+  prestartWorkers(3, workerModule, execArgv);
+  const prestartedPids = readChildren();
+  t.equal(prestartedPids.length, 3, 'three processes forked at once');
+  const { g, workers, got } = build(dir, [{ key: 'a', n: 3 }, { key: 'b', n: 2 }]);
+  await g.run();
+  t.equal(got.length, 5);
+  const used = workers.filter((w) => w.type === 'spawn').map((w) => w.pid);
+  t.equal(used.length, 2, 'two workers');
+  t.ok(used.every((pid) => prestartedPids.includes(pid)), 'both taken from the prestarted ones, none forked');
+  const spare = prestartedPids.filter((pid) => !used.includes(pid));
+  t.equal(spare.length, 1);
+  t.ok(alive(spare[0]!), 'the spare one waits');
+  stopPrestarted();
+  await waitFor(() => !alive(spare[0]!), 'the spare process to die');
+  t.pass('stopPrestarted killed it');
+});
+
+t.test('a prestarted process that died before it was taken is skipped, and a fresh one forked', async (t) => {
+  t.teardown(stopPrestarted);
+  const dir = setup(t);
+  prestartWorkers(1, workerModule, execArgv);
+  const [dead] = readChildren();
+  process.kill(dead!, 'SIGKILL');
+  await waitFor(() => !alive(dead!), 'the prestarted process to die');
+  await new Promise((r) => setImmediate(r)); // its exit is seen by the parent
+  const { g, workers, got } = build(dir, [{ key: 'a', n: 2 }], { workers: 1 });
+  await g.run();
+  t.equal(got.length, 2, 'the item ran');
+  const spawned = workers.filter((w) => w.type === 'spawn').map((w) => w.pid);
+  t.notOk(spawned.includes(dead!), 'not on the dead process');
 });
 
 t.test('a module without the export fails the run with E_STAGE', async (t) => {

@@ -96,6 +96,17 @@ t.test('stage: lut, onnx and auto modes give the same tiles; input tiles are unt
   t.same(batches.map((b) => b.map((x) => x.pixels)), before, 'inputs unchanged');
 });
 
+t.test('stage: inPlace writes the table lookups over the input tiles\' own pixels (same result as a copy)', async (t) => {
+  const copied = await collect(normalizeTiles({ model: models.stainnet, lutCacheDir: cacheDir, mode: 'lut' })(countedSource([[makeTile(32, 4), makeTile(32, 5)]]).source, makeCtx('normalize-copy')));
+  const batch = [makeTile(32, 4), makeTile(32, 5)];
+  const buffers = batch.map((x) => x.pixels);
+  const raw = buffers.map((b) => Uint8Array.from(b));
+  const inPlace = await collect(normalizeTiles({ model: models.stainnet, lutCacheDir: cacheDir, mode: 'lut', inPlace: true })(countedSource([batch]).source, makeCtx('normalize-in-place')));
+  t.same(inPlace, copied, 'same normalized tiles as the copying path');
+  t.ok(inPlace[0]!.every((x, i) => x.pixels === buffers[i]), 'each output tile holds its input buffer');
+  t.notSame(buffers[0], raw[0], 'the input buffer was overwritten');
+});
+
 t.test("model 'none' passes tiles through", async (t) => {
   const batch = [makeTile(8, 1)];
   const out = await collect(normalizeTiles({ model: 'none' })(countedSource([batch]).source, makeCtx()));

@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { produceTiles, REPORT_PICTURE_PX } from '../stages/produce-tiles.js';
+import { columnRuns, produceTiles, REPORT_PICTURE_PX } from '../stages/produce-tiles.js';
 import { generateSlide, type TissueShape } from '../stages/lib/synthetic-slide.js';
 import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
 import { openSlide, type SlideReader } from '../stages/lib/slide-reader.js';
@@ -67,6 +67,43 @@ t.test('known geometry: exactly the expected tiles, thumbnail from level /16', a
 t.test('maxTiles keeps the first tiles in row-major order', async (t) => {
   const tiles = await collect(produceTiles({ ...DEFAULT_TILE_PARAMS, maxTiles: 2 })(from([task('exact')]), makeCtx()));
   t.same(tiles.map((x) => [x.x, x.y]), [[0, 0], [448, 0]]);
+});
+
+t.test('columnRuns: vertical runs of adjacent tiles, stripe by stripe of `max` rows, column by column', async (t) => {
+  const T = 10;
+  // Row-major, as the selection gives them: a 3 x 5 block with holes.
+  const grid = ['xx.', 'x.x', 'x.x', 'xxx', '..x'];
+  const positions: Array<[number, number]> = [];
+  grid.forEach((row, r) => [...row].forEach((c, col) => c === 'x' && positions.push([col * T, r * T])));
+  t.same(columnRuns(positions, T, 8), [
+    [[0, 0], [0, 10], [0, 20], [0, 30]],
+    [[10, 0]],
+    [[10, 30]],
+    [[20, 10], [20, 20], [20, 30], [20, 40]],
+  ]);
+  // Stripes of 2 rows: no run crosses rows 1|2 or 3|4.
+  t.same(columnRuns(positions, T, 2), [
+    [[0, 0], [0, 10]], [[10, 0]], [[20, 10]],
+    [[0, 20], [0, 30]], [[10, 30]], [[20, 20], [20, 30]],
+    [[20, 40]],
+  ]);
+  t.same(columnRuns([], T, 8), []);
+});
+
+t.test('a column run is one read: its tiles are slices of one buffer, byte-identical to tile-by-tile reads', async (t) => {
+  const path = join(dir, 'column.tiff');
+  await generateSlide({ path, width: 2240, height: 4032, seed: 3, tissue: [{ kind: 'rect', x: 0, y: 0, w: 2240, h: 4032 }] });
+  const whole = await collect(produceTiles(DEFAULT_TILE_PARAMS)(from([task('column')]), makeCtx()));
+  const single = await collect(produceTiles(DEFAULT_TILE_PARAMS, { bandTiles: 1 })(from([task('column')]), makeCtx()));
+  t.equal(whole.length, 5 * 9, 'every tile of the all-tissue slide');
+  const key = (x: Tile): string => `${x.x},${x.y}`;
+  const byKey = new Map(single.map((x) => [key(x), x]));
+  t.ok(whole.every((x) => Buffer.compare(x.pixels, byKey.get(key(x))!.pixels) === 0), 'same pixels as one read per tile');
+  t.equal(whole[0]!.x, 0);
+  t.same(whole.slice(0, 8).map((x) => x.y), [0, 448, 896, 1344, 1792, 2240, 2688, 3136], 'the first run is a column of 8');
+  t.ok(whole.slice(0, 8).every((x) => x.pixels.buffer === whole[0]!.pixels.buffer), 'the run shares one buffer (no copies)');
+  t.not(whole[8]!.pixels.buffer, whole[0]!.pixels.buffer, 'the next run has its own');
+  t.ok(single.every((x) => x.pixels.byteLength === 448 * 448 * 3));
 });
 
 t.test('a slide narrower than one tile: E_SLIDE_TOO_SMALL naming the slide', async (t) => {
