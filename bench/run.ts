@@ -1,13 +1,17 @@
 /**
  * The built-in benchmark suite (`npm run bench`, `npm run bench -- --full`, `--json FILE`):
  *   1. stage cost: CPU ms per tile of each stage alone on one core (process.cpuUsage, onnxruntime 1 thread);
- *   2. bound: cores x 1000 / sum of stage costs (tiles/s a perfect engine would reach with these stages);
- *   3. pipeline: end-to-end tiles/s of the real main job (child process) on several generated slides;
+ *   2. bound: cores x 1000 / sum of stage costs (tiles/s a perfect engine would reach with these stages), and the
+ *      stages with no engine at all on 1 core and on every core at once (bench/ideal.ts: how the cores really scale);
+ *   3. pipeline: end-to-end tiles/s of the real main job (child process) on several generated slides, each run paired
+ *      with a stage-cost run next to it (efficiency = median of the pairs); its fixed cost (the same slides, one tile
+ *      each), marginal CPU per tile and steady-state rate;
  *   4. memory: peak RSS of the job's whole process tree on one slide of 4k, 16k, 64k (100k with --full) px;
  *   5. time to the first tile and per-slide overhead.
  * Everything is measured in the same run; slides, models and the lookup table are prepared first and cached
  * under .cache/ (the 64k slide takes about a minute once). Options: --full, --json FILE, --only a,b,
  * --job-args "..." (extra flags for every job run: A/B of defaults), --repeat N (stage-cost and pipeline runs, medians; 3).
+ * `--only scaling` (not in the default run) measures how each stage alone scales to every core.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -420,6 +424,12 @@ async function main(): Promise<void> {
       result.marginal_cpu_ms_per_tile = marginal;
       show(`fixed cost (same ${tputIds.length} slides, 1 tile each)`, `${fixed.wallS.toFixed(2)} s wall, ${fixed.cpuS.toFixed(1)} CPU s (parent ${fixed.parentCpuS.toFixed(1)})`);
       show('marginal CPU per tile in the pipeline (job - fixed) / tiles', `${marginal.toFixed(1)} ms (stage sum ${sum.toFixed(1)}: x${(marginal / sum).toFixed(2)})`);
+      // Steady state: the same job's tiles beyond the fixed job's, over the time beyond it (start-up, each slide's
+      // open and thumbnail and the output are in both), as a run of hundreds of slides would see it.
+      const steady = (j.tiles - fixed.tiles) / (j.wallS - fixed.wallS);
+      result.pipeline_steady_tiles_per_s = steady;
+      result.efficiency_steady = steady / bound;
+      show('pipeline steady state (job - fixed): tiles / s', `${steady.toFixed(1)} tiles/s: ${(steady / bound).toFixed(2)} of the bound${idealAll.length > 0 ? `, ${(steady / median(idealAll.map((x) => x.tilesPerS))).toFixed(2)} of no engine` : ''}`);
     }
   }
 
@@ -473,14 +483,6 @@ async function main(): Promise<void> {
     result.per_slide_overhead_s = perSlide;
     result.overhead = { many_slides: smallIds.length, many_s: many.wallS, one_s: one.wallS, tiles: many.tiles };
     show(`per-slide overhead (${smallIds.length} slides vs 1, ${many.tiles} tiles, 1 worker)`, `${perSlide.toFixed(2)} s/slide (${many.wallS.toFixed(1)} s vs ${one.wallS.toFixed(1)} s)`);
-  }
-
-  const pipe = result.pipeline as { tiles: number; wall_s: number } | undefined;
-  if (pipe !== undefined && typeof result.first_tile_s === 'number') {
-    // The same pipeline run without its start-up (spawn, models, sessions, first slide's thumbnail).
-    const steady = pipe.tiles / (pipe.wall_s - result.first_tile_s);
-    result.pipeline_tiles_per_s_after_first_tile = steady;
-    show('pipeline after the first tile (tiles / (wall - time to first tile))', `${steady.toFixed(1)} tiles/s${Number.isFinite(bound) ? `, efficiency ${(steady / bound).toFixed(2)}` : ''}`);
   }
 
   const load1 = os.loadavg();
