@@ -129,15 +129,41 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
 
   const slot = async (): Promise<void> => {
     let proc: WorkerProc | undefined;
+    // The last finished item's commit (fsync, rename) and delivery downstream, running while the worker already
+    // works on the next item: a worker never waits for the disk or for downstream between two items. One at a
+    // time per slot, in item order; a failure fails the slot (at the next item boundary or at the end).
+    let delivering: Promise<void> = Promise.resolve();
+    let deliveryError: unknown;
+    const commitAndDeliver = (staging: Staging, key: string, attempt: number, t0: number): void => {
+      const previous = delivering;
+      delivering = (async () => {
+        try {
+          await previous;
+          await staging.commit();
+          const count = await deliver(staging.replay());
+          m.custom.items_done++;
+          env.item({ type: 'done', stage, key, attempt, durationMs: performance.now() - t0, count });
+        } finally {
+          await staging.discard();
+        }
+      })();
+      // A failure stops the worker's current item at once (its process is killed) and is the slot's error.
+      delivering.catch((e: unknown) => {
+        deliveryError ??= e;
+        proc?.kill();
+      });
+    };
     try {
       for (let r = await take(); !r.done; r = await take()) {
         ctx.signal.throwIfAborted();
+        if (deliveryError !== undefined) throw deliveryError;
         const item = r.value;
         const key = opts.key(item);
         const checkpointKey = opts.checkpointKey?.(item) ?? key;
         if (opts.checkpointDir !== undefined) {
           const committed = await findCommitted(opts.checkpointDir, checkpointKey);
           if (committed !== undefined) {
+            await delivering; // replays stay in item order after the deliveries before them
             const count = await deliver(replayCommitted(committed));
             m.custom.items_replayed++;
             env.item({ type: 'replayed', stage, key, count });
@@ -152,6 +178,7 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
           const t0 = performance.now();
           const staging = delivery === 'staged' ? new Staging(stageDir, opts.stageMemory ?? 16, checkpointKey, opts.checkpointDir !== undefined) : undefined;
           let outcome: Outcome;
+          let handedOff = false;
           try {
             let received = 0;
             const onResult = staging ? (v: unknown) => staging.add(v) : (v: unknown) => out.push(v as O);
@@ -159,18 +186,19 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
               env.item({ type: 'progress', stage, key, attempt, count: ++received, value: v });
               return onResult(v);
             });
+            if (deliveryError !== undefined) throw deliveryError;
             if (outcome.kind === 'ok') {
-              let count = outcome.n;
               if (staging) {
-                await staging.commit();
-                count = await deliver(staging.replay());
+                commitAndDeliver(staging, key, attempt, t0);
+                handedOff = true;
+              } else {
+                m.custom.items_done++;
+                env.item({ type: 'done', stage, key, attempt, durationMs: performance.now() - t0, count: outcome.n });
               }
-              m.custom.items_done++;
-              env.item({ type: 'done', stage, key, attempt, durationMs: performance.now() - t0, count });
               break;
             }
           } finally {
-            await staging?.discard();
+            if (!handedOff) await staging?.discard();
           }
           if (outcome.kind === 'aborted') throw outcome.error;
           ctx.signal.throwIfAborted();
@@ -194,7 +222,9 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
           break;
         }
       }
+      await delivering;
     } finally {
+      await delivering.catch(() => undefined); // its error, if any, was thrown above or loses to the one in flight
       await proc?.close();
     }
   };

@@ -22,6 +22,7 @@ const out = new Socket({ fd: DATA_FD, readable: false, writable: true });
 const controller = new AbortController();
 let fn: ItemFn<unknown, unknown> | undefined;
 let ctx: StageContext | undefined;
+let budget: ReportingBudget | undefined;
 let credits = 0;
 let creditWaiter: (() => void) | undefined;
 const queue: Array<{ id: number; item: unknown }> = [];
@@ -76,9 +77,11 @@ async function runItem(id: number, item: unknown): Promise<void> {
       n++;
     }
     await flushMetrics();
+    budget?.reportNow(); // the item's peak reaches the parent before its end
     await write({ t: 'end', id, n });
   } catch (e) {
     await flushMetrics();
+    budget?.reportNow();
     await write({ t: 'err', id, error: toWire(e) });
   } finally {
     tiles.releaseAll();
@@ -115,8 +118,8 @@ process.on('message', (msg: ToWorker) => {
 async function init(msg: Extract<ToWorker, { type: 'init' }>): Promise<void> {
   try {
     credits = msg.window;
-    const tiles = new ReportingBudget(msg.tileLimit);
-    ctx = { signal: controller.signal, name: msg.stage, metrics: newMetrics(msg.stage), tiles };
+    budget = new ReportingBudget(msg.tileLimit);
+    ctx = { signal: controller.signal, name: msg.stage, metrics: newMetrics(msg.stage), tiles: budget };
     const mod = (await import(msg.module)) as Record<string, unknown>;
     const factory = mod[msg.exportName];
     if (typeof factory !== 'function') throw new Error(`${msg.module} has no function export ${msg.exportName}`);
@@ -138,6 +141,12 @@ class ReportingBudget extends Budget {
   override release(n: number): void {
     super.release(n);
     this.schedule();
+  }
+  /** Sends the current usage now (and drops a pending throttled report). */
+  reportNow(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    send({ type: 'tiles', inUse: this.inUse, max: this.maxInUse });
   }
   private schedule(): void {
     if (this.timer !== undefined) return;

@@ -220,6 +220,38 @@ t.test('a prestarted process that died before it was taken is skipped, and a fre
   t.notOk(spawned.includes(dead!), 'not on the dead process');
 });
 
+t.test('staged delivery: a worker starts its next item while the last one is still being delivered downstream', async (t) => {
+  const dir = setup(t);
+  let bStarted: () => void = () => undefined;
+  const started = new Promise<void>((resolve) => (bStarted = resolve));
+  let guard: NodeJS.Timeout | undefined;
+  // The sink holds item a's first result until item b has started on the (only) worker. Were delivery part of the
+  // worker's turn, b could not start: the guard fails the test instead of hanging.
+  const { g, events, got } = build(dir, [{ key: 'a', n: 3 }, { key: 'b', n: 2 }], { workers: 1 }, async (source) => {
+    for await (const r of source) {
+      if (r.key === 'a' && r.i === 0) {
+        await Promise.race([started, new Promise((_, reject) => (guard = setTimeout(() => reject(new Error('item b never started while a was delivered')), 20000)))]);
+        clearTimeout(guard);
+      }
+      got.push(r);
+    }
+  });
+  g.on('item', (e) => e.type === 'started' && e.key === 'b' && bStarted());
+  await g.run();
+  t.same(got.map((r) => `${r.key}${r.i}`), ['a0', 'a1', 'a2', 'b0', 'b1'], 'delivered whole, in item order');
+  const order = events.filter((e) => e.type === 'started' || e.type === 'done').map((e) => `${e.type} ${e.key}`);
+  t.ok(order.indexOf('started b') < order.indexOf('done a'), `b started before a was done: ${order.join(', ')}`);
+});
+
+t.test('staged delivery: a downstream failure while the worker runs its next item stops the run with that error', async (t) => {
+  const dir = setup(t);
+  const { g, workers } = build(dir, [{ key: 'a', n: 2 }, { key: 'h', n: 5, failAt: 1, fail: 'hang' }], { workers: 1 }, async (source) => {
+    for await (const r of source) if (r.key === 'a') throw Object.assign(new Error('sink failed'), { code: 'E_SINK' });
+  });
+  await t.rejects(g.run(), { message: /sink failed/ });
+  for (const w of workers) t.notOk(alive(w.pid), `worker ${w.pid} is gone (it was hanging in item h)`);
+});
+
 t.test('a module without the export fails the run with E_STAGE', async (t) => {
   const dir = setup(t);
   const g = new Graph({ name: 'pool', tmpDir: dir, metricsIntervalMs: 0 });
