@@ -51,8 +51,12 @@ setInterval(() => {
 
 async function write(frame: DataFrame): Promise<void> {
   const [head, body] = encodeFrame(frame) as [Buffer, Buffer];
+  // Corked: head and body leave in one writev instead of two writes.
+  out.cork();
   out.write(head);
-  if (!out.write(body)) await new Promise<void>((resolve) => out.once('drain', resolve));
+  const room = out.write(body);
+  out.uncork();
+  if (!room) await new Promise<void>((resolve) => out.once('drain', resolve));
 }
 
 async function credit(): Promise<void> {
