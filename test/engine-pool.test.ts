@@ -205,6 +205,18 @@ t.test('prestarted processes are the ones the fan-out uses; the ones it does not
   t.pass('stopPrestarted killed it');
 });
 
+t.test('a prestarted process forked with other node flags is not taken', async (t) => {
+  t.teardown(stopPrestarted);
+  const dir = setup(t);
+  prestartWorkers(1, workerModule, [...execArgv, '--no-warnings']);
+  const [other] = readChildren();
+  const { g, workers, got } = build(dir, [{ key: 'a', n: 2 }], { workers: 1 });
+  await g.run();
+  t.equal(got.length, 2, 'the item ran');
+  t.notOk(workers.some((w) => w.type === 'spawn' && w.pid === other), 'on a process forked with the stage\'s own flags');
+  t.ok(alive(other!), 'the other one still waits for stopPrestarted');
+});
+
 t.test('a prestarted process that died before it was taken is skipped, and a fresh one forked', async (t) => {
   t.teardown(stopPrestarted);
   const dir = setup(t);
