@@ -39,6 +39,8 @@ export interface SlideConfig {
   readonly embedder: string;
   /** Where StainNet's 2^24-colour lookup table is cached. */
   readonly lutCacheDir: string;
+  /** StainNet as its lookup table or through onnxruntime, decided once by the parent (default: each worker checks the model). */
+  readonly normalizerMode?: 'lut' | 'onnx';
   /** onnxruntime threads per worker process (workers x threads <= cores). */
   readonly threads: number;
 }
@@ -76,7 +78,7 @@ export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageConte
   // Built once per worker process: model sessions and the lookup table live as long as the process.
   // Loaded eagerly, in the background, while the first slide opens and its thumbnail is read.
   // In place: ProduceTiles' tiles are this pipeline's own, and nothing needs their raw pixels once normalized.
-  const normalize = normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, threads: config.threads, eager: true, inPlace: true });
+  const normalize = normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, mode: config.normalizerMode ?? 'auto', threads: config.threads, eager: true, inPlace: true });
   const embed = embedTiles({ model: config.embedder, threads: config.threads, eager: true });
   const histograms = colorHistograms();
   return (task, ctx) =>

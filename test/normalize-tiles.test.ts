@@ -3,7 +3,7 @@ import path from 'node:path';
 import t from 'tap';
 import ort from 'onnxruntime-node';
 import { DT, GraphBuilder } from '../models/onnx-builder.js';
-import { applyLut, ensureLut, loadOrBuildLut, LUT_BYTES, lutPath, fileSha256, outputToBytes } from '../stages/lib/lut.js';
+import { applyLut, cachedLut, ensureLut, normalizerMode, loadOrBuildLut, LUT_BYTES, lutPath, fileSha256, outputToBytes } from '../stages/lib/lut.js';
 import { closeSessions, getSession } from '../stages/lib/onnx-session.js';
 import { normalizeTiles } from '../stages/normalize-tiles.js';
 import type { Tile } from '../stages/types.js';
@@ -41,6 +41,39 @@ t.test('a cached table is read back without running the model', async (t) => {
   }, cacheDir);
   t.equal(lut.length, LUT_BYTES);
   t.equal(await ensureLut(models.stainnet, cacheDir), lutPath(cacheDir, await fileSha256(models.stainnet)));
+});
+
+t.test('cachedLut: the path only when a table of the right size is cached for these model bytes', async (t) => {
+  const dir = path.join(models.dir, 'lut-cached');
+  const fsp = await import('node:fs/promises');
+  await fsp.mkdir(dir, { recursive: true });
+  const file = lutPath(dir, await fileSha256(models.stainnet));
+  t.equal(await cachedLut(models.stainnet, dir), undefined, 'absent');
+  await fsp.writeFile(file, '');
+  await fsp.truncate(file, LUT_BYTES - 3);
+  t.equal(await cachedLut(models.stainnet, dir), undefined, 'cut short');
+  await fsp.truncate(file, LUT_BYTES);
+  t.equal(await cachedLut(models.stainnet, dir), file, 'right size');
+  const other = path.join(dir, 'other.onnx');
+  await fsp.writeFile(other, Buffer.concat([await fsp.readFile(models.stainnet), Buffer.from([0])]));
+  t.equal(await cachedLut(other, dir), undefined, 'other model bytes: another table');
+});
+
+t.test('normalizerMode: onnx for a model that is not per-pixel; a table built for one that is; a cached table needs no parse', async (t) => {
+  const dir = path.join(models.dir, 'lut-mode');
+  t.equal(await normalizerMode(models.efficientnet, dir), 'onnx', 'EfficientNet (3x3 convs, pooling): onnxruntime');
+  t.notOk(existsSync(dir) && readdirSync(dir).length > 0, 'no table built for it');
+  t.equal(await normalizerMode(models.stainnet, dir), 'lut', 'StainNet (1x1 convs): the table');
+  t.equal(await cachedLut(models.stainnet, dir), lutPath(dir, await fileSha256(models.stainnet)), 'built and cached');
+  const noParse = await t.mockImport<typeof import('../stages/lib/lut.js')>('../stages/lib/lut.js', {
+    '../models/check.js': {
+      isPixelwiseModel: () => {
+        throw new Error('parsed the model');
+      },
+    },
+  });
+  t.equal(await noParse.normalizerMode(models.stainnet, dir), 'lut', 'cache hit: decided without parsing');
+  await t.rejects(noParse.normalizerMode(models.efficientnet, dir), /parsed the model/, '(no table for that one: it is parsed)');
 });
 
 t.test('ensureLut checks only the cached file size: never reads the table; rebuilds a wrong-size file', async (t) => {

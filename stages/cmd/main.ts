@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { Graph, prestartWorkers, stopPrestarted, type RunResult } from '../../engine/index.js';
@@ -15,13 +15,12 @@ import type { SlideResult, SlideSummary } from '../types.js';
 import { HELP, parseRunOptions, UsageError, type RunOptions } from '../lib/options.js';
 import { createProgress } from '../lib/progress.js';
 import { sampleTreeRss } from '../lib/proc-tree.js';
-import { writeReport, type RunReport, type SlidePictures, type SlideReport } from '../lib/report.js';
+import { slidePicture, writeReport, type RunReport, type SlidePictures, type SlideReport } from '../lib/report.js';
 import { CsvError, readCsv } from '../lib/csv.js';
 import { makeDemo } from './make-demo.js';
 import { ensureModels, modelsBuild } from './models-build.js';
 import { prepareModel } from '../lib/model-files.js';
-import { ensureLut } from '../lib/lut.js';
-import { isPixelwiseModel } from '../../models/check.js';
+import { normalizerMode } from '../lib/lut.js';
 import { split } from './split.js';
 import { inspect } from './inspect.js';
 import type { WriteSummary } from '../write-tfrecords.js';
@@ -129,10 +128,9 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     normalizer,
     embedder,
     lutCacheDir: join(cacheDir, 'lut'),
+    ...(normalizer !== 'none' && { normalizerMode: await normalizerMode(normalizer, join(cacheDir, 'lut'), availableParallelism()) }),
     threads: Math.max(1, Math.floor(availableParallelism() / workers)),
   };
-  // StainNet's lookup table is built once here, before the workers start, rather than once per worker.
-  if (normalizer !== 'none' && isPixelwiseModel(await readFile(normalizer))) await ensureLut(normalizer, slide.lutCacheDir, availableParallelism());
   // Checkpoints are valid only for the same tile parameters and the same model bytes.
   const fingerprint = createHash('sha256')
     .update(JSON.stringify({ format: CHECKPOINT_FORMAT, tile: slide.tile, normalizer: models.normalizer?.sha256 ?? 'none', embedder: models.embedder?.sha256 }))
@@ -169,7 +167,10 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     onSummary(s: SlideSummary) {
       const r = slides.get(s.image_id)!;
       Object.assign(r, { width: s.width, height: s.height, tiles_total: s.tiles_total, tiles_kept: s.tiles_kept, backend: s.backend, levels: s.levels, thumbnail_level: s.thumbnailLevel });
-      pictures.set(s.image_id, { width: s.width, height: s.height, positions: s.positions, thumbnailPng: s.thumbnailPng, maskPng: s.maskPng, tileSize: opts.tileSize });
+      // Shrunk now, while the other slides run; a failure surfaces when the report is written.
+      const picture = slidePicture({ width: s.width, height: s.height, positions: s.positions, thumbnailPng: s.thumbnailPng, maskPng: s.maskPng, tileSize: opts.tileSize });
+      picture.catch(() => undefined);
+      pictures.set(s.image_id, picture);
     },
     onDropped(patient_id, reason) {
       const failedSlides = csv.rows.filter((r) => r.patient_id === patient_id && slides.get(r.image_id)?.status === 'failed');

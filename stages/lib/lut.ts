@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
+import { isPixelwiseModel } from '../../models/check.js';
 import { ModelError } from '../../models/errors.js';
 import { getSession } from './onnx-session.js';
 
@@ -109,13 +110,34 @@ export function applyLut(lut: Uint8Array, pixels: Uint8Array, out: Uint8Array): 
  * parent never loads the 48 MB table. Returns the table's path.
  */
 export async function ensureLut(modelPath: string, cacheDir: string, threads = 1): Promise<string> {
+  const file = await cachedLut(modelPath, cacheDir);
+  if (file !== undefined) return file;
+  // Absent or the wrong size (e.g. cut short): build it (loadOrBuildLut sees the wrong size and rebuilds).
+  await loadOrBuildLut(modelPath, () => getSession(modelPath, 'stainnet', threads), cacheDir);
+  return lutPath(cacheDir, await fileSha256(modelPath));
+}
+
+/**
+ * The cached table's path for `modelPath` when it is there with the right size, else undefined. Only per-pixel
+ * models get a table, so a hit also says the model is per-pixel (without parsing it).
+ */
+export async function cachedLut(modelPath: string, cacheDir: string): Promise<string | undefined> {
   const file = lutPath(cacheDir, await fileSha256(modelPath));
   const st = await stat(file).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return undefined;
     throw err;
   });
-  if (st?.size === LUT_BYTES) return file;
-  // Absent or the wrong size (e.g. cut short): build it (loadOrBuildLut sees the wrong size and rebuilds).
-  await loadOrBuildLut(modelPath, () => getSession(modelPath, 'stainnet', threads), cacheDir);
-  return file;
+  return st?.size === LUT_BYTES ? file : undefined;
+}
+
+/**
+ * How workers should apply the normalizer `model`, decided once by the parent so that they do not parse the model
+ * again: a per-pixel model becomes a lookup table, built now into `cacheDir` (before the workers start) rather than
+ * once per worker. A table already cached for these model bytes settles it without parsing the model at all.
+ */
+export async function normalizerMode(model: string, cacheDir: string, threads = 1): Promise<'lut' | 'onnx'> {
+  if ((await cachedLut(model, cacheDir)) !== undefined) return 'lut';
+  if (!isPixelwiseModel(await readFile(model))) return 'onnx';
+  await ensureLut(model, cacheDir, threads);
+  return 'lut';
 }

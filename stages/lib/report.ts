@@ -51,8 +51,24 @@ export interface RunReport {
   tiles_written: number;
 }
 
-/** Pictures for report.html, keyed by image_id: small PNGs and the kept-tile positions. */
-export type SlidePictures = Map<string, Pick<SlideSummary, 'width' | 'height' | 'positions' | 'thumbnailPng' | 'maskPng'> & { tileSize: number }>;
+/** What a slide's figure is drawn from: its summary's PNGs and kept-tile positions. */
+export type SlidePictureInput = Pick<SlideSummary, 'width' | 'height' | 'positions' | 'thumbnailPng' | 'maskPng'> & { tileSize: number };
+
+/** A slide's figure, ready to draw: small data-URI pictures (about 360 px wide) and the kept-tile positions. */
+export interface SlidePicture {
+  readonly width: number;
+  readonly height: number;
+  readonly positions: SlideSummary['positions'];
+  readonly tileSize: number;
+  readonly thumbUri: string;
+  readonly maskUri: string;
+}
+
+/**
+ * Pictures for report.html, keyed by image_id. Each is prepared (slidePicture) as its slide's summary arrives,
+ * during the run, so that the report does not encode hundreds of pictures one after another at the end.
+ */
+export type SlidePictures = Map<string, Promise<SlidePicture>>;
 
 const PICTURE_WIDTH = 360;
 
@@ -81,9 +97,15 @@ async function blueMaskPng(maskPng: Uint8Array): Promise<Uint8Array> {
 }
 
 /** One slide's figure: thumbnail, mask drawn in translucent blue, kept tiles outlined in green. */
-async function slideFigure(slide: SlideReport, picture: SlidePictures extends Map<string, infer P> ? P : never): Promise<string> {
-  const thumb = await smallPngDataUri(picture.thumbnailPng, PICTURE_WIDTH);
-  const mask = await smallPngDataUri(await blueMaskPng(picture.maskPng), PICTURE_WIDTH);
+/** Shrinks a slide's thumbnail and mask for its figure (the full-size PNGs are not kept). */
+export async function slidePicture(p: SlidePictureInput): Promise<SlidePicture> {
+  const [thumbUri, maskUri] = await Promise.all([smallPngDataUri(p.thumbnailPng, PICTURE_WIDTH), blueMaskPng(p.maskPng).then((png) => smallPngDataUri(png, PICTURE_WIDTH))]);
+  return { width: p.width, height: p.height, positions: p.positions, tileSize: p.tileSize, thumbUri, maskUri };
+}
+
+function slideFigure(slide: SlideReport, picture: SlidePicture): string {
+  const thumb = picture.thumbUri;
+  const mask = picture.maskUri;
   const rects = picture.positions
     .map(([x, y]) => `<rect x="${x}" y="${y}" width="${picture.tileSize}" height="${picture.tileSize}"/>`)
     .join('');
@@ -113,7 +135,10 @@ export async function renderHtml(report: RunReport, pictures: SlidePictures): Pr
   const figures: string[] = [];
   for (const slide of report.slides) {
     const picture = pictures.get(slide.image_id);
-    if (picture) figures.push(`<figure>${await slideFigure(slide, picture)}</figure>`);
+    if (!picture) continue;
+    // A picture that could not be made costs the report its figure, not the report.
+    const drawn = await picture.then((p) => slideFigure(slide, p), (err: Error) => `<figcaption>${escapeHtml(slide.image_id)}: no picture (${escapeHtml(err.message)})</figcaption>`);
+    figures.push(`<figure>${drawn}</figure>`);
   }
   const dropped = report.patients.dropped.map((d) => `<li>${escapeHtml(d.patient_id)}: ${escapeHtml(d.reason)}</li>`).join('');
   return `<!doctype html>
