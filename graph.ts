@@ -3,7 +3,7 @@
  * and the command line around it lives in stages/cmd/.
  *
  *   ParseCSV ─┬─► GroupPatientData (keyed by patient; center and label must agree) ─────────┐
- *             └─► SlideTasks ─► PerSlide, in worker processes, one slide each at a time:     │
+ *             └─► SlideTasks ─► LargestFirst ─► PerSlide (worker processes, a slide each):  │
  *                     ProduceTiles ─► Batch ─► NormalizeTiles ─┬─► EmbedTiles               │
  *                                                              └─► ColorHistograms ─► SumHistograms (per slide)
  *                   ├─► Embeddings ─► CombineEmbeddings (a bag per patient) ───────────────► MergeData (join on patient)
@@ -19,6 +19,7 @@ import { colorHistograms } from './stages/color-histograms.js';
 import { releaseTiles } from './stages/release-tiles.js';
 import { sumHistograms } from './stages/sum-histograms.js';
 import { slideTasks, slideCheckpointKey } from './stages/slide-tasks.js';
+import { largestFirst } from './stages/largest-first.js';
 import { patientData } from './stages/combine-patient-data.js';
 import { combineEmbeddings } from './stages/combine-embeddings.js';
 import { combineHistograms } from './stages/combine-histograms.js';
@@ -99,9 +100,11 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
   const rows = g.source('ParseCSV', () => fromArray(c.rows));
   const patients = rows.combinePerKey('GroupPatientData', keyRows, patientData());
 
-  // Slides: fan out to worker processes, one slide per worker at a time (see perSlide).
+  // Slides: largest first (the job ends on small ones), fanned out to worker processes, one slide per worker at a
+  // time (see perSlide).
   const results: Node<SlideResult> = rows
     .pipe('SlideTasks', slideTasks(c.slidesDir))
+    .pipe('LargestFirst', largestFirst())
     .fanOut('PerSlide', {
       module: import.meta.url,
       exportName: 'perSlide',
