@@ -5,8 +5,8 @@
  *      stages with no engine at all on 1 core and on every core at once (bench/ideal.ts: how the cores really scale);
  *   3. pipeline: end-to-end tiles/s of the real main job (child process) on 4 generated slides of 20k px, each run
  *      bracketed by stage-cost runs (efficiency = median over runs of pipeline / the bound measured around it); its
- *      fixed cost (the same slides, one tile each), marginal CPU per tile, steady-state rate, and the short job
- *      (the same slides capped at 305 tiles each);
+ *      fixed cost (the same slides, one tile each), marginal CPU per tile, steady-state rate, and with --full the
+ *      short job (the same slides capped at 305 tiles each);
  *   4. memory: peak RSS of the job's whole process tree on one slide of 4k, 16k, 64k (100k with --full) px;
  *   5. time to the first tile and per-slide overhead.
  * Everything is measured in the same run; slides, models and the lookup table are prepared first and cached
@@ -64,6 +64,8 @@ const T = DEFAULT_TILE_PARAMS.tileSize;
  */
 const TPUT_SIDE = 20480;
 const SHORT_JOB_TILES = 305;
+/** Tiles per stage-cost run: 192 (~4 s); with 96 the runs of one bench spread 19.6-23.0 ms/tile. */
+const STAGE_COST_TILES = 192;
 /** The job's default --batch-size (stages/lib/options.ts), used for the embedding's stage cost. */
 const BATCH = 1;
 
@@ -200,7 +202,7 @@ async function stageCosts(slidePath: string, models: { stainnet: string; efficie
     await rm(tmp, { recursive: true, force: true });
   }
   const ms = (v: number): number => v / count;
-  sweep = await embedBatchSweep(models.efficientnet, normalized);
+  if (Object.keys(sweep).length === 0) sweep = await embedBatchSweep(models.efficientnet, normalized); // once a bench
   return { read_tile: ms(read), normalize: ms(normalize), resize_embed: ms(embed), histogram: ms(hist), serialize: ms(serialize) };
 }
 
@@ -367,7 +369,7 @@ async function main(): Promise<void> {
   for (let r = 0; r < REPEAT; r++) {
     // Each stage-cost run on another slide's tiles: tiles seen before would find the lookup table and the
     // decoder's data in the CPU caches and look cheaper than they are in the pipeline, where every tile is new.
-    if (run('stages')) samples.push(await stageCosts(join(tputDir, `${tputIds[r % tputIds.length]}.tiff`), models, lutFile, 96));
+    if (run('stages')) samples.push(await stageCosts(join(tputDir, `${tputIds[r % tputIds.length]}.tiff`), models, lutFile, STAGE_COST_TILES));
     if (run('pipeline')) jobs.push(await job(pipelineCsv, tputDir));
     if (run('stages')) {
       // The stages with no engine, on one core and then on every core at once (how this machine's cores scale).
@@ -378,7 +380,7 @@ async function main(): Promise<void> {
   }
   // One more stage-cost run after the last job: each job is then bracketed by a stage-cost run before and after it
   // (a ~3 s sample against a ~40 s job: the mean of the two follows the host's drift better than either alone).
-  if (run('stages') && run('pipeline')) samples.push(await stageCosts(join(tputDir, `${tputIds[REPEAT % tputIds.length]}.tiff`), models, lutFile, 96));
+  if (run('stages') && run('pipeline')) samples.push(await stageCosts(join(tputDir, `${tputIds[REPEAT % tputIds.length]}.tiff`), models, lutFile, STAGE_COST_TILES));
   const sumOf = (c: Record<string, number>): number => Object.values(c).reduce((a, b) => a + b, 0);
   for (let r = 0; r < jobs.length; r++) {
     if (samples[r] === undefined || samples[r + 1] === undefined) continue;
@@ -440,10 +442,12 @@ async function main(): Promise<void> {
       result.marginal_cpu_ms_per_tile = marginal;
       show(`fixed cost (same ${tputIds.length} slides, 1 tile each)`, `${fixed.wallS.toFixed(2)} s wall, ${fixed.cpuS.toFixed(1)} CPU s (parent ${fixed.parentCpuS.toFixed(1)})`);
       show('marginal CPU per tile in the pipeline (job - fixed) / tiles', `${marginal.toFixed(1)} ms (stage sum ${sum.toFixed(1)}: x${(marginal / sum).toFixed(2)})`);
-      // The short job: 1,220 tiles, as the suite measured before (4 slides of 12k), divided by the median bound.
-      const short = await job(pipelineCsv, tputDir, ['--max-tiles', String(SHORT_JOB_TILES)]);
-      result.short_job = { tiles: short.tiles, wall_s: short.wallS, tiles_per_s: short.tiles / short.wallS, efficiency: short.tiles / short.wallS / bound };
-      show(`short job (same slides, --max-tiles ${SHORT_JOB_TILES}: ${short.tiles} tiles)`, `${(short.tiles / short.wallS).toFixed(1)} tiles/s (${short.wallS.toFixed(1)} s): ${(short.tiles / short.wallS / bound).toFixed(2)} of the bound`);
+      // The short job (--full): 1,220 tiles, as the suite measured before (4 slides of 12k), divided by the median bound.
+      if (FULL) {
+        const short = await job(pipelineCsv, tputDir, ['--max-tiles', String(SHORT_JOB_TILES)]);
+        result.short_job = { tiles: short.tiles, wall_s: short.wallS, tiles_per_s: short.tiles / short.wallS, efficiency: short.tiles / short.wallS / bound };
+        show(`short job (same slides, --max-tiles ${SHORT_JOB_TILES}: ${short.tiles} tiles)`, `${(short.tiles / short.wallS).toFixed(1)} tiles/s (${short.wallS.toFixed(1)} s): ${(short.tiles / short.wallS / bound).toFixed(2)} of the bound`);
+      }
       // Steady state: the same job's tiles beyond the fixed job's, over the time beyond it (start-up, each slide's
       // open and thumbnail and the output are in both), as a run of hundreds of slides would see it.
       const steady = (j.tiles - fixed.tiles) / (j.wallS - fixed.wallS);
