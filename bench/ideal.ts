@@ -12,12 +12,12 @@
  * runs it at once. Copies started together wait at a barrier: each prints `ready` once set up and starts timing
  * when a line arrives on stdin, so their timed parts overlap.
  */
-import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import ort from 'onnxruntime-node';
 import type { StageContext } from '../engine/types.js';
 import { tileHistogram } from '../stages/color-histograms.js';
 import { applyLut } from '../stages/lib/lut.js';
+import { mapOrReadFile } from '../stages/lib/map-file.js';
 import { sessionOptions } from '../stages/lib/onnx-session.js';
 import { configureSharpForWorker } from '../stages/lib/slide-sharp.js';
 import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
@@ -29,7 +29,7 @@ if (slidePath === undefined || count === undefined || lutFile === undefined || m
   process.exit(2);
 }
 configureSharpForWorker();
-const lut = new Uint8Array(await readFile(lutFile));
+const lut = (await mapOrReadFile(lutFile)).bytes; // as the pipeline loads it
 const session = await ort.InferenceSession.create(model, sessionOptions(1));
 const T = DEFAULT_TILE_PARAMS.tileSize;
 const ctx: StageContext = {

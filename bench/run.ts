@@ -26,6 +26,7 @@ import { ensureModels } from '../stages/cmd/models-build.js';
 import { tileHistogram } from '../stages/color-histograms.js';
 import { combineEmbeddings } from '../stages/combine-embeddings.js';
 import { applyLut, ensureLut } from '../stages/lib/lut.js';
+import { mapOrReadFile } from '../stages/lib/map-file.js';
 import { sessionOptions } from '../stages/lib/onnx-session.js';
 import { descendants, treeRssBytes } from '../stages/lib/proc-tree.js';
 import { configureSharpForWorker } from '../stages/lib/slide-sharp.js';
@@ -160,7 +161,7 @@ async function stageCosts(slidePath: string, models: { stainnet: string; efficie
   });
   const count = tiles.length;
 
-  const lut = new Uint8Array(await readFile(lutFile));
+  const lut = (await mapOrReadFile(lutFile)).bytes; // as the pipeline loads it
   // In place, as the pipeline does it (graph.ts: inPlace). Into fresh buffers the first write would also fault each
   // one in (about 0.3 ms per tile here), a cost the pipeline does not pay: the bound would be too low.
   const normalized = tiles;

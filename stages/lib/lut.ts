@@ -10,6 +10,7 @@ import ort from 'onnxruntime-node';
 import { isPixelwiseModel } from '../../models/check.js';
 import { ModelError } from '../../models/errors.js';
 import { getSession } from './onnx-session.js';
+import { mapOrReadFile } from './map-file.js';
 
 export const LUT_BYTES = 3 << 24;
 /** Colours per ONNX run when building: 2^18 (a [1,256,1024,3] tensor; ~32 MB per float intermediate, so the build stays small). */
@@ -58,8 +59,8 @@ export function lutPath(cacheDir: string, sha256: string): string {
 }
 
 /**
- * The table for `modelPath`: read from `cacheDir` when present (and the right size), else built with
- * `session()` and, when `cacheDir` is given, written there atomically.
+ * The table for `modelPath`: mapped from `cacheDir` when present (and the right size; read-only memory), else built
+ * with `session()` and, when `cacheDir` is given, written there atomically.
  */
 export async function loadOrBuildLut(
   modelPath: string,
@@ -72,7 +73,8 @@ export async function loadOrBuildLut(
       if (err.code === 'ENOENT') return undefined;
       throw err;
     });
-    if (st?.size === LUT_BYTES) return await readFile(file);
+    // Mapped, not read: the pages are the page cache's, shared by the workers (stages/lib/map-file.ts).
+    if (st?.size === LUT_BYTES) return (await mapOrReadFile(file)).bytes;
   }
   const lut = await buildLut(await session());
   if (file && cacheDir !== undefined) {
