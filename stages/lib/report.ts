@@ -96,13 +96,13 @@ async function blueMaskPng(maskPng: Uint8Array): Promise<Uint8Array> {
   return sharp(rgba, { raw: { width: info.width, height: info.height, channels: 4 } }).png().toBuffer();
 }
 
-/** One slide's figure: thumbnail, mask drawn in translucent blue, kept tiles outlined in green. */
 /** Shrinks a slide's thumbnail and mask for its figure (the full-size PNGs are not kept). */
 export async function slidePicture(p: SlidePictureInput): Promise<SlidePicture> {
   const [thumbUri, maskUri] = await Promise.all([smallPngDataUri(p.thumbnailPng, PICTURE_WIDTH), blueMaskPng(p.maskPng).then((png) => smallPngDataUri(png, PICTURE_WIDTH))]);
   return { width: p.width, height: p.height, positions: p.positions, tileSize: p.tileSize, thumbUri, maskUri };
 }
 
+/** One slide's figure: thumbnail, mask drawn in translucent blue, kept tiles outlined in green. */
 function slideFigure(slide: SlideReport, picture: SlidePicture): string {
   const thumb = picture.thumbUri;
   const mask = picture.maskUri;
