@@ -67,17 +67,14 @@ export async function loadOrBuildLut(
   session: () => Promise<ort.InferenceSession>,
   cacheDir?: string,
 ): Promise<Uint8Array> {
-  const file = cacheDir === undefined ? undefined : lutPath(cacheDir, await fileSha256(modelPath));
-  if (file) {
-    const st = await stat(file).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
-    });
+  if (cacheDir !== undefined) {
+    const cached = await cachedLut(modelPath, cacheDir);
     // Mapped, not read: the pages are the page cache's, shared by the workers (stages/lib/map-file.ts).
-    if (st?.size === LUT_BYTES) return (await mapOrReadFile(file)).bytes;
+    if (cached !== undefined) return (await mapOrReadFile(cached)).bytes;
   }
   const lut = await buildLut(await session());
-  if (file && cacheDir !== undefined) {
+  if (cacheDir !== undefined) {
+    const file = lutPath(cacheDir, await fileSha256(modelPath));
     await mkdir(cacheDir, { recursive: true });
     const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     try {
