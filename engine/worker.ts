@@ -154,10 +154,7 @@ class ReportingBudget extends Budget {
   }
   private schedule(): void {
     if (this.timer !== undefined) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      send({ type: 'tiles', inUse: this.inUse, max: this.maxInUse });
-    }, 50);
+    this.timer = setTimeout(() => this.reportNow(), 50);
     this.timer.unref();
   }
 }
