@@ -3,7 +3,8 @@
  * and the command line around it lives in stages/cmd/.
  *
  *   ParseCSV ─┬─► GroupPatientData (keyed by patient; center and label must agree) ─────────┐
- *             └─► SlideTasks ─► LargestFirst ─► PerSlide (worker processes, a slide each):  │
+ *             └─► SlideTasks ─► LargestFirst ─► PerSlide (worker processes, a slide each;   │
+ *                                                 idle ones join running slides at the end):│
  *                     ProduceTiles ─► Batch ─► NormalizeTiles ─┬─► EmbedTiles               │
  *                                                              └─► ColorHistograms ─► SumHistograms (per slide)
  *                   ├─► Embeddings ─► CombineEmbeddings (a bag per patient) ───────────────► MergeData (join on patient)
@@ -56,6 +57,8 @@ export interface PipelineConfig {
   readonly workers: number;
   readonly retries: number;
   readonly failFast: boolean;
+  /** Once no slide is left to start, idle workers join running slides (fan-out `share`; default true). */
+  readonly shareSlides?: boolean;
   /** Committed per-slide results (resume); keyed by a hash of parameters and models. */
   readonly checkpointDir: string;
   /** Embedding rows kept in memory across all patients' bags; past it the largest bag spills to disk. */
@@ -86,10 +89,12 @@ export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageConte
     Graph.stream<SlideResult>({ name: `slide ${task.image_id}`, tileBudget: ctx.tiles, signal: ctx.signal, metricsIntervalMs: 0, ...(ctx.collect && { collect: ctx.collect }) }, (g) => {
       // The tile selection's summary (for the run report) joins the slide's results.
       const summary = new Channel<SlideSummary>(1);
-      const tiles = g.source('ProduceTiles', (c) => closing(produceTiles(config.tile, { onSummary: (s) => void summary.push(s) })(once(task), c), summary));
+      // A shared slide (see ItemShare): every participant selects the same tiles and reads the runs it claims.
+      const read = produceTiles(config.tile, { onSummary: (s) => void summary.push(s), ...(ctx.share && { share: ctx.share }) });
+      const tiles = g.source('ProduceTiles', (c) => closing(read(once(task), c), summary));
       const normalized = tiles.batch('Batch', { size: config.batchSize, maxWaitMs: config.batchMaxWaitMs }).pipe('NormalizeTiles', normalize);
       const embeddings = normalized.pipe('EmbedTiles', embed).flatten('Embeddings');
-      const colours = normalized.pipe('ColorHistograms', histograms).flatten('Histograms').pipe('SumHistograms', sumHistograms());
+      const colours = normalized.pipe('ColorHistograms', histograms).flatten('Histograms').pipe('SumHistograms', sumHistograms({ part: ctx.share?.participant ?? 0 }));
       return g.merge('SlideResults', g.source('Summary', () => summary), embeddings, colours).pipe('ReleaseTiles', releaseTiles());
     });
 }
@@ -101,7 +106,7 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
   const patients = rows.combinePerKey('GroupPatientData', keyRows, patientData());
 
   // Slides: largest first (the job ends on small ones), fanned out to worker processes, one slide per worker at a
-  // time (see perSlide).
+  // time (see perSlide); once none is left to start, idle workers join the running ones (share).
   const results: Node<SlideResult> = rows
     .pipe('SlideTasks', slideTasks(c.slidesDir))
     .pipe('LargestFirst', largestFirst())
@@ -115,6 +120,7 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
       retries: c.retries,
       failFast: c.failFast,
       checkpointDir: c.checkpointDir,
+      share: c.shareSlides ?? true,
     });
 
   // Per patient: the bag of embeddings and the mean colour histogram.

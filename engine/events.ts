@@ -2,6 +2,8 @@
 
 export type ItemEvent =
   | { readonly type: 'started'; readonly stage: string; readonly key: string; readonly attempt: number; readonly pid: number }
+  /** Another worker joined a running shared item (fan-out `share`); its results count towards the same attempt. */
+  | { readonly type: 'joined'; readonly stage: string; readonly key: string; readonly attempt: number; readonly pid: number }
   | { readonly type: 'retry'; readonly stage: string; readonly key: string; readonly attempt: number; readonly error: Error }
   /** One more result of the attempt arrived (staged results reach downstream only at 'done'): `value` is that result. */
   | { readonly type: 'progress'; readonly stage: string; readonly key: string; readonly attempt: number; readonly count: number; readonly value: unknown }

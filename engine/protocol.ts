@@ -4,14 +4,19 @@ import type { StageMetrics } from './types.js';
 /** Parent -> child, on the IPC channel. */
 export type ToWorker =
   | { readonly type: 'init'; readonly module: string; readonly exportName: string; readonly config: unknown; readonly window: number; readonly tileLimit: number; readonly stage: string }
-  | { readonly type: 'item'; readonly id: number; readonly item: unknown }
+  /** `participant` is set when the item may be shared (ItemShare): 0 for its first worker, 1, 2... for joiners. */
+  | { readonly type: 'item'; readonly id: number; readonly item: unknown; readonly participant?: number }
+  /** The answer to a `claim`: the part index the worker may process. */
+  | { readonly type: 'claimed'; readonly id: number; readonly index: number }
   | { readonly type: 'credit'; readonly n: number };
 
 /** Child -> parent, on the IPC channel. */
 export type FromWorker =
   | { readonly type: 'ready' }
   | { readonly type: 'init-error'; readonly error: WireError }
-  | { readonly type: 'tiles'; readonly inUse: number; readonly max: number };
+  | { readonly type: 'tiles'; readonly inUse: number; readonly max: number }
+  /** A shared item's next part, please (ItemShare.claim). */
+  | { readonly type: 'claim'; readonly id: number; readonly total: number };
 
 /** Child -> parent, as frames on the data pipe (fd 3); ordered, so `end`/`error` follow the item's results. */
 export type DataFrame =

@@ -35,6 +35,24 @@ export interface StageContext {
    * as GraphOptions.collect). The fan-out stage adds them up per stage name in the parent's metrics.
    */
   readonly collect?: (metrics: readonly StageMetrics[]) => void;
+  /** Inside a worker process, for an item of a fan-out with `share`: see ItemShare. */
+  readonly share?: ItemShare;
+}
+
+/**
+ * An item several worker processes may run at once. Once a fan-out's input has run dry, an idle worker joins an
+ * item still running instead of idling (a big last slide is finished by every worker, not by one). Every
+ * participant splits the item into the same `total` parts and processes only the parts it claims; the
+ * item's results are the union of the participants' results.
+ */
+export interface ItemShare {
+  /** 0 for the worker the item was given to, 1, 2... for the workers that joined it. */
+  readonly participant: number;
+  /**
+   * The next unclaimed part, out of `total` (every participant passes the same total): from 0 up, each index
+   * handed out once. An index >= total means there is nothing left (or the item failed elsewhere): stop.
+   */
+  claim(total: number): Promise<number>;
 }
 
 /** A stage: a typed async-iterable transform. Cleanup belongs in its `finally`. */

@@ -16,9 +16,16 @@ export type Outcome =
   | { readonly kind: 'crash'; readonly error: Error }
   | { readonly kind: 'aborted'; readonly error: unknown };
 
+/** A shared item's side in the parent: who this worker is among its participants, and the item's counter. */
+export interface RunShare {
+  readonly participant: number;
+  claim(total: number): number;
+}
+
 interface Attempt {
   readonly id: number;
   readonly onResult: (v: unknown) => Promise<void>;
+  readonly share: RunShare | undefined;
   readonly resolve: (o: Outcome) => void;
 }
 
@@ -112,6 +119,12 @@ export class WorkerProc {
       if (msg.type === 'ready') readyResolve();
       else if (msg.type === 'init-error') readyReject(fromWire(msg.error));
       else if (msg.type === 'tiles') opts.onTiles(this.pid, msg.inUse, msg.max);
+      else if (msg.type === 'claim') {
+        // An attempt given up (or never shared) hands out nothing: the worker stops claiming and ends the item.
+        const a = this.attempt;
+        const index = a?.id === msg.id && a.share !== undefined ? a.share.claim(msg.total) : msg.total;
+        this.send({ type: 'claimed', id: msg.id, index });
+      }
     });
     // 'close' is not reliable with an extra pipe plus IPC, so wait for both the exit and the end of the data pipe.
     let exitInfo: { code: number | null; signal: string | null } | undefined;
@@ -150,16 +163,19 @@ export class WorkerProc {
     return !this.isClosed;
   }
 
-  /** Runs one item; results go to `onResult` in order (awaited: that is the backpressure). */
-  run(id: number, item: unknown, onResult: (v: unknown) => Promise<void>): Promise<Outcome> {
+  /**
+   * Runs one item; results go to `onResult` in order (awaited: that is the backpressure). With `share` the item
+   * sees ctx.share, and its claims are answered by `share.claim`.
+   */
+  run(id: number, item: unknown, onResult: (v: unknown) => Promise<void>, share?: RunShare): Promise<Outcome> {
     if (this.attempt !== undefined) throw new Error('worker is busy');
     return new Promise<Outcome>((resolve) => {
       if (this.isClosed) {
         resolve({ kind: 'crash', error: new Error(`worker process ${this.pid} is gone`) });
         return;
       }
-      this.attempt = { id, onResult, resolve };
-      this.send({ type: 'item', id, item });
+      this.attempt = { id, onResult, resolve, share };
+      this.send({ type: 'item', id, item, ...(share !== undefined && { participant: share.participant }) });
     });
   }
 

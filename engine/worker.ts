@@ -9,7 +9,7 @@ import { Budget, ScopedBudget } from './budget.js';
 import { encodeFrame } from './frames.js';
 import { newMetrics } from './metrics.js';
 import { DATA_FD, toWire, type DataFrame, type FromWorker, type ToWorker } from './protocol.js';
-import type { StageContext, StageMetrics } from './types.js';
+import type { ItemShare, StageContext, StageMetrics } from './types.js';
 
 /** What a worker module's export returns: the per-item function. */
 export type ItemFn<I, O> = (item: I, ctx: StageContext) => AsyncIterable<O>;
@@ -25,7 +25,9 @@ let ctx: StageContext | undefined;
 let budget: ReportingBudget | undefined;
 let credits = 0;
 let creditWaiter: (() => void) | undefined;
-const queue: Array<{ id: number; item: unknown }> = [];
+const queue: Array<{ id: number; item: unknown; participant: number | undefined }> = [];
+/** Claims sent for each shared item, answered in order (the IPC channel keeps it). */
+const claims = new Map<number, Array<(index: number) => void>>();
 let busy = false;
 
 function send(msg: FromWorker): void {
@@ -64,7 +66,21 @@ async function credit(): Promise<void> {
   credits--;
 }
 
-async function runItem(id: number, item: unknown): Promise<void> {
+/** A shared item's claims go to the parent, which keeps the item's one counter for all its participants. */
+function itemShare(id: number, participant: number): ItemShare {
+  return {
+    participant,
+    claim: (total) =>
+      new Promise<number>((resolve) => {
+        const waiting = claims.get(id) ?? [];
+        waiting.push(resolve);
+        claims.set(id, waiting);
+        send({ type: 'claim', id, total });
+      }),
+  };
+}
+
+async function runItem(id: number, item: unknown, participant: number | undefined): Promise<void> {
   let n = 0;
   // Tiles the item still holds when it ends (an error mid-slide) go back, so the next item has the whole budget.
   const tiles = new ScopedBudget((ctx as StageContext).tiles);
@@ -73,7 +89,7 @@ async function runItem(id: number, item: unknown): Promise<void> {
   const flushMetrics = async (): Promise<void> => {
     for (const stages of metrics.splice(0)) await write({ t: 'm', id, stages });
   };
-  const itemCtx: StageContext = { ...(ctx as StageContext), tiles, collect: (stages) => metrics.push(stages) };
+  const itemCtx: StageContext = { ...(ctx as StageContext), tiles, collect: (stages) => metrics.push(stages), ...(participant !== undefined && { share: itemShare(id, participant) }) };
   try {
     for await (const v of (fn as ItemFn<unknown, unknown>)(item, itemCtx)) {
       await credit();
@@ -89,6 +105,7 @@ async function runItem(id: number, item: unknown): Promise<void> {
     await write({ t: 'err', id, error: toWire(e) });
   } finally {
     tiles.releaseAll();
+    claims.delete(id);
   }
 }
 
@@ -96,7 +113,7 @@ async function drain(): Promise<void> {
   if (busy) return;
   busy = true;
   try {
-    for (let next = queue.shift(); next !== undefined; next = queue.shift()) await runItem(next.id, next.item);
+    for (let next = queue.shift(); next !== undefined; next = queue.shift()) await runItem(next.id, next.item, next.participant);
   } finally {
     busy = false;
   }
@@ -108,8 +125,11 @@ process.on('message', (msg: ToWorker) => {
       void init(msg);
       break;
     case 'item':
-      queue.push({ id: msg.id, item: msg.item });
+      queue.push({ id: msg.id, item: msg.item, participant: msg.participant });
       void drain();
+      break;
+    case 'claimed':
+      claims.get(msg.id)?.shift()?.(msg.index);
       break;
     case 'credit':
       credits += msg.n;

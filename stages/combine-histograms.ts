@@ -4,14 +4,17 @@ import { HISTOGRAM_BINS } from './color-histograms.js';
 import type { MeanHistogram, SlideHistogram } from './types.js';
 
 /**
- * The patient's slide sums by image_id. Slides finish in any order and float sums depend on their order:
- * the sums are added in image_id order at the end, so the mean is bit-identical whatever the number of
- * workers and the order slides finish in.
+ * The patient's slide sums by image_id and part. Slides finish in any order and float sums depend on their
+ * order: the sums are added in (image_id, part) order at the end, so the mean is bit-identical whatever the
+ * order slides finish in.
  */
 export interface HistogramAcc {
   readonly patient_id: string;
   readonly slides: Map<string, SlideHistogram>;
 }
+
+/** Sorts as (image_id, part): NUL sorts before every character an image_id may have. */
+const sumKey = (h: SlideHistogram): string => `${h.image_id}\u0000${String(h.part ?? 0).padStart(6, '0')}`;
 
 const STAGE = 'combine-histograms';
 
@@ -19,10 +22,11 @@ function addSlide(acc: HistogramAcc, slide: SlideHistogram): void {
   if (slide.sum.length !== HISTOGRAM_BINS) {
     throw new EngineError('E_HISTOGRAM_SIZE', STAGE, acc.patient_id, `image ${slide.image_id}: histogram has ${slide.sum.length} bins, expected ${HISTOGRAM_BINS}`);
   }
-  if (acc.slides.has(slide.image_id)) {
-    throw new EngineError('E_DUPLICATE_TILE', STAGE, acc.patient_id, `image ${slide.image_id}: its colour histograms were received twice`);
+  const key = sumKey(slide);
+  if (acc.slides.has(key)) {
+    throw new EngineError('E_DUPLICATE_TILE', STAGE, acc.patient_id, `image ${slide.image_id}${slide.part ? ` (part ${slide.part})` : ''}: its colour histograms were received twice`);
   }
-  acc.slides.set(slide.image_id, slide);
+  acc.slides.set(key, slide);
 }
 
 export function combineHistograms(): CombineFn<SlideHistogram, HistogramAcc, MeanHistogram> {
@@ -40,8 +44,8 @@ export function combineHistograms(): CombineFn<SlideHistogram, HistogramAcc, Mea
     extractOutput(acc) {
       const total = new Float64Array(HISTOGRAM_BINS);
       let tiles = 0;
-      for (const image_id of [...acc.slides.keys()].sort()) {
-        const slide = acc.slides.get(image_id)!;
+      for (const key of [...acc.slides.keys()].sort()) {
+        const slide = acc.slides.get(key)!;
         for (let i = 0; i < HISTOGRAM_BINS; i++) total[i]! += slide.sum[i]!;
         tiles += slide.tiles;
       }

@@ -1,5 +1,5 @@
 /** Stage: opens each slide, selects tiles on its thumbnail, and streams the kept tiles at level 0 as RGB. */
-import type { Stage, StageContext } from '../engine/types.js';
+import type { ItemShare, Stage, StageContext } from '../engine/types.js';
 import type { SlideSummary, SlideTask, Tile, TileParams } from './types.js';
 import { SlideError } from './lib/slide-errors.js';
 import { openSlide, type OpenSlideOptions, type SlideReader } from './lib/slide-reader.js';
@@ -16,6 +16,11 @@ export interface ProduceTilesOptions {
   slide?: OpenSlideOptions;
   /** Most vertically adjacent kept tiles decoded in one read (one run); default 8 (~4.8 MB of RGB at 448 px). */
   bandTiles?: number;
+  /**
+   * The slide is shared with other workers (fan-out `share`): this worker reads only the runs of tiles it claims.
+   * Every participant selects the same tiles; the summary and the selection counters are the first one's.
+   */
+  share?: ItemShare;
   /** Replaces openSlide (tests use it to watch close()). */
   open?(path: string, image_id: string, opts: OpenSlideOptions): Promise<SlideReader>;
 }
@@ -24,6 +29,8 @@ export function produceTiles(params: TileParams, opts: ProduceTilesOptions = {})
   checkTileParams(params);
   const bandTiles = Math.max(1, opts.bandTiles ?? 8);
   const open = opts.open ?? openSlide;
+  const joiner = (opts.share?.participant ?? 0) > 0;
+  const onSummary = joiner ? undefined : opts.onSummary;
   return async function* produceTilesStage(source: AsyncIterable<SlideTask>, ctx: StageContext): AsyncIterable<Tile> {
     const custom = ctx.metrics.custom;
     for await (const task of source) {
@@ -40,18 +47,20 @@ export function produceTiles(params: TileParams, opts: ProduceTilesOptions = {})
         // Selection (and the report's pictures) band by band: one tile row of thumbnail at a time.
         const plan = thumbnailPlan(slide, params.downsample);
         const sel = new BandSelector(slide.width, slide.height, params);
-        const pictures = opts.onSummary === undefined ? undefined : new ReportPictures(plan.width, plan.height, REPORT_PICTURE_PX, params.backgroundThreshold);
+        const pictures = onSummary === undefined ? undefined : new ReportPictures(plan.width, plan.height, REPORT_PICTURE_PX, params.backgroundThreshold);
         for await (const band of thumbnailBands(slide, params.downsample, sel.cuts(), plan)) {
           if (!sel.done) sel.addBand(band.y, band.image);
           pictures?.add(band.y, band.image);
           if (sel.done && pictures === undefined) break;
         }
-        custom.slides = (custom.slides ?? 0) + 1;
-        custom.tiles_total = (custom.tiles_total ?? 0) + sel.total;
-        custom.tiles_kept = (custom.tiles_kept ?? 0) + sel.positions.length;
-        if (opts.onSummary !== undefined && pictures !== undefined) opts.onSummary(await summarize(task, slide, plan.level, sel, pictures));
+        if (!joiner) {
+          custom.slides = (custom.slides ?? 0) + 1;
+          custom.tiles_total = (custom.tiles_total ?? 0) + sel.total;
+          custom.tiles_kept = (custom.tiles_kept ?? 0) + sel.positions.length;
+        }
+        if (onSummary !== undefined && pictures !== undefined) onSummary(await summarize(task, slide, plan.level, sel, pictures));
         const band = Math.max(1, Math.min(bandTiles, ctx.tiles.limit));
-        for (const run of columnRuns(sel.positions, T, band)) {
+        for await (const run of claimedRuns(columnRuns(sel.positions, T, band), opts.share)) {
           for (let k = 0; k < run.length; k++) {
             await ctx.tiles.acquire(1, ctx.signal);
             held++;
@@ -72,6 +81,22 @@ export function produceTiles(params: TileParams, opts: ProduceTilesOptions = {})
       }
     }
   };
+}
+
+/** The runs this worker reads: all of them in order, or, when the slide is shared, the ones it claims. */
+async function* claimedRuns<T>(runs: readonly T[], share: ItemShare | undefined): AsyncGenerator<T> {
+  if (share === undefined) {
+    yield* runs;
+    return;
+  }
+  // One claim ahead: the next run's index arrives while this run's tiles are read.
+  let next = share.claim(runs.length);
+  for (;;) {
+    const i = await next;
+    if (i >= runs.length) return;
+    next = share.claim(runs.length);
+    yield runs[i]!;
+  }
 }
 
 /**

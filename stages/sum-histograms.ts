@@ -7,9 +7,10 @@ const TICK: HistogramTick = { kind: 'histogram-tick' };
 
 /**
  * Yields a tick per tile added (so tiles can be released as soon as their histogram is counted) and, at the
- * end of the slide, the sum. The input is one slide's tiles, as a worker runs this stage once per slide.
+ * end of the slide, the sum. The input is one slide's tiles, as a worker runs this stage once per slide; `part`
+ * numbers the sum when several workers share the slide (ItemShare.participant).
  */
-export function sumHistograms(): Stage<TileHistogram, HistogramTick | SlideHistogram> {
+export function sumHistograms(opts: { part?: number } = {}): Stage<TileHistogram, HistogramTick | SlideHistogram> {
   return async function* sumHistogramsStage(source) {
     let sum: Float64Array | undefined;
     let tiles = 0;
@@ -22,7 +23,7 @@ export function sumHistograms(): Stage<TileHistogram, HistogramTick | SlideHisto
       yield TICK;
     }
     if (first !== undefined && sum !== undefined) {
-      yield { kind: 'slide-histogram', image_id: first.image_id, patient_id: first.patient_id, tiles, sum };
+      yield { kind: 'slide-histogram', image_id: first.image_id, patient_id: first.patient_id, part: opts.part ?? 0, tiles, sum };
     }
   };
 }

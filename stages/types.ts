@@ -85,6 +85,8 @@ export interface SlideHistogram {
   readonly kind: 'slide-histogram';
   readonly image_id: string;
   readonly patient_id: string;
+  /** Which share of the slide: 0, or 1, 2... for the workers that joined a shared slide (each sends its own sum). */
+  readonly part: number;
   readonly tiles: number;
   readonly sum: Float64Array;
 }

@@ -76,7 +76,7 @@ t.test('the mean is bit-identical whatever order the slides arrive in', async (t
   const slide = (image_id: string, v: number, tiles: number): SlideHistogram => {
     const sum = new Float64Array(4096);
     sum[0] = v;
-    return { kind: 'slide-histogram', image_id, patient_id: 'P1', tiles, sum };
+    return { kind: 'slide-histogram', image_id, patient_id: 'P1', part: 0, tiles, sum };
   };
   const A = slide('A', 1 + 2 ** -24, 2);
   const B = slide('B', 2 ** -53, 1);

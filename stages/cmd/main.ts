@@ -101,7 +101,9 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   const withLabel = csv.header.includes('label');
   await checkPatients(csv.rows);
   // The worker processes start now: node's start-up and their imports overlap the preparation below.
-  const workers = Math.min(opts.workers, csv.rows.length || 1);
+  // Fewer slides than workers: with sharing the idle workers join the slides (more processes beat more
+  // onnxruntime threads per process); without, a worker per slide and the spare cores as onnxruntime threads.
+  const workers = opts.shareSlides ? opts.workers : Math.min(opts.workers, csv.rows.length || 1);
   prestartWorkers(workers, deps.workerModule);
 
   // Models: demo ONNX files built once; user weights imported (and checked) into the work folder.
@@ -150,6 +152,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     workers,
     retries: 1,
     failFast: opts.failFast,
+    shareSlides: opts.shareSlides,
     checkpointDir,
     bagMemoryBytes: opts.bagMemoryMb * 2 ** 20,
   };
@@ -229,7 +232,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
     started_at: started.toISOString(),
     elapsed_s: (performance.now() - t0) / 1000,
     exit_code: exitCode,
-    params: { csv: csvFile, slides: slidesDir, out: opts.out, work_dir: workDir, ...slide, workers, tile_budget: opts.tileBudget, bag_memory_mb: opts.bagMemoryMb, fail_fast: opts.failFast, resume: opts.resume },
+    params: { csv: csvFile, slides: slidesDir, out: opts.out, work_dir: workDir, ...slide, workers, tile_budget: opts.tileBudget, bag_memory_mb: opts.bagMemoryMb, fail_fast: opts.failFast, resume: opts.resume, share_slides: opts.shareSlides },
     models,
     slides: [...slides.values()],
     patients: { written: written?.records ?? 0, dropped },

@@ -26,6 +26,8 @@ export interface RunOptions {
   readonly shards?: number;
   readonly failFast: boolean;
   readonly resume: boolean;
+  /** Idle workers join the slides still running at the end of the job (default true). */
+  readonly shareSlides: boolean;
   readonly tileBudget: number;
   /** Megabytes of embedding rows kept in memory across all patients before bags spill to the work folder. */
   readonly bagMemoryMb: number;
@@ -63,6 +65,8 @@ Main job options (defaults are the seed's constants):
   --bag-memory-mb N          embeddings kept in memory across all patients; the rest spill to the work dir (256)
   --fail-fast                stop at the first failed slide (default: report it and go on)
   --resume / --no-resume     reuse finished slides' checkpoints from an interrupted run (default: resume)
+  --no-share                 a slide is read by one worker only (default: once no slide is left to start, idle
+                             workers join the slides still running and take runs of their tiles)
   --progress MODE            auto | bars | lines | none (auto: bars on a terminal, lines otherwise)
   -h, --help                 this help
 `;
@@ -111,6 +115,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         'fail-fast': { type: 'boolean' },
         resume: { type: 'boolean' },
         'no-resume': { type: 'boolean' },
+        'no-share': { type: 'boolean' },
         progress: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -155,6 +160,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     ...(v.shards !== undefined && { shards: positiveInt('shards', v.shards, undefined) }),
     failFast: v['fail-fast'] ?? false,
     resume: !v['no-resume'],
+    shareSlides: !v['no-share'],
     tileBudget: positiveInt('tile-budget', v['tile-budget'], 256),
     bagMemoryMb: positiveInt('bag-memory-mb', v['bag-memory-mb'], 256),
     progress,
