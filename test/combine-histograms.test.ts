@@ -68,6 +68,23 @@ t.test('no tiles: zero count, zero histogram; wrong size and a slide received tw
   t.throws(() => fn.addInput(acc, slide), { code: 'E_DUPLICATE_TILE', message: /image img: its colour histograms were received twice/ });
 });
 
+t.test('a shared slide: each worker\'s part is added; the same part twice is an error', async (t) => {
+  const fn = combineHistograms();
+  const whole = await slideSum([hist(1), hist(2), hist(3)]);
+  const p0 = { ...(await slideSum([hist(1), hist(3)])), part: 0 };
+  const p1 = { ...(await slideSum([hist(2)])), part: 1 };
+  let acc = fn.createAccumulator(ctx);
+  acc = fn.addInput(acc, p1);
+  acc = fn.addInput(acc, p0);
+  const split = fn.extractOutput(acc);
+  const one = fn.extractOutput(fn.addInput(fn.createAccumulator(ctx), whole));
+  t.equal(split.tiles, 3);
+  let maxDiff = 0;
+  for (let i = 0; i < 4096; i++) maxDiff = Math.max(maxDiff, Math.abs(split.histogram[i]! - one.histogram[i]!));
+  t.ok(maxDiff < 1e-7, `same mean as the slide read by one worker (max difference ${maxDiff})`);
+  t.throws(() => fn.addInput(acc, p1), { code: 'E_DUPLICATE_TILE', message: /image img \(part 1\): its colour histograms were received twice/ });
+});
+
 t.test('the mean is bit-identical whatever order the slides arrive in', async (t) => {
   // Crafted so that float sums in arrival order round differently: slide A sums to 1 + 2^-24 in bin 0,
   // slides B and C to 2^-53 each. A first: 1 + 2^-24 absorbs each 2^-53 (a float64 tie, rounded to even)

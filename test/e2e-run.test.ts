@@ -145,6 +145,24 @@ if (unavailable) {
     for (const [f, bytes] of a) t.ok(bytes.equals(b.get(f)!), `${f} byte-identical`);
   });
 
+  t.test('a slide alone on 2 workers is read by both (shared), with the same bytes as --no-share', async (t) => {
+    // 16 x 16 tiles of tissue: 32 runs of tiles (8 tiles each), far more than the 8 runs a joining worker needs left.
+    const big = join(cwd, 'big');
+    await makeSlides(join(big, 'slides'), [{ image_id: 'big', width: 16 * T, height: 16 * T, seed: 15, tissue: [{ kind: 'rect', x: 0, y: 0, w: 16 * T, h: 16 * T }] }]);
+    await writeCsv(join(big, 'in.csv'), [{ image_id: 'big', center_id: 0, patient_id: 'pz', image_num: 0, label: '1' }], true);
+    const args = ['--csv', join(big, 'in.csv'), '--slides', join(big, 'slides'), ...TILE_FLAGS, '--progress', 'none', '--workers', '2'];
+    const shared = await runCli([...args, '--out', join(big, 'shared')], cwd);
+    const alone = await runCli([...args, '--out', join(big, 'alone'), '--no-share'], cwd);
+    t.equal(shared.code, 0, shared.stderr);
+    t.equal(alone.code, 0, alone.stderr);
+    t.match((await readReport(join(big, 'shared'))).slides, [{ image_id: 'big', status: 'ok', tiles_kept: 256, workers: 2 }], 'both workers read it');
+    t.match((await readReport(join(big, 'alone'))).slides, [{ image_id: 'big', tiles_kept: 256, workers: 1 }]);
+    const a = await shardBytes(join(big, 'shared'));
+    const b = await shardBytes(join(big, 'alone'));
+    t.same([...a.keys()], [...b.keys()], 'same shard files');
+    for (const [f, bytes] of a) t.ok(bytes.equals(b.get(f)!), `${f} byte-identical`);
+  });
+
   t.test('no label column: examples without a label feature; --max-tiles keeps the first tiles row-major', async (t) => {
     const rows = ROWS.filter((r) => r.image_id === 'a0' || r.image_id === 'd0');
     const csvNoLabel = join(cwd, 'nolabel.csv');

@@ -10,6 +10,7 @@ t.test('defaults are the seed constants', async (t) => {
   t.equal(o.maxBackground, 0.1);
   t.equal(o.maxTiles, undefined);
   t.equal(o.resume, true);
+  t.equal(o.shareSlides, true, "slides are shared by default");
   t.equal(o.failFast, false);
   t.equal(o.bagMemoryMb, 256);
   t.equal(o.csv, undefined, 'no --csv means the demo run');
@@ -18,12 +19,13 @@ t.test('defaults are the seed constants', async (t) => {
 
 t.test('flags are parsed', async (t) => {
   const o = parseRunOptions(['--csv', 'a.csv', '--slides', 's', '--out', 'o', '--tile-size', '224', '--max-tiles', '5',
-    '--no-resume', '--fail-fast', '--normalizer', 'none', '--workers', '3', '--max-background', '0.25']);
+    '--no-resume', '--fail-fast', '--normalizer', 'none', '--workers', '3', '--max-background', '0.25', '--no-share']);
   if (o === 'help') throw new Error('unexpected help');
   t.equal(o.tileSize, 224);
   t.equal(o.maxTiles, 5);
   t.equal(o.resume, false);
   t.equal(o.failFast, true);
+  t.equal(o.shareSlides, false);
   t.equal(o.normalizer, 'none');
   t.equal(o.workers, 3);
   t.equal(o.maxBackground, 0.25);
@@ -32,7 +34,7 @@ t.test('flags are parsed', async (t) => {
 t.test('help', async (t) => {
   t.equal(parseRunOptions(['--help']), 'help');
   for (const flag of ['--tile-size', '--downsample', '--background-threshold', '--max-background', '--max-tiles', '--workers',
-    '--batch-size', '--normalizer', '--embedder', '--shards', '--work-dir', '--fail-fast', '--resume', '--no-resume']) {
+    '--batch-size', '--normalizer', '--embedder', '--shards', '--work-dir', '--fail-fast', '--resume', '--no-resume', '--no-share']) {
     t.ok(HELP.includes(flag), `help documents ${flag}`);
   }
 });

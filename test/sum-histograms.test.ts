@@ -16,10 +16,16 @@ t.test('a tick per tile, then the slide sum in float64', async (t) => {
   t.same(out.slice(0, 3).map((r) => r.kind), ['histogram-tick', 'histogram-tick', 'histogram-tick']);
   const last = out[3]!;
   if (last.kind !== 'slide-histogram') throw new Error('expected the slide sum last');
-  t.match(last, { image_id: 's1', patient_id: 'p1', tiles: 3 });
+  t.match(last, { image_id: 's1', patient_id: 'p1', part: 0, tiles: 3 });
   t.ok(last.sum instanceof Float64Array);
   t.same([last.sum[1], last.sum[2], last.sum[4095], last.sum[0]], [1.5, 0.75, 0.75, 0]);
   t.equal(out.length, 4);
+});
+
+t.test('a shared slide: the sum names its part', async (t) => {
+  const out = [];
+  for await (const r of sumHistograms({ part: 2 })((async function* () { yield hist(0, 1); })(), makeCtx())) out.push(r);
+  t.match(out[1], { kind: 'slide-histogram', part: 2, tiles: 1 });
 });
 
 t.test('a slide without tiles gives no sum', async (t) => {

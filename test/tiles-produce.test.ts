@@ -8,6 +8,7 @@ import { generateSlide, type TissueShape } from '../stages/lib/synthetic-slide.j
 import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
 import { openSlide, type SlideReader } from '../stages/lib/slide-reader.js';
 import type { SlideSummary, Tile } from '../stages/types.js';
+import type { ItemShare } from '../engine/types.js';
 import { from, makeCtx } from './helpers/ctx.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tiles-test-'));
@@ -157,6 +158,58 @@ t.test('cleanup: an early return closes the slide and gives back unconsumed budg
   t.same(w.state, { opened: 1, closed: 1 });
   // 2 tiles (the run (0,0),(448,0)) were acquired; one went downstream, one was returned.
   t.equal(ctx.tiles.inUse, 1, 'only the consumed tile is still held');
+});
+
+/**
+ * One claim counter shared in-process, as the fan-out keeps it for a shared slide's participants, that hands the
+ * parts out in turns (part i to participant i % 2), so the split does not depend on which one is faster.
+ */
+function turnCounter() {
+  let next = 0;
+  const totals: number[] = [];
+  let waiting: Array<() => void> = [];
+  const share = (participant: number): ItemShare => ({
+    participant,
+    claim: async (total) => {
+      totals.push(total);
+      while (next < total && next % 2 !== participant) await new Promise<void>((resolve) => waiting.push(resolve));
+      const index = next++;
+      const wake = waiting;
+      waiting = [];
+      for (const w of wake) w();
+      return index;
+    },
+  });
+  return { totals, share };
+}
+
+t.test('a shared slide: participants read disjoint runs that make up the selection; only participant 0 summarizes', async (t) => {
+  const { totals, share } = turnCounter();
+  const summaries: SlideSummary[] = [];
+  const [c0, c1] = [makeCtx(), makeCtx()];
+  // bandTiles 1: every kept tile is its own run, so the 3 tiles are 3 parts.
+  const run = (participant: number, ctx: typeof c0) =>
+    collect(produceTiles(DEFAULT_TILE_PARAMS, { bandTiles: 1, onSummary: (s) => summaries.push(s), share: share(participant) })(from([task('exact')]), ctx));
+  const [a, b] = await Promise.all([run(0, c0), run(1, c1)]);
+  const key = (x: Tile) => `${x.x},${x.y}`;
+  t.same([...a, ...b].map(key).sort(), ['0,0', '448,0', '448,896'], 'every kept tile once, across both');
+  t.equal(new Set([...a, ...b].map(key)).size, 3, 'none twice');
+  t.same([a.map(key), b.map(key)], [['0,0', '448,896'], ['448,0']], 'each read the runs it claimed (parts 0, 2 and 1)');
+  t.same([...new Set(totals)], [3], 'both split the slide into the same 3 runs');
+  t.equal(summaries.length, 1, 'one summary, from participant 0');
+  t.equal(summaries[0]?.tiles_kept, 3, 'with the whole selection');
+  t.equal(c0.metrics.custom.tiles_kept, 3);
+  t.equal(c1.metrics.custom.tiles_kept, undefined, 'a joiner does not count the selection again');
+});
+
+t.test('a shared slide whose runs are all claimed already: no tile read, the slide closed', async (t) => {
+  const w = watched();
+  const ctx = makeCtx();
+  const late: ItemShare = { participant: 1, claim: async (total) => total };
+  const tiles = await collect(produceTiles(DEFAULT_TILE_PARAMS, { open: w.open, share: late })(from([task('exact')]), ctx));
+  t.same(tiles, []);
+  t.same(w.state, { opened: 1, closed: 1 });
+  t.equal(ctx.tiles.inUse, 0, 'no budget held');
 });
 
 t.test('abort while waiting for budget: rejects, closes the slide', async (t) => {

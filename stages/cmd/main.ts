@@ -196,7 +196,10 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   g.on('item', (e) => {
     const r = slides.get(e.key);
     if (!r) return;
-    if (e.type === 'started') progress.slideStarted(e.key);
+    if (e.type === 'started') {
+      progress.slideStarted(e.key);
+      r.workers = 1;
+    } else if (e.type === 'joined') r.workers = (r.workers ?? 1) + 1;
     else if (e.type === 'progress') {
       // Results stream in while the slide is processed: the summary first (tiles to come), then one embedding per tile.
       const value = e.value as SlideResult;

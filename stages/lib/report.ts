@@ -22,6 +22,8 @@ export interface SlideReport {
   levels?: readonly number[];
   thumbnail_level?: number;
   resumed?: boolean;
+  /** Worker processes that read the slide's tiles: more than 1 when idle workers joined it (--no-share: always 1). */
+  workers?: number;
 }
 
 export interface StageReport {
