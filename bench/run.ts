@@ -7,7 +7,8 @@
  *      bracketed by stage-cost runs (efficiency = median over runs of pipeline / the bound measured around it); its
  *      fixed cost (the same slides, one tile each), marginal CPU per tile, steady-state rate, and with --full the
  *      short job (the same slides capped at 305 tiles each);
- *   4. memory: peak RSS of the job's whole process tree on one slide of 4k, 16k, 64k (100k with --full) px;
+ *   4. memory: peak RSS of the job's whole process tree on one slide of 4k, 16k, 64k (100k with --full) px (with the
+ *      defaults both workers read it: the second joins the slide);
  *   5. time to the first tile and per-slide overhead.
  * Everything is measured in the same run; slides, models and the lookup table are prepared first and cached
  * under .cache/ (the 64k slide takes about a minute once). Options: --full, --json FILE, --only a,b,
@@ -483,7 +484,7 @@ async function main(): Promise<void> {
       const id = memIds.get(n)!;
       const j = await job(writeCsv(csvDir, [id]), join(SLIDES, 'memory'), ['--max-tiles', String(cap)]);
       rows.push({ side_px: n, tiles: j.tiles, peak_rss_mb: j.peakRssMb, max_inflight_tiles: j.maxInflight, seconds: j.wallS });
-      show(`memory ${n} px (${j.tiles} tiles, 1 slide, 1 worker)`, `peak RSS ${j.peakRssMb.toFixed(0)} MB, max ${j.maxInflight} tiles in flight, ${j.wallS.toFixed(1)} s`);
+      show(`memory ${n} px (${j.tiles} tiles, 1 slide; the idle worker joins it)`, `peak RSS ${j.peakRssMb.toFixed(0)} MB, max ${j.maxInflight} tiles in flight, ${j.wallS.toFixed(1)} s`);
     }
     result.memory = rows;
     const p16 = rows.find((r) => r.side_px === 16384)!.peak_rss_mb;

@@ -80,6 +80,8 @@ class SharedAttempt {
     readonly item: unknown,
     readonly attempt: number,
     private readonly onResult: (v: unknown) => Promise<void>,
+    /** Called when the number of parts becomes known (a process not yet started may now decide to join). */
+    private readonly onTotal: () => void,
   ) {}
 
   /** Parts not yet claimed: unknown (Infinity) until a participant has said how many there are. */
@@ -121,8 +123,16 @@ class SharedAttempt {
     return worst.kind === 'ok' ? { kind: 'ok', n: all.reduce((n, o) => n + (o.kind === 'ok' ? o.n : 0), 0) } : worst;
   }
 
+  /** Whether a participant has said how many parts there are. */
+  get sized(): boolean {
+    return this.total !== undefined;
+  }
+
   private claim(total: number): number {
-    this.total = total;
+    if (this.total === undefined) {
+      this.total = total;
+      this.onTotal();
+    }
     return this.stopped ? total : this.next++;
   }
 }
@@ -253,8 +263,11 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
       }
       // The input has run dry: help the running items that have parts left, the one with the most first.
       while (opts.share) {
+        // A slot without a live process starts one only for an item known to have enough parts left (a job of
+        // small slides never forks it); one with a process joins a running item before it is sized.
+        const idle = proc !== undefined && proc.alive;
         let target: SharedAttempt | undefined;
-        for (const a of running) if (a.remaining >= shareMinParts && (target === undefined || a.remaining > target.remaining)) target = a;
+        for (const a of running) if (a.remaining >= shareMinParts && (idle || a.sized) && (target === undefined || a.remaining > target.remaining)) target = a;
         if (target === undefined) {
           if (busySlots === 0) break;
           await changed; // an item's first process may still be starting: look again when something changes
@@ -302,7 +315,7 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
           env.item({ type: 'progress', stage, key, attempt, count: ++received, value: v });
           return staging ? staging.add(v) : out.push(v as O);
         };
-        const shared = opts.share ? new SharedAttempt(key, item, attempt, onResult) : undefined;
+        const shared = opts.share ? new SharedAttempt(key, item, attempt, onResult, notify) : undefined;
         try {
           if (shared === undefined) outcome = await proc.run(nextId++, item, onResult);
           else {

@@ -67,6 +67,20 @@ t.test('no worker joins an item with fewer than shareMinParts parts left', async
   t.same(readFileSync(join(dir, 'participants-a'), 'utf8').trim().split('\n').map((l) => l.split(' ')[0]), ['0'], 'a ran once, as participant 0');
 });
 
+t.test('a worker with no process yet starts one only for an item known to have parts to share', async (t) => {
+  // One small item on 2 workers: the second slot waits until a is sized (4 parts < 8) and never forks.
+  const small = build([{ key: 'a', parts: 4 }]);
+  await small.g.run();
+  t.same(parts(small.got, 'a'), range(4));
+  t.equal(small.workers.filter((e) => e.type === 'spawn').length, 1, 'one process for a small item alone');
+  // One big item alone: the second slot forks once a is sized with 40 parts, and joins.
+  const big = build([{ key: 'a', parts: 40, awaitJoiner: true }]);
+  await big.g.run();
+  t.same(parts(big.got, 'a'), range(40));
+  t.equal(big.workers.filter((e) => e.type === 'spawn').length, 2);
+  t.equal(big.events.filter((e) => e.type === 'joined').length, 1);
+});
+
 t.test('a joiner that throws fails the attempt: the item is reported failed and none of its results are delivered', async (t) => {
   const { g, events, got } = build([{ key: 'a', parts: 40, awaitJoiner: true, failParticipant: 1, fail: 'throw' }, { key: 'b', parts: 3 }]);
   const res = await g.run();

@@ -100,11 +100,12 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
   if (csv.rows.length === 0) throw new CsvError(csvFile, 1, 'the CSV has a header but no rows: nothing to do');
   const withLabel = csv.header.includes('label');
   await checkPatients(csv.rows);
-  // The worker processes start now: node's start-up and their imports overlap the preparation below.
   // Fewer slides than workers: with sharing the idle workers join the slides (more processes beat more
   // onnxruntime threads per process); without, a worker per slide and the spare cores as onnxruntime threads.
   const workers = opts.shareSlides ? opts.workers : Math.min(opts.workers, csv.rows.length || 1);
-  prestartWorkers(workers, deps.workerModule);
+  // A worker per slide starts now: node's start-up and imports overlap the preparation below. Workers that can
+  // only join start when there is something to join, so they do not slow down the first slide's start.
+  prestartWorkers(Math.min(workers, csv.rows.length || 1), deps.workerModule);
 
   // Models: demo ONNX files built once; user weights imported (and checked) into the work folder.
   const demoModels = await ensureModels(join(cacheDir, 'models'));
