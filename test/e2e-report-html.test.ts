@@ -14,7 +14,7 @@ t.test('mask drawn blue over the background only; kept tiles outlined', async (t
   const pictures: SlidePictures = new Map([['s1', slidePicture({ width: 64, height: 32, positions: [[0, 0], [16, 16]], thumbnailPng, maskPng, tileSize: 16 })]]);
   const report: RunReport = {
     started_at: 'now', elapsed_s: 1, exit_code: 0, params: {}, models: {},
-    slides: [{ image_id: 's1', patient_id: 'p1', status: 'ok', error: null, width: 64, height: 32, tiles_total: 8, tiles_kept: 2, seconds: 1 }],
+    slides: [{ image_id: 's1', patient_id: 'p1', status: 'ok', error: null, width: 64, height: 32, tiles_total: 8, tiles_kept: 2, seconds: 1, workers: 2 }],
     patients: { written: 1, dropped: [] }, shards: [], stages: [], peak_rss_mb: 1, max_tiles_in_flight: 1, tile_budget: 1, tiles_written: 2,
   };
   const html = await renderHtml(report, pictures);
@@ -27,6 +27,7 @@ t.test('mask drawn blue over the background only; kept tiles outlined', async (t
   t.same(px(3, 1), [0, 90, 255, 255], 'background: opaque blue');
   t.match(html, '<rect x="0" y="0" width="16" height="16"/><rect x="16" y="16" width="16" height="16"/>');
   t.match(html, 's1 &mdash; 2 of 8 tiles kept');
+  t.match(html, '<td>2 / 8</td><td>1.0</td><td>2</td>', 'the slide table says how many workers read the slide');
 });
 
 t.test('a slide picture that cannot be made leaves a note in its place; the rest of the report is written', async (t) => {

@@ -125,7 +125,7 @@ export async function renderHtml(report: RunReport, pictures: SlidePictures): Pr
     .map(
       (s) => `<tr class="${s.status}"><td>${escapeHtml(s.image_id)}</td><td>${escapeHtml(s.patient_id)}</td><td>${s.status}</td>` +
         `<td>${s.width ?? ''}&times;${s.height ?? ''}</td><td>${s.tiles_kept ?? ''} / ${s.tiles_total ?? ''}</td>` +
-        `<td>${s.seconds?.toFixed(1) ?? ''}</td><td>${escapeHtml(s.error ?? '')}</td></tr>`,
+        `<td>${s.seconds?.toFixed(1) ?? ''}</td><td>${s.workers ?? ''}</td><td>${escapeHtml(s.error ?? '')}</td></tr>`,
     )
     .join('\n');
   const stages = report.stages
@@ -157,7 +157,7 @@ svg.slide{border:1px solid #999;background:#fff}
 ${report.tiles_written} tiles written for ${report.patients.written} patients; peak RSS (all processes) ${report.peak_rss_mb.toFixed(0)} MB;
 max tiles in flight ${report.max_tiles_in_flight} (budget ${report.tile_budget}).</p>
 <h2>Slides</h2>
-<table><tr><th>image_id</th><th>patient</th><th>status</th><th>size</th><th>kept / grid</th><th>s</th><th>error</th></tr>
+<table><tr><th>image_id</th><th>patient</th><th>status</th><th>size</th><th>kept / grid</th><th>s</th><th>workers</th><th>error</th></tr>
 ${rows}</table>
 ${dropped ? `<h2>Dropped patients</h2><ul>${dropped}</ul>` : ''}
 <h2>Stages</h2>
