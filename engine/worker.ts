@@ -51,13 +51,33 @@ setInterval(() => {
   if (process.ppid !== parentPid) leave();
 }, 500).unref();
 
+/**
+ * Results are held back (corked) until COALESCE_RESULTS of them are waiting or COALESCE_MS has passed, so that
+ * several leave in one write: every write wakes the parent up, and on this VM a wake-up costs more than the frame
+ * (bench/RESULTS.md, decision 23). Any other frame (metrics, end, error) sends everything at once.
+ */
+const COALESCE_RESULTS = 4;
+const COALESCE_MS = 20;
+let heldResults = 0;
+let flushTimer: NodeJS.Timeout | undefined;
+
+function flush(): void {
+  clearTimeout(flushTimer);
+  flushTimer = undefined;
+  heldResults = 0;
+  while (out.writableCorked > 0) out.uncork();
+}
+
 async function write(frame: DataFrame): Promise<void> {
   const [head, body] = encodeFrame(frame) as [Buffer, Buffer];
-  // Corked: head and body leave in one writev instead of two writes.
   out.cork();
   out.write(head);
   const room = out.write(body);
-  out.uncork();
+  if (frame.t === 'r' && ++heldResults < COALESCE_RESULTS) {
+    flushTimer ??= setTimeout(flush, COALESCE_MS);
+    return; // at most COALESCE_RESULTS frames wait in the socket's buffer
+  }
+  flush();
   if (!room) await new Promise<void>((resolve) => out.once('drain', resolve));
 }
 

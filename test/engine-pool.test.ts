@@ -169,6 +169,24 @@ t.test('checkpoint: a second run replays committed items without dispatching; pa
   t.equal(count(r3.got, 'b'), 3);
 });
 
+t.test('a result held back for coalescing still arrives when no other frame follows it (timer flush)', async (t) => {
+  const dir = setup(t);
+  const ac = new AbortController();
+  // The item yields one result and then hangs: nothing else would push that result out of the worker.
+  const g = new Graph({ name: 'pool', tmpDir: dir, signal: ac.signal, metricsIntervalMs: 0 });
+  const got: TestResult[] = [];
+  g.source('Items', async function* () { yield { key: 'h', n: 5, failAt: 1, fail: 'hang' } as TestItem; })
+    .fanOut<TestResult>('Work', { module: workerModule, exportName: 'perItem', config: { dir }, key: (i: TestItem) => i.key, workers: 1, delivery: 'stream', execArgv })
+    .sink('S', async (s) => {
+      for await (const r of s) {
+        got.push(r);
+        ac.abort(new Error('seen'));
+      }
+    });
+  await t.rejects(g.run(), { code: 'E_ABORTED' });
+  t.same(got.map((r) => [r.key, r.i]), [['h', 0]], 'the one result reached the parent');
+});
+
 t.test('abort kills every worker', async (t) => {
   const dir = setup(t);
   const ac = new AbortController();
