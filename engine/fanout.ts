@@ -90,6 +90,11 @@ class SharedAttempt {
     return this.total === undefined ? Infinity : this.total - this.next;
   }
 
+  /** Whether a participant has said how many parts there are. */
+  get sized(): boolean {
+    return this.total !== undefined;
+  }
+
   /** What a participant's WorkerProc answers its claims with. */
   share(participant: number): RunShare {
     return { participant, claim: (total) => this.claim(total) };
@@ -121,11 +126,6 @@ class SharedAttempt {
     const rank = { aborted: 0, crash: 1, error: 2, ok: 3 } as const;
     const worst = all.reduce((a, b) => (rank[b.kind] < rank[a.kind] ? b : a));
     return worst.kind === 'ok' ? { kind: 'ok', n: all.reduce((n, o) => n + (o.kind === 'ok' ? o.n : 0), 0) } : worst;
-  }
-
-  /** Whether a participant has said how many parts there are. */
-  get sized(): boolean {
-    return this.total !== undefined;
   }
 
   private claim(total: number): number {
@@ -276,10 +276,11 @@ export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageCon
         ctx.signal.throwIfAborted();
         if (proc === undefined || !proc.alive) proc = await spawn();
         if (!running.has(target) || target.remaining < shareMinParts) continue; // it moved on while a process started
-        env.item({ type: 'joined', stage, key: target.key, attempt: target.attempt, pid: proc.pid });
-        const run = proc.run(nextId++, target.item, (v) => (target as SharedAttempt).add(v), target.share(target.join()));
-        target.joined.push(run);
-        if ((await run).kind !== 'ok') target.stop();
+        const joining = target;
+        env.item({ type: 'joined', stage, key: joining.key, attempt: joining.attempt, pid: proc.pid });
+        const run = proc.run(nextId++, joining.item, (v) => joining.add(v), joining.share(joining.join()));
+        joining.joined.push(run);
+        if ((await run).kind !== 'ok') joining.stop();
       }
       await delivering;
     } finally {
