@@ -15,7 +15,7 @@
  * --job-args "..." (extra flags for every job run: A/B of defaults), --repeat N (stage-cost and pipeline runs, medians; 3).
  * `--only scaling` (not in the default run) measures how each stage alone scales to every core.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -23,6 +23,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import type { StageContext } from '../engine/types.js';
+import { workerEnv } from '../engine/worker-env.js';
 import { ensureModels } from '../stages/cmd/models-build.js';
 import { tileHistogram } from '../stages/color-histograms.js';
 import { combineEmbeddings } from '../stages/combine-embeddings.js';
@@ -39,6 +40,27 @@ import { toExample } from '../stages/to-example.js';
 import { writeTfrecords } from '../stages/write-tfrecords.js';
 import type { Tile } from '../stages/types.js';
 import { svgPlot } from './svg-plot.js';
+
+/**
+ * The stages are measured in this process (and in bench/ideal.ts children), so it runs under the allocator settings
+ * the workers start with (engine/worker-env.ts): without them every stage would cost more here than in a worker. The
+ * bench re-runs itself once with them; the jobs it starts get the user's environment back, so that a job's parent
+ * runs as a user's does and forks its workers with the settings itself.
+ */
+const USER_TUNABLES = 'BENCH_USER_GLIBC_TUNABLES';
+if (process.env[USER_TUNABLES] === undefined) {
+  const again = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...workerEnv(), [USER_TUNABLES]: process.env.GLIBC_TUNABLES ?? '' },
+  });
+  process.exit(again.status ?? 1);
+}
+
+/** The environment the bench was started with (for the jobs). */
+function userEnv(): NodeJS.ProcessEnv {
+  const { [USER_TUNABLES]: tunables, GLIBC_TUNABLES: _ours, ...rest } = process.env;
+  return tunables ? { ...rest, GLIBC_TUNABLES: tunables } : rest;
+}
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CACHE = join(ROOT, '.cache');
@@ -239,7 +261,7 @@ async function job(csv: string, slidesDir: string, extra: readonly string[] = []
   try {
     const args = [join(ROOT, 'graph.js'), '--csv', csv, '--slides', slidesDir, '--out', out, '--progress', 'none', '--no-resume', ...JOB_ARGS, ...extra];
     const t0 = performance.now();
-    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], env: userEnv() });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     let peak = 0;

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { FrameDecoder } from './frames.js';
 import { fromWire, type DataFrame, type FromWorker, type ToWorker } from './protocol.js';
 import type { StageMetrics } from './types.js';
+import { workerEnv } from './worker-env.js';
 
 /** How an attempt ended. `aborted`: the parent stopped taking results (downstream failed). */
 export type Outcome =
@@ -32,26 +33,39 @@ interface Attempt {
 // Under tap the engine runs as .ts and the child inherits the TypeScript loader through execArgv.
 const entry = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url));
 
-/** The options every worker process is forked with: fd 3 is the data pipe, then the IPC channel. */
+/**
+ * The options every worker process is forked with: fd 3 is the data pipe, then the IPC channel; the environment
+ * adds the allocator settings of engine/worker-env.ts.
+ */
 function forkWorker(execArgv: string[], args: string[] = []): ChildProcess {
-  return fork(entry, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'ipc'], serialization: 'advanced', execArgv });
+  return fork(entry, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'ipc'], serialization: 'advanced', execArgv, env: workerEnv() });
 }
 
 /** Processes forked ahead of need by prestartWorkers, each waiting for its init message. */
 const prestarted: Array<{ child: ChildProcess; execArgv: string }> = [];
 
+/** How many processes prestartWorkers has forked since the last stopPrestarted(), per module and execArgv. */
+const prestartedCount = new Map<string, number>();
+
 /**
- * Forks `n` worker processes now, each told to import `module` at once, so that node's start-up and the import
- * overlap the parent's own preparation (reading the CSV, hashing the models) instead of following it. The next
- * WorkerProcs created with the same execArgv take them rather than forking. Call stopPrestarted() when the run
- * ends: a process nobody took is killed there (and leaves by itself if the parent dies: IPC disconnect).
+ * Makes sure `n` worker processes have been forked ahead of need for `module` since the last stopPrestarted(),
+ * forking the difference now: each imports `module` at once, so that node's start-up and the import overlap the
+ * parent's own preparation (loading its modules, reading the CSV, hashing the models) instead of following it.
+ * The next WorkerProcs created with the same execArgv take them rather than forking. Call stopPrestarted() when
+ * the run ends: a process nobody took is killed there (and leaves by itself if the parent dies: IPC disconnect).
  */
 export function prestartWorkers(n: number, module: string, execArgv: string[] = process.execArgv): void {
-  for (let i = 0; i < n; i++) prestarted.push({ child: forkWorker(execArgv, [module]), execArgv: JSON.stringify(execArgv) });
+  const args = JSON.stringify(execArgv);
+  const key = `${module}\0${args}`;
+  for (let i = prestartedCount.get(key) ?? 0; i < n; i++) {
+    prestarted.push({ child: forkWorker(execArgv, [module]), execArgv: args });
+    prestartedCount.set(key, i + 1);
+  }
 }
 
 /** Kills the prestarted processes no WorkerProc took. */
 export function stopPrestarted(): void {
+  prestartedCount.clear();
   for (const { child } of prestarted.splice(0)) child.kill('SIGKILL');
 }
 

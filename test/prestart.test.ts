@@ -1,0 +1,35 @@
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { stopPrestarted } from '../engine/index.js';
+import { prestartWorkers } from '../engine/worker-proc.js';
+import { prestartFirstWorker } from '../stages/cmd/prestart.js';
+
+const workerModule = new URL('./fixtures/engine-worker.ts', import.meta.url).href;
+
+function children(): number[] {
+  const text = readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim();
+  return text === '' ? [] : text.split(/\s+/).map(Number);
+}
+
+t.test('no worker for a sub-command, --help or a usage error', async (t) => {
+  t.teardown(stopPrestarted);
+  const before = children().length;
+  for (const argv of [['split', '--csv', 'x.csv'], ['inspect', 'out'], ['models', 'build'], ['--help'], ['--tile-size', 'abc'], ['--no-such-flag']]) {
+    t.equal(prestartFirstWorker(argv, workerModule), false, argv.join(' '));
+  }
+  t.equal(children().length, before, 'nothing forked');
+});
+
+t.test('a job gets one worker now, and main() forking "the workers" later adds only the rest', async (t) => {
+  t.teardown(stopPrestarted);
+  const before = new Set(children());
+  t.equal(prestartFirstWorker(['--csv', 'a.csv', '--slides', 's', '--out', 'o'], workerModule), true);
+  t.equal(children().filter((p) => !before.has(p)).length, 1, 'one process');
+  prestartWorkers(2, workerModule);
+  const forked = children().filter((p) => !before.has(p));
+  t.equal(forked.length, 2, 'two in all, not three');
+  stopPrestarted();
+  prestartWorkers(1, workerModule);
+  const seen = new Set([...before, ...forked]);
+  t.equal(children().filter((p) => !seen.has(p)).length, 1, 'after stopPrestarted the count starts again');
+});
