@@ -23,7 +23,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import type { StageContext } from '../engine/types.js';
-import { workerEnv } from '../engine/worker-env.js';
+import { workerEnv } from '../engine/allocator.js';
 import { ensureModels } from '../stages/cmd/models-build.js';
 import { tileHistogram } from '../stages/color-histograms.js';
 import { combineEmbeddings } from '../stages/combine-embeddings.js';
@@ -43,7 +43,7 @@ import { svgPlot } from './svg-plot.js';
 
 /**
  * The stages are measured in this process (and in bench/ideal.ts children), so it runs under the allocator settings
- * the workers start with (engine/worker-env.ts): without them every stage would cost more here than in a worker. The
+ * the workers start with (engine/allocator.ts): without them every stage would cost more here than in a worker. The
  * bench re-runs itself once with them; the jobs it starts get the user's environment back, so that a job's parent
  * runs as a user's does and forks its workers with the settings itself.
  */
@@ -72,6 +72,8 @@ const flag = (name: string): string | undefined => {
 };
 const FULL = argv.includes('--full');
 const JSON_OUT = flag('--json');
+/** argv[0] of a stage-cost child (stageCostsInChild). */
+const STAGE_COSTS_CHILD = '--stage-costs-child';
 const ONLY = flag('--only')?.split(',');
 const JOB_ARGS = flag('--job-args')?.split(' ').filter(Boolean) ?? [];
 /** Runs of the stage costs and of the pipeline; the figures are their medians (the machine is shared and noisy). */
@@ -171,7 +173,7 @@ async function embedBatchSweep(model: string, tiles: readonly Tile[]): Promise<R
 
 let sweep: Record<string, number> = {};
 
-async function stageCosts(slidePath: string, models: { stainnet: string; efficientnet: string }, lutFile: string, n: number): Promise<Record<string, number>> {
+async function stageCosts(slidePath: string, models: { stainnet: string; efficientnet: string }, lutFile: string, n: number, withSweep: boolean): Promise<Record<string, number>> {
   configureSharpForWorker(); // one libvips thread, as in a worker
   const id = slidePath.replace(/^.*\//, '').replace(/\.tiff$/, '');
   const task = { image_id: id, patient_id: 'p', image_num: 0, slidesDir: dirname(slidePath) };
@@ -226,8 +228,29 @@ async function stageCosts(slidePath: string, models: { stainnet: string; efficie
     await rm(tmp, { recursive: true, force: true });
   }
   const ms = (v: number): number => v / count;
-  if (Object.keys(sweep).length === 0) sweep = await embedBatchSweep(models.efficientnet, normalized); // once a bench
+  if (withSweep) sweep = await embedBatchSweep(models.efficientnet, normalized);
   return { read_tile: ms(read), normalize: ms(normalize), resize_embed: ms(embed), histogram: ms(hist), serialize: ms(serialize) };
+}
+
+/**
+ * One stage-cost run in a fresh process with the workers' allocator settings (this process's environment), so that
+ * the stages are measured as a worker runs them, not in the long-lived bench process whose heap holds the earlier
+ * runs' tiles.
+ */
+function stageCostsInChild(slidePath: string, models: { stainnet: string; efficientnet: string }, lutFile: string, n: number, withSweep: boolean): Record<string, number> {
+  const args = [fileURLToPath(import.meta.url), STAGE_COSTS_CHILD, slidePath, models.stainnet, models.efficientnet, lutFile, String(n), String(withSweep)];
+  const res = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (res.status !== 0) throw new Error(`stage-cost run on ${slidePath} failed (exit ${res.status}, signal ${res.signal})`);
+  const out = JSON.parse(res.stdout) as { costs: Record<string, number>; sweep: Record<string, number> };
+  if (withSweep) sweep = out.sweep;
+  return out.costs;
+}
+
+/** The child's side of stageCostsInChild: prints `{costs, sweep}` as JSON on stdout. */
+async function stageCostsChild(): Promise<void> {
+  const [slidePath, stainnet, efficientnet, lutFile, n, withSweep] = argv.slice(1) as [string, string, string, string, string, string];
+  const costs = await stageCosts(slidePath, { stainnet, efficientnet }, lutFile, Number(n), withSweep === 'true');
+  process.stdout.write(JSON.stringify({ costs, sweep }) + '\n');
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -393,7 +416,7 @@ async function main(): Promise<void> {
   for (let r = 0; r < REPEAT; r++) {
     // Each stage-cost run on another slide's tiles: tiles seen before would find the lookup table and the
     // decoder's data in the CPU caches and look cheaper than they are in the pipeline, where every tile is new.
-    if (run('stages')) samples.push(await stageCosts(join(tputDir, `${tputIds[r % tputIds.length]}.tiff`), models, lutFile, STAGE_COST_TILES));
+    if (run('stages')) samples.push(stageCostsInChild(join(tputDir, `${tputIds[r % tputIds.length]}.tiff`), models, lutFile, STAGE_COST_TILES, r === 0));
     if (run('pipeline')) jobs.push(await job(pipelineCsv, tputDir));
     if (run('stages')) {
       // The stages with no engine, on one core and then on every core at once (how this machine's cores scale).
@@ -404,7 +427,7 @@ async function main(): Promise<void> {
   }
   // One more stage-cost run after the last job: each job is then bracketed by a stage-cost run before and after it
   // (a ~3 s sample against a ~40 s job: the mean of the two follows the host's drift better than either alone).
-  if (run('stages') && run('pipeline')) samples.push(await stageCosts(join(tputDir, `${tputIds[REPEAT % tputIds.length]}.tiff`), models, lutFile, STAGE_COST_TILES));
+  if (run('stages') && run('pipeline')) samples.push(stageCostsInChild(join(tputDir, `${tputIds[REPEAT % tputIds.length]}.tiff`), models, lutFile, STAGE_COST_TILES, false));
   const sumOf = (c: Record<string, number>): number => Object.values(c).reduce((a, b) => a + b, 0);
   for (let r = 0; r < jobs.length; r++) {
     if (samples[r] === undefined || samples[r + 1] === undefined) continue;
@@ -550,4 +573,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (argv[0] === STAGE_COSTS_CHILD) await stageCostsChild();
+else await main();

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { FrameDecoder } from './frames.js';
 import { fromWire, type DataFrame, type FromWorker, type ToWorker } from './protocol.js';
 import type { StageMetrics } from './types.js';
-import { workerEnv } from './worker-env.js';
+import { workerEnv } from './allocator.js';
 
 /** How an attempt ended. `aborted`: the parent stopped taking results (downstream failed). */
 export type Outcome =
@@ -35,7 +35,7 @@ const entry = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './worker.
 
 /**
  * The options every worker process is forked with: fd 3 is the data pipe, then the IPC channel; the environment
- * adds the allocator settings of engine/worker-env.ts.
+ * adds the allocator settings of engine/allocator.ts.
  */
 function forkWorker(execArgv: string[], args: string[] = []): ChildProcess {
   return fork(entry, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'ipc'], serialization: 'advanced', execArgv, env: workerEnv() });

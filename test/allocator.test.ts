@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Graph } from '../engine/index.js';
-import { WORKER_MALLOC_TUNABLES, workerEnv } from '../engine/worker-env.js';
+import { WORKER_MALLOC_TUNABLES, workerEnv } from '../engine/allocator.js';
 
 const ours = Object.entries(WORKER_MALLOC_TUNABLES).map(([k, v]) => `${k}=${v}`);
 
