@@ -1,6 +1,7 @@
 /**
  * The built-in benchmark suite (`npm run bench`, `npm run bench -- --full`, `--json FILE`):
- *   1. stage cost: CPU ms per tile of each stage alone on one core (process.cpuUsage, onnxruntime 1 thread);
+ *   1. stage cost: CPU ms per tile of each stage alone on one core (process.cpuUsage, onnxruntime 1 thread), each
+ *      sample in a fresh child process with the workers' allocator settings (stageCostsInChild);
  *   2. bound: cores x 1000 / sum of stage costs (tiles/s a perfect engine would reach with these stages), and the
  *      stages with no engine at all on 1 core and on every core at once (bench/ideal.ts: how the cores really scale);
  *   3. pipeline: end-to-end tiles/s of the real main job (child process) on 4 generated slides of 20k px, each run
