@@ -32,7 +32,10 @@ import { configureSharpForWorker } from './stages/lib/slide-sharp.js';
 /** What the per-slide sub-pipeline needs; crosses to the worker processes (plain data). */
 export interface SlideConfig {
   readonly tile: TileParams;
+  /** Tiles per onnxruntime run of the embedder. */
   readonly batchSize: number;
+  /** Tiles per micro-batch through normalization, embedding (in runs of batchSize) and histograms. */
+  readonly groupSize: number;
   /** Longest a partial batch waits for more tiles before going to the model. */
   readonly batchMaxWaitMs: number;
   /** StainNet ONNX file, or 'none'. */
@@ -83,7 +86,7 @@ export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageConte
   // Loaded eagerly, in the background, while the first slide opens and its thumbnail is read.
   // In place: ProduceTiles' tiles are this pipeline's own, and nothing needs their raw pixels once normalized.
   const normalize = normalizeTiles({ model: config.normalizer, lutCacheDir: config.lutCacheDir, mode: config.normalizerMode ?? 'auto', threads: config.threads, eager: true, inPlace: true });
-  const embed = embedTiles({ model: config.embedder, threads: config.threads, eager: true });
+  const embed = embedTiles({ model: config.embedder, threads: config.threads, eager: true, modelBatch: config.batchSize });
   const histograms = colorHistograms();
   return (task, ctx) =>
     Graph.stream<SlideResult>({ name: `slide ${task.image_id}`, tileBudget: ctx.tiles, signal: ctx.signal, metricsIntervalMs: 0, ...(ctx.collect && { collect: ctx.collect }) }, (g) => {
@@ -92,7 +95,7 @@ export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageConte
       // A shared slide (see ItemShare): every participant selects the same tiles and reads the runs it claims.
       const read = produceTiles(config.tile, { onSummary: (s) => void summary.push(s), ...(ctx.share && { share: ctx.share }) });
       const tiles = g.source('ProduceTiles', (c) => closing(read(once(task), c), summary));
-      const normalized = tiles.batch('Batch', { size: config.batchSize, maxWaitMs: config.batchMaxWaitMs }).pipe('NormalizeTiles', normalize);
+      const normalized = tiles.batch('Batch', { size: config.groupSize, maxWaitMs: config.batchMaxWaitMs }).pipe('NormalizeTiles', normalize);
       const embeddings = normalized.pipe('EmbedTiles', embed).flatten('Embeddings');
       const colours = normalized.pipe('ColorHistograms', histograms).flatten('Histograms').pipe('SumHistograms', sumHistograms({ part: ctx.share?.participant ?? 0 }));
       return g.merge('SlideResults', g.source('Summary', () => summary), embeddings, colours).pipe('ReleaseTiles', releaseTiles());

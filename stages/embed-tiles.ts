@@ -12,12 +12,17 @@ export interface EmbedOptions {
   readonly threads?: number;
   /** Create the session now (in the background) rather than at the first batch. */
   readonly eager?: boolean;
+  /**
+   * Tiles per onnxruntime run (default: the whole input batch). A larger input batch is run in consecutive model
+   * batches of this size: the stage still takes and yields whole groups of tiles (graph.ts: groupSize).
+   */
+  readonly modelBatch?: number;
 }
 
 /**
- * Stage: Tile[] -> TileEmbedding[] (same order). The batch is one concatenation of the tiles' pixels (none for a
- * batch of one). Each tile's avg/max is its own copy (slice, 5 KB): a subarray view would drag the whole batch's
- * buffer through v8 serialization when the record crosses a process boundary.
+ * Stage: Tile[] -> TileEmbedding[] (same order), in onnxruntime runs of `modelBatch` tiles. A run's input is one
+ * concatenation of its tiles' pixels (none for a run of one). Each tile's avg/max is its own copy (slice, 5 KB): a
+ * subarray view would drag the whole run's buffer through v8 serialization when the record crosses a process boundary.
  */
 export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbedding[]> {
   if (opts.eager) {
@@ -31,38 +36,48 @@ export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbedding[]> {
       if (tiles.length === 0) continue;
       const size = batchTileSize(tiles, ctx);
       session ??= await getSession(opts.model, 'efficientnet', opts.threads ?? 1);
-      const per = size * size * 3;
-      let batch = tiles[0]!.pixels;
-      if (tiles.length > 1) {
-        batch = new Uint8Array(per * tiles.length);
-        tiles.forEach((t, i) => batch.set(t.pixels, i * per));
+      const step = Math.max(1, opts.modelBatch ?? tiles.length);
+      const out: TileEmbedding[] = [];
+      for (let i = 0; i < tiles.length; i += step) {
+        throwIfAborted(ctx);
+        out.push(...(await run(session, tiles.slice(i, i + step), size, ctx)));
       }
-      const res = await session.run({ tiles: new ort.Tensor('uint8', batch, [tiles.length, size, size, 3]) });
-      const avg = res.avg!;
-      const max = res.max!;
-      try {
-        const dim = avg.dims[1]!;
-        if (avg.dims[0] !== tiles.length || max.dims[0] !== tiles.length || max.dims[1] !== dim) {
-          throw new EngineError('E_MODEL', ctx.name, tiles[0]!.image_id,
-            `${opts.model}: outputs avg [${avg.dims.join(',')}] / max [${max.dims.join(',')}] for a batch of ${tiles.length}`);
-        }
-        const a = avg.data as Float32Array;
-        const m = max.data as Float32Array;
-        ctx.metrics.custom.tilesEmbedded = (ctx.metrics.custom.tilesEmbedded ?? 0) + tiles.length;
-        yield tiles.map((t, i): TileEmbedding => ({
-          kind: 'embedding',
-          image_id: t.image_id,
-          patient_id: t.patient_id,
-          image_num: t.image_num,
-          x: t.x,
-          y: t.y,
-          avg: a.slice(i * dim, (i + 1) * dim),
-          max: m.slice(i * dim, (i + 1) * dim),
-        }));
-      } finally {
-        avg.dispose();
-        max.dispose();
-      }
+      ctx.metrics.custom.tilesEmbedded = (ctx.metrics.custom.tilesEmbedded ?? 0) + tiles.length;
+      yield out;
     }
   };
+
+  async function run(session: ort.InferenceSession, tiles: readonly Tile[], size: number, ctx: StageContext): Promise<TileEmbedding[]> {
+    const per = size * size * 3;
+    let batch = tiles[0]!.pixels;
+    if (tiles.length > 1) {
+      batch = new Uint8Array(per * tiles.length);
+      tiles.forEach((t, i) => batch.set(t.pixels, i * per));
+    }
+    const res = await session.run({ tiles: new ort.Tensor('uint8', batch, [tiles.length, size, size, 3]) });
+    const avg = res.avg!;
+    const max = res.max!;
+    try {
+      const dim = avg.dims[1]!;
+      if (avg.dims[0] !== tiles.length || max.dims[0] !== tiles.length || max.dims[1] !== dim) {
+        throw new EngineError('E_MODEL', ctx.name, tiles[0]!.image_id,
+          `${opts.model}: outputs avg [${avg.dims.join(',')}] / max [${max.dims.join(',')}] for a batch of ${tiles.length}`);
+      }
+      const a = avg.data as Float32Array;
+      const m = max.data as Float32Array;
+      return tiles.map((t, i): TileEmbedding => ({
+        kind: 'embedding',
+        image_id: t.image_id,
+        patient_id: t.patient_id,
+        image_num: t.image_num,
+        x: t.x,
+        y: t.y,
+        avg: a.slice(i * dim, (i + 1) * dim),
+        max: m.slice(i * dim, (i + 1) * dim),
+      }));
+    } finally {
+      avg.dispose();
+      max.dispose();
+    }
+  }
 }

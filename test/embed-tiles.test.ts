@@ -29,6 +29,22 @@ t.test('embeds a batch: one record per tile, in order, [1280] avg/max, same as o
   t.equal(ctx.metrics.custom.tilesEmbedded, 3);
 });
 
+t.test('modelBatch: a group runs in model batches of that size and equals those batches run alone, bit for bit', async (t) => {
+  const tiles = [1, 2, 3, 4, 5].map((i) => makeTile(64, i, `g${i}`));
+  const ctx = makeCtx('embed');
+  const [group] = await collect(embedTiles({ model: models.efficientnet, modelBatch: 2 })(countedSource([tiles]).source, ctx));
+  t.equal(group!.length, 5, 'one group in, one group out');
+  t.same(group!.map((e) => e.image_id), tiles.map((x) => x.image_id), 'in order');
+  // The same model batches, each its own input batch: [1,2], [3,4], [5].
+  const alone = (await collect(embedTiles({ model: models.efficientnet })(countedSource([tiles.slice(0, 2), tiles.slice(2, 4), tiles.slice(4)]).source, makeCtx()))).flat();
+  t.equal(alone.length, 5);
+  group!.forEach((e, i) => {
+    t.same(e.avg, alone[i]!.avg, `tile ${i}: avg identical`);
+    t.same(e.max, alone[i]!.max, `tile ${i}: max identical`);
+  });
+  t.equal(ctx.metrics.custom.tilesEmbedded, 5);
+});
+
 t.test('a swapped-in model with the wrong outputs is refused with E_MODEL', async (t) => {
   await t.rejects(collect(embedTiles({ model: models.stainnet })(countedSource([[makeTile(8, 1)]]).source, makeCtx())), {
     code: 'E_MODEL',

@@ -13,6 +13,8 @@ t.test('defaults are the seed constants', async (t) => {
   t.equal(o.shareSlides, true, "slides are shared by default");
   t.equal(o.failFast, false);
   t.equal(o.bagMemoryMb, 256);
+  t.equal(o.batchSize, 1, 'one tile per onnxruntime run');
+  t.equal(o.groupSize, 8, 'eight tiles per stage at a time');
   t.equal(o.csv, undefined, 'no --csv means the demo run');
   t.match(o.out, /out\/demo$/);
 });
@@ -34,9 +36,19 @@ t.test('flags are parsed', async (t) => {
 t.test('help', async (t) => {
   t.equal(parseRunOptions(['--help']), 'help');
   for (const flag of ['--tile-size', '--downsample', '--background-threshold', '--max-background', '--max-tiles', '--workers',
-    '--batch-size', '--normalizer', '--embedder', '--shards', '--work-dir', '--fail-fast', '--resume', '--no-resume', '--no-share']) {
+    '--batch-size', '--group-size', '--normalizer', '--embedder', '--shards', '--work-dir', '--fail-fast', '--resume', '--no-resume', '--no-share']) {
     t.ok(HELP.includes(flag), `help documents ${flag}`);
   }
+});
+
+t.test('--group-size is at least --batch-size', async (t) => {
+  const o = parseRunOptions(['--batch-size', '16', '--group-size', '4']);
+  if (o === 'help') throw new Error('unexpected help');
+  t.equal(o.batchSize, 16);
+  t.equal(o.groupSize, 16, 'a group holds at least one model batch');
+  const p = parseRunOptions(['--group-size', '32']);
+  if (p === 'help') throw new Error('unexpected help');
+  t.equal(p.groupSize, 32);
 });
 
 t.test('usage errors', async (t) => {
@@ -44,6 +56,7 @@ t.test('usage errors', async (t) => {
     [['--tile-size', '0'], /--tile-size must be a positive integer/],
     [['--tile-size', 'abc'], /--tile-size/],
     [['--bag-memory-mb', '0'], /--bag-memory-mb must be a positive integer/],
+    [['--group-size', '0'], /--group-size must be a positive integer/],
     [['--csv', 'a.csv'], /--csv and --slides go together/],
     [['--csv', 'a.csv', '--slides', 's'], /--out is required/],
     [['--background-threshold', '300'], /--background-threshold/],

@@ -127,6 +127,7 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
       ...(opts.maxTiles !== undefined && { maxTiles: opts.maxTiles }),
     },
     batchSize: opts.batchSize,
+    groupSize: opts.groupSize,
     batchMaxWaitMs: 50,
     normalizer,
     embedder,

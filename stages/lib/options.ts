@@ -19,6 +19,8 @@ export interface RunOptions {
   readonly maxTiles?: number;
   readonly workers: number;
   readonly batchSize: number;
+  /** Tiles per micro-batch through normalization, embedding and histograms (split into model batches of batchSize). */
+  readonly groupSize: number;
   /** An ONNX file, a StainNet .pth, or 'none'; absent: the demo StainNet. */
   readonly normalizer?: string;
   /** An ONNX file, or a torchvision .pth / .safetensors; absent: the demo EfficientNet-B0. */
@@ -57,6 +59,7 @@ Main job options (defaults are the seed's constants):
   --max-tiles N              keep at most N tiles per slide, row-major (all)
   --workers N                slide worker processes (cores: ${availableParallelism()})
   --batch-size N             tiles per model batch (1; see bench/RESULTS.md)
+  --group-size N             tiles each stage takes at a time, in model batches of --batch-size (8)
   --normalizer X             StainNet: an ONNX file, a StainNet .pth, or none (demo StainNet, untrained)
   --embedder X               EfficientNet-B0: an ONNX file, or a torchvision .pth / .safetensors (demo, untrained)
   --shards N                 number of TFRecord shards (from the data size)
@@ -107,6 +110,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         'max-tiles': { type: 'string' },
         workers: { type: 'string' },
         'batch-size': { type: 'string' },
+        'group-size': { type: 'string' },
         normalizer: { type: 'string' },
         embedder: { type: 'string' },
         shards: { type: 'string' },
@@ -141,6 +145,12 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
   const tileSize = positiveInt('tile-size', v['tile-size'], 448);
   const downsample = positiveInt('downsample', v.downsample, 16);
   if (downsample > tileSize) throw new UsageError(`--downsample (${downsample}) must not exceed --tile-size (${tileSize})`);
+  // 1, not 16: EfficientNet-B0 costs less CPU per tile unbatched on this CPU (activations stay in cache) and the
+  // onnxruntime arena stays small: 33 vs 44 CPU ms/tile, 729 vs 1579 MB peak with 2 workers (bench/RESULTS.md).
+  const batchSize = positiveInt('batch-size', v['batch-size'], 1);
+  // 8 tiles go through each stage one after another (each stage's code and tables stay in the caches), run by
+  // EfficientNet one model batch at a time: 5-9% less CPU per tile than one tile at a time (bench/RESULTS.md, 26).
+  const groupSize = Math.max(batchSize, positiveInt('group-size', v['group-size'], 8));
   return {
     ...(v.csv !== undefined && { csv: resolve(v.csv) }),
     ...(v.slides !== undefined && { slides: resolve(v.slides) }),
@@ -152,9 +162,8 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     maxBackground: fraction('max-background', v['max-background'], 0.1),
     ...(v['max-tiles'] !== undefined && { maxTiles: positiveInt('max-tiles', v['max-tiles'], undefined) }),
     workers: positiveInt('workers', v.workers, availableParallelism()),
-    // 1, not 16: EfficientNet-B0 costs less CPU per tile unbatched on this CPU (activations stay in cache) and the
-    // onnxruntime arena stays small: 33 vs 44 CPU ms/tile, 729 vs 1579 MB peak with 2 workers (bench/RESULTS.md).
-    batchSize: positiveInt('batch-size', v['batch-size'], 1),
+    batchSize,
+    groupSize,
     ...(v.normalizer !== undefined && { normalizer: v.normalizer === 'none' ? 'none' : resolve(v.normalizer) }),
     ...(v.embedder !== undefined && { embedder: resolve(v.embedder) }),
     ...(v.shards !== undefined && { shards: positiveInt('shards', v.shards, undefined) }),
