@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Graph, prestartWorkers, stopPrestarted, type ItemEvent, type WorkerEvent } from '../engine/index.js';
 import type { TestItem, TestResult } from './fixtures/engine-worker.js';
+import { childPids } from './helpers/proc.js';
 
 const workerModule = new URL('./fixtures/engine-worker.ts', import.meta.url).href;
 // Workers need only tap's TypeScript loader (its coverage/mock loaders add seconds per spawn).
@@ -47,8 +48,7 @@ const count = (got: TestResult[], key: string) => got.filter((r) => r.key === ke
 
 /** This process's children that are alive now (from /proc), in pid order. */
 function readChildren(): number[] {
-  const text = readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim();
-  return text === '' ? [] : text.split(/\s+/).map(Number).filter(alive).sort((a, b) => a - b);
+  return childPids().filter(alive).sort((a, b) => a - b);
 }
 
 t.test('items run in worker processes; typed arrays cross intact; tile usage is reported', async (t) => {

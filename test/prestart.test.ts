@@ -1,15 +1,9 @@
 import t from 'tap';
-import { readFileSync } from 'node:fs';
-import { stopPrestarted } from '../engine/index.js';
-import { prestartWorkers } from '../engine/worker-proc.js';
+import { prestartWorkers, stopPrestarted } from '../engine/index.js';
 import { prestartFirstWorker } from '../stages/cmd/prestart.js';
+import { childPids as children } from './helpers/proc.js';
 
 const workerModule = new URL('./fixtures/engine-worker.ts', import.meta.url).href;
-
-function children(): number[] {
-  const text = readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim();
-  return text === '' ? [] : text.split(/\s+/).map(Number);
-}
 
 t.test('no worker for a sub-command, --help or a usage error', async (t) => {
   t.teardown(stopPrestarted);
