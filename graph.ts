@@ -36,7 +36,7 @@ export interface SlideConfig {
   readonly batchSize: number;
   /** Tiles per micro-batch through normalization, embedding (in runs of batchSize) and histograms. */
   readonly groupSize: number;
-  /** Longest a partial batch waits for more tiles before going to the model. */
+  /** Longest a partial group waits for more tiles before it goes to the stages. */
   readonly batchMaxWaitMs: number;
   /** StainNet ONNX file, or 'none'. */
   readonly normalizer: string;

@@ -43,6 +43,7 @@ function isUsageError(err: unknown): boolean {
 export async function main(argv: readonly string[], deps: MainDeps): Promise<number> {
   const [command, ...rest] = argv;
   try {
+    // The sub-commands; prestart.ts's SUBCOMMANDS lists the same names (graph.js forks no worker for them).
     if (command === 'split') {
       await split(rest, { log: (l) => console.log(l) });
       return 0;
