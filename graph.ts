@@ -12,7 +12,7 @@
  *                   └─► Summaries (tile selection, for the run report)
  */
 import { Channel, Graph, type Node, type StageContext } from './engine/index.js';
-import type { CsvRow, SlideHistogram, SlideResult, SlideSummary, SlideTask, TileEmbedding, TileParams } from './stages/types.js';
+import type { CsvRow, SlideHistogram, SlideResult, SlideSummary, SlideTask, TileEmbeddings, TileParams } from './stages/types.js';
 import { produceTiles } from './stages/produce-tiles.js';
 import { normalizeTiles } from './stages/normalize-tiles.js';
 import { embedTiles } from './stages/embed-tiles.js';
@@ -96,7 +96,7 @@ export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageConte
       const read = produceTiles(config.tile, { onSummary: (s) => void summary.push(s), ...(ctx.share && { share: ctx.share }) });
       const tiles = g.source('ProduceTiles', (c) => closing(read(once(task), c), summary));
       const normalized = tiles.batch('Batch', { size: config.groupSize, maxWaitMs: config.batchMaxWaitMs }).pipe('NormalizeTiles', normalize);
-      const embeddings = normalized.pipe('EmbedTiles', embed).flatten('Embeddings');
+      const embeddings = normalized.pipe('EmbedTiles', embed); // packed per group: one record per group to the parent
       const colours = normalized.pipe('ColorHistograms', histograms).flatten('Histograms').pipe('SumHistograms', sumHistograms({ part: ctx.share?.participant ?? 0 }));
       return g.merge('SlideResults', g.source('Summary', () => summary), embeddings, colours).pipe('ReleaseTiles', releaseTiles());
     });
@@ -128,7 +128,7 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
 
   // Per patient: the bag of embeddings and the mean colour histogram.
   const bags = results
-    .filter('Embeddings', (r): r is TileEmbedding => r.kind === 'embedding')
+    .filter('Embeddings', (r): r is TileEmbeddings => r.kind === 'embeddings')
     .combinePerKey('CombineEmbeddings', (e) => e.patient_id, combineEmbeddings({ memoryBudgetBytes: c.bagMemoryBytes }));
   const histograms = results
     .filter('Histograms', (r): r is SlideHistogram => r.kind === 'slide-histogram')

@@ -15,7 +15,7 @@ import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { EngineError, type CombineContext, type CombineFn } from '../engine/types.js';
-import type { EmbeddingBag, TileEmbedding, TileRef } from './types.js';
+import type { EmbeddingBag, TileEmbeddings, TileRef } from './types.js';
 
 const STAGE = 'combine-embeddings';
 /** Default in-memory row bytes per accumulator before spilling. */
@@ -48,7 +48,7 @@ export interface EmbeddingAcc {
   state: 'open' | 'extracted' | 'disposed';
 }
 
-export function combineEmbeddings(opts: { spillThresholdBytes?: number; memoryBudgetBytes?: number } = {}): CombineFn<TileEmbedding, EmbeddingAcc, EmbeddingBag> {
+export function combineEmbeddings(opts: { spillThresholdBytes?: number; memoryBudgetBytes?: number } = {}): CombineFn<TileEmbeddings, EmbeddingAcc, EmbeddingBag> {
   const threshold = opts.spillThresholdBytes ?? DEFAULT_SPILL_THRESHOLD_BYTES;
   const budget = opts.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES;
   /** Row bytes in memory across this reducer's accumulators (extracted bags still count: the join holds them). */
@@ -95,8 +95,16 @@ export function combineEmbeddings(opts: { spillThresholdBytes?: number; memoryBu
 
   return {
     createAccumulator: fresh,
-    async addInput(acc, e) {
-      await add(acc, { image_id: e.image_id, image_num: e.image_num, x: e.x, y: e.y }, e.avg, e.max);
+    async addInput(acc, g) {
+      // A group of one slide's tiles, packed: each tile's rows are views here, copied by add.
+      const n = g.x.length;
+      if (g.y.length !== n || !(g.dim > 0) || g.avg.length !== n * g.dim || g.max.length !== n * g.dim) {
+        throw new EngineError('E_EMBEDDING_DIM', STAGE, acc.ctx.key, `a group of ${n} tile(s) of image ${g.image_id} has ${g.y.length} y positions and ${g.avg.length} avg / ${g.max.length} max values, expected ${n} x ${g.dim}`);
+      }
+      for (let i = 0; i < n; i++) {
+        const rows = [i * g.dim, (i + 1) * g.dim] as const;
+        await add(acc, { image_id: g.image_id, image_num: g.image_num, x: g.x[i]!, y: g.y[i]! }, g.avg.subarray(...rows), g.max.subarray(...rows));
+      }
       return acc;
     },
     async mergeAccumulators(accs, ctx) {

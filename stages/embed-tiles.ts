@@ -3,7 +3,7 @@ import ort from 'onnxruntime-node';
 import { EngineError, type Stage, type StageContext } from '../engine/types.js';
 import { getSession } from './lib/onnx-session.js';
 import { batchTileSize, throwIfAborted } from './lib/onnx-stage-util.js';
-import type { Tile, TileEmbedding } from './types.js';
+import type { Tile, TileEmbeddings } from './types.js';
 
 export interface EmbedOptions {
   /** The embedding .onnx file (inputs `tiles` uint8 NHWC; outputs `avg`, `max` float32 [N,dim]). */
@@ -20,34 +20,56 @@ export interface EmbedOptions {
 }
 
 /**
- * Stage: Tile[] -> TileEmbedding[] (same order), in onnxruntime runs of `modelBatch` tiles. A run's input is one
- * concatenation of its tiles' pixels (none for a run of one). Each tile's avg/max is its own copy (slice, 5 KB): a
- * subarray view would drag the whole run's buffer through v8 serialization when the record crosses a process boundary.
+ * Stage: Tile[] (a group of one slide's tiles) -> TileEmbeddings (the same tiles, in order, packed), in onnxruntime
+ * runs of `modelBatch` tiles. A run's input is one concatenation of its tiles' pixels (none for a run of one); its
+ * outputs are copied into the group's packed rows.
  */
-export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbedding[]> {
+export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbeddings> {
   if (opts.eager) {
     // The session is cached per process: the first batch will find it ready. A failure is reported there.
     getSession(opts.model, 'efficientnet', opts.threads ?? 1).catch(() => undefined);
   }
-  return async function* embed(source: AsyncIterable<Tile[]>, ctx: StageContext): AsyncIterable<TileEmbedding[]> {
+  return async function* embed(source: AsyncIterable<Tile[]>, ctx: StageContext): AsyncIterable<TileEmbeddings> {
     let session: ort.InferenceSession | undefined;
     for await (const tiles of source) {
       throwIfAborted(ctx);
       if (tiles.length === 0) continue;
+      const first = tiles[0]!;
+      const other = tiles.find((t) => t.image_id !== first.image_id);
+      if (other !== undefined) {
+        throw new EngineError('E_GROUP_SLIDES', ctx.name, first.image_id, `a group of tiles mixes slides ${first.image_id} and ${other.image_id}: embeddings are packed per slide`);
+      }
       const size = batchTileSize(tiles, ctx);
       session ??= await getSession(opts.model, 'efficientnet', opts.threads ?? 1);
       const step = Math.max(1, opts.modelBatch ?? tiles.length);
-      const out: TileEmbedding[] = [];
+      let packed: { dim: number; avg: Float32Array; max: Float32Array } | undefined;
       for (let i = 0; i < tiles.length; i += step) {
         throwIfAborted(ctx);
-        out.push(...(await run(session, tiles.slice(i, i + step), size, ctx)));
+        packed = await run(session, tiles.slice(i, i + step), i, tiles.length, packed, size, ctx);
       }
       ctx.metrics.custom.tilesEmbedded = (ctx.metrics.custom.tilesEmbedded ?? 0) + tiles.length;
-      yield out;
+      yield {
+        kind: 'embeddings',
+        image_id: first.image_id,
+        patient_id: first.patient_id,
+        image_num: first.image_num,
+        x: tiles.map((t) => t.x),
+        y: tiles.map((t) => t.y),
+        ...packed!,
+      };
     }
   };
 
-  async function run(session: ort.InferenceSession, tiles: readonly Tile[], size: number, ctx: StageContext): Promise<TileEmbedding[]> {
+  /** Runs `tiles` (the group's tiles from `offset` on) and copies their rows into `packed` (made at the first run, when dim is known). */
+  async function run(
+    session: ort.InferenceSession,
+    tiles: readonly Tile[],
+    offset: number,
+    groupLength: number,
+    packed: { dim: number; avg: Float32Array; max: Float32Array } | undefined,
+    size: number,
+    ctx: StageContext,
+  ): Promise<{ dim: number; avg: Float32Array; max: Float32Array }> {
     const per = size * size * 3;
     let batch = tiles[0]!.pixels;
     if (tiles.length > 1) {
@@ -59,22 +81,14 @@ export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbedding[]> {
     const max = res.max!;
     try {
       const dim = avg.dims[1]!;
-      if (avg.dims[0] !== tiles.length || max.dims[0] !== tiles.length || max.dims[1] !== dim) {
+      if (avg.dims[0] !== tiles.length || max.dims[0] !== tiles.length || max.dims[1] !== dim || !(dim > 0) || (packed !== undefined && packed.dim !== dim)) {
         throw new EngineError('E_MODEL', ctx.name, tiles[0]!.image_id,
           `${opts.model}: outputs avg [${avg.dims.join(',')}] / max [${max.dims.join(',')}] for a batch of ${tiles.length}`);
       }
-      const a = avg.data as Float32Array;
-      const m = max.data as Float32Array;
-      return tiles.map((t, i): TileEmbedding => ({
-        kind: 'embedding',
-        image_id: t.image_id,
-        patient_id: t.patient_id,
-        image_num: t.image_num,
-        x: t.x,
-        y: t.y,
-        avg: a.slice(i * dim, (i + 1) * dim),
-        max: m.slice(i * dim, (i + 1) * dim),
-      }));
+      const out = packed ?? { dim, avg: new Float32Array(groupLength * dim), max: new Float32Array(groupLength * dim) };
+      out.avg.set(avg.data as Float32Array, offset * dim);
+      out.max.set(max.data as Float32Array, offset * dim);
+      return out;
     } finally {
       avg.dispose();
       max.dispose();

@@ -4,8 +4,8 @@ import type { HistogramTick, SlideResult } from './types.js';
 
 /**
  * ProduceTiles acquires one budget token per tile it decodes. A tile's pixels (and its normalized copy)
- * are needed until both its embedding and its histogram exist; each branch reports exactly one result per
- * tile (an embedding; a histogram tick), so `min(embeddings seen, ticks seen)` tiles are finished. Ticks
+ * are needed until both its embedding and its histogram exist; the embedding branch reports its tiles in packed
+ * groups, the histogram branch one tick per tile, so `min(embeddings seen, ticks seen)` tiles are finished. Ticks
  * stay in the worker: they are dropped here. Tokens still held when a slide ends early (abort, error) are
  * returned by the slide's scoped budget (see perSlide in graph.ts).
  */
@@ -15,7 +15,7 @@ export function releaseTiles(): Stage<SlideResult | HistogramTick, SlideResult> 
     let histograms = 0;
     let released = 0;
     for await (const result of source) {
-      if (result.kind === 'embedding') embeddings++;
+      if (result.kind === 'embeddings') embeddings += result.x.length;
       else if (result.kind === 'histogram-tick') histograms++;
       const finished = Math.min(embeddings, histograms);
       if (finished > released) {

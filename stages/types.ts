@@ -54,14 +54,20 @@ export interface Tile {
   readonly pixels: Uint8Array;
 }
 
-/** Embedding of one tile: global average and global max pooling of the backbone's features. */
-export interface TileEmbedding {
-  readonly kind: 'embedding';
+/**
+ * Embeddings of a group of tiles of one slide (global average and global max pooling of the backbone's features),
+ * packed: tile i is (x[i], y[i]) and its rows are avg/max[i*dim, (i+1)*dim). A worker sends one of these per
+ * group of tiles, not one record per tile: per record, the parent's receive, staging and combine cost more than
+ * the 10 KB of floats (bench/RESULTS.md, decision 27).
+ */
+export interface TileEmbeddings {
+  readonly kind: 'embeddings';
   readonly image_id: string;
   readonly patient_id: string;
   readonly image_num: number;
-  readonly x: number;
-  readonly y: number;
+  readonly x: readonly number[];
+  readonly y: readonly number[];
+  readonly dim: number;
   readonly avg: Float32Array;
   readonly max: Float32Array;
 }
@@ -120,7 +126,7 @@ export interface SlideSummary {
 }
 
 /** Everything a worker streams back for one slide. */
-export type SlideResult = TileEmbedding | SlideHistogram | SlideSummary;
+export type SlideResult = TileEmbeddings | SlideHistogram | SlideSummary;
 
 /** A patient's tabular data, combined over its CSV rows. */
 export interface PatientData {

@@ -4,9 +4,37 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { combineEmbeddings, type EmbeddingAcc } from '../stages/combine-embeddings.js';
 import type { CombineContext, CombineFn } from '../engine/types.js';
-import type { EmbeddingBag, TileEmbedding } from '../stages/types.js';
+import type { EmbeddingBag, TileEmbeddings } from '../stages/types.js';
 
 const DIM = 16;
+
+/** One tile's embedding (the fixtures' unit; the reducer takes them packed in groups, see `one` and `packed`). */
+interface TileEmbedding {
+  readonly image_id: string;
+  readonly patient_id: string;
+  readonly image_num: number;
+  readonly x: number;
+  readonly y: number;
+  readonly avg: Float32Array;
+  readonly max: Float32Array;
+}
+
+/** A group of one tile. */
+function one(e: TileEmbedding): TileEmbeddings {
+  return { kind: 'embeddings', image_id: e.image_id, patient_id: e.patient_id, image_num: e.image_num, x: [e.x], y: [e.y], dim: e.avg.length, avg: e.avg, max: e.max };
+}
+
+/** Tiles of one image packed into one group, as a worker sends them. */
+function packed(group: readonly TileEmbedding[]): TileEmbeddings {
+  const dim = group[0]!.avg.length;
+  const avg = new Float32Array(group.length * dim);
+  const max = new Float32Array(group.length * dim);
+  group.forEach((e, i) => {
+    avg.set(e.avg, i * dim);
+    max.set(e.max, i * dim);
+  });
+  return { ...one(group[0]!), x: group.map((e) => e.x), y: group.map((e) => e.y), avg, max };
+}
 
 /** Deterministic embeddings of `n` tiles over 3 images, in a scrambled arrival order. */
 function tiles(n: number, patient = 'P1'): TileEmbedding[] {
@@ -15,7 +43,7 @@ function tiles(n: number, patient = 'P1'): TileEmbedding[] {
     const image_num = i % 3;
     const avg = new Float32Array(DIM).map((_, d) => i * 100 + d);
     const max = new Float32Array(DIM).map((_, d) => -(i * 100 + d));
-    out.push({ kind: 'embedding', image_id: `img-${image_num}`, patient_id: patient, image_num, x: 448 * ((i * 7) % 11), y: 448 * Math.floor(i / 3), avg, max });
+    out.push({ image_id: `img-${image_num}`, patient_id: patient, image_num, x: 448 * ((i * 7) % 11), y: 448 * Math.floor(i / 3), avg, max });
   }
   // Scramble deterministically.
   return out.map((e, i) => [((i * 7919) % 104729), e] as const).sort((a, b) => a[0] - b[0]).map(([, e]) => e);
@@ -27,9 +55,9 @@ async function context(t: Tap.Test): Promise<CombineContext> {
   return { key: 'P1', spillDir: join(dir, 'acc'), signal: new AbortController().signal };
 }
 
-async function fold(fn: CombineFn<TileEmbedding, EmbeddingAcc, EmbeddingBag>, ctx: CombineContext, input: TileEmbedding[]): Promise<EmbeddingAcc> {
+async function fold(fn: CombineFn<TileEmbeddings, EmbeddingAcc, EmbeddingBag>, ctx: CombineContext, input: TileEmbedding[]): Promise<EmbeddingAcc> {
   let acc = await fn.createAccumulator(ctx);
-  for (const e of input) acc = await fn.addInput(acc, e);
+  for (const e of input) acc = await fn.addInput(acc, one(e));
   return acc;
 }
 
@@ -121,7 +149,7 @@ t.test('spill files removed by dispose(acc), also when extractOutput fails', asy
   t.equal(await files(ctx.spillDir), 2);
   await fn.dispose!(acc);
   t.equal(await files(ctx.spillDir), 0);
-  await t.rejects(Promise.resolve(fn.addInput(acc, tiles(1)[0]!)), { code: 'E_ACCUMULATOR_STATE' });
+  await t.rejects(Promise.resolve(fn.addInput(acc, one(tiles(1)[0]!))), { code: 'E_ACCUMULATOR_STATE' });
 
   const dup = tiles(10);
   const acc2 = await fold(fn, ctx, [...dup, dup[4]!]);
@@ -135,9 +163,35 @@ t.test('inconsistent embedding widths are an error', async (t) => {
   const fn = combineEmbeddings();
   const acc = await fold(fn, ctx, tiles(2));
   const bad = { ...tiles(1)[0]!, avg: new Float32Array(DIM + 1), max: new Float32Array(DIM + 1) };
-  await t.rejects(Promise.resolve(fn.addInput(acc, bad)), { code: 'E_EMBEDDING_DIM', message: /img-0/ });
+  await t.rejects(Promise.resolve(fn.addInput(acc, one(bad))), { code: 'E_EMBEDDING_DIM', message: /img-0/ });
   const acc2 = await fn.createAccumulator(ctx);
-  await t.rejects(Promise.resolve(fn.addInput(acc2, { ...bad, max: new Float32Array(DIM) })), { code: 'E_EMBEDDING_DIM' });
+  await t.rejects(Promise.resolve(fn.addInput(acc2, one({ ...bad, max: new Float32Array(DIM) }))), { code: 'E_EMBEDDING_DIM' });
+  await fn.dispose!(acc);
+});
+
+t.test('packed groups give the same bag as their tiles one at a time', async (t) => {
+  const input = tiles(40);
+  const fn = combineEmbeddings();
+  const single = await contents(await fn.extractOutput(await fold(fn, await context(t), input)));
+  // Groups of up to 8 tiles of one image, in arrival order (a slide's tiles reach the reducer in groups).
+  let acc = await fn.createAccumulator(await context(t));
+  for (const image of ['img-0', 'img-1', 'img-2']) {
+    const mine = input.filter((e) => e.image_id === image);
+    for (let i = 0; i < mine.length; i += 8) acc = await fn.addInput(acc, packed(mine.slice(i, i + 8)));
+  }
+  const grouped = await contents(await fn.extractOutput(acc));
+  t.equal(grouped.tiles.length, 40);
+  t.same(grouped, single);
+});
+
+t.test('a malformed group is E_EMBEDDING_DIM naming its image', async (t) => {
+  const fn = combineEmbeddings();
+  const acc = await fn.createAccumulator(await context(t));
+  const g = packed(tiles(6).filter((e) => e.image_id === 'img-1'));
+  await t.rejects(Promise.resolve(fn.addInput(acc, { ...g, y: g.y.slice(1) })), { code: 'E_EMBEDDING_DIM', message: /2 tile\(s\) of image img-1 has 1 y positions/ });
+  await t.rejects(Promise.resolve(fn.addInput(acc, { ...g, avg: g.avg.subarray(1) })), { code: 'E_EMBEDDING_DIM', message: /img-1/ });
+  await t.rejects(Promise.resolve(fn.addInput(acc, { ...g, dim: 0 })), { code: 'E_EMBEDDING_DIM' });
+  t.equal(acc.entries.length, 0, 'nothing of a malformed group is added');
   await fn.dispose!(acc);
 });
 
@@ -147,7 +201,7 @@ t.test('an aborted run stops spilling', async (t) => {
   const fn = combineEmbeddings({ spillThresholdBytes: 1 });
   const acc = await fn.createAccumulator({ ...ctx, signal: ac.signal });
   ac.abort();
-  await t.rejects(Promise.resolve(fn.addInput(acc, tiles(1)[0]!)));
+  await t.rejects(Promise.resolve(fn.addInput(acc, one(tiles(1)[0]!))));
   await fn.dispose!(acc);
   t.equal(await files(ctx.spillDir), 0);
 });

@@ -66,8 +66,8 @@ export async function main(argv: readonly string[], deps: MainDeps): Promise<num
   }
 }
 
-/** Version of what a slide checkpoint holds (2: per-slide histogram sums instead of per-tile histograms). */
-const CHECKPOINT_FORMAT = 2;
+/** Version of what a slide checkpoint holds (2: per-slide histogram sums instead of per-tile histograms; 3: embeddings packed per group of tiles). */
+const CHECKPOINT_FORMAT = 3;
 
 /** The error of a slide the run never finished (interrupted, or stopped by another failure). */
 const NOT_PROCESSED = 'not processed';
@@ -204,10 +204,10 @@ async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> 
       r.workers = 1;
     } else if (e.type === 'joined') r.workers = (r.workers ?? 1) + 1;
     else if (e.type === 'progress') {
-      // Results stream in while the slide is processed: the summary first (tiles to come), then one embedding per tile.
+      // Results stream in while the slide is processed: the summary first (tiles to come), then the embeddings, a group of tiles at a time.
       const value = e.value as SlideResult;
       if (value.kind === 'summary') progress.slideTotal(e.key, value.tiles_kept);
-      else if (value.kind === 'embedding') progress.slideTiles(e.key, 1);
+      else if (value.kind === 'embeddings') progress.slideTiles(e.key, value.x.length);
     }
     else if (e.type === 'done' || e.type === 'replayed') {
       Object.assign(r, { status: 'ok', error: null, seconds: e.type === 'done' ? e.durationMs / 1000 : 0, resumed: e.type === 'replayed' });
