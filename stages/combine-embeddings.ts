@@ -26,7 +26,7 @@ export const DEFAULT_SPILL_THRESHOLD_BYTES = 64 * 1024 * 1024;
  * per-bag threshold) would hold 10 GB.
  */
 export const DEFAULT_MEMORY_BUDGET_BYTES = 256 * 1024 * 1024;
-/** Rows per chunk the bag yields (256 rows of 1280 floats = 1.25 MiB). */
+/** Rows per read from the spill files, and per chunk a spilled bag yields (256 rows of 1280 floats = 1.25 MiB). */
 export const BAG_CHUNK_ROWS = 256;
 
 interface Entry {
@@ -277,17 +277,22 @@ function makeBag(patient_id: string, dim: number, entries: Entry[], spill: Spill
     dim,
     tiles,
     async *rows(which) {
-      if (disposed) throw new EngineError('E_DISPOSED', STAGE, patient_id, `bag of patient ${patient_id} read after dispose`);
-      for (let i = 0; i < entries.length; i += BAG_CHUNK_ROWS) {
+      const live = (): void => {
         if (disposed) throw new EngineError('E_DISPOSED', STAGE, patient_id, `bag of patient ${patient_id} read after dispose`);
-        const batch = entries.slice(i, i + BAG_CHUNK_ROWS);
-        if (spill !== undefined) {
-          yield await spill.read(which, batch.map((e) => e.slot), dim);
-        } else {
-          const out = new Float32Array(batch.length * dim);
-          batch.forEach((e, j) => out.set(e[which]!, j * dim));
-          yield out;
+      };
+      live();
+      if (spill === undefined) {
+        // In memory: each row as it is. (Copying them into fresh 1.25 MiB chunks cost the parent a page fault per
+        // 4 KB: ~100 ms per 2,000-tile patient, at the end of the job.)
+        for (const e of [...entries]) {
+          live();
+          yield e[which]!;
         }
+        return;
+      }
+      for (let i = 0; i < entries.length; i += BAG_CHUNK_ROWS) {
+        live();
+        yield await spill.read(which, entries.slice(i, i + BAG_CHUNK_ROWS).map((e) => e.slot), dim);
       }
     },
     async dispose() {

@@ -155,7 +155,7 @@ export interface EmbeddingBag {
   /** Embedding width (1280 for EfficientNet-B0). */
   readonly dim: number;
   readonly tiles: readonly TileRef[];
-  /** The avg or max rows in `tiles` order, in chunks of whole rows (row-major float32). */
+  /** The avg or max rows in `tiles` order, in chunks of whole rows (row-major float32; a chunk may be one row). */
   rows(which: 'avg' | 'max'): AsyncIterable<Float32Array>;
   dispose(): Promise<void>;
 }

@@ -142,6 +142,19 @@ t.test('merging accumulators, spilled and not, equals one accumulator over all i
   }
 });
 
+t.test('an in-memory bag yields its rows as they are, and stops with E_DISPOSED when disposed mid-read', async (t) => {
+  const fn = combineEmbeddings();
+  const input = tiles(5).filter((e) => e.image_id === 'img-0');
+  const bag = await fn.extractOutput(await fold(fn, await context(t), input));
+  const rows = bag.rows('max')[Symbol.asyncIterator]();
+  const first = await rows.next();
+  const firstTile = [...input].sort((a, b) => a.y - b.y || a.x - b.x)[0]!;
+  t.same(first.value, firstTile.max, 'the first tile\'s max row');
+  t.equal((first.value as Float32Array).length, DIM, 'one row at a time');
+  await bag.dispose();
+  await t.rejects(rows.next(), { code: 'E_DISPOSED', message: /P1 read after dispose/ });
+});
+
 t.test('spill files removed by dispose(acc), also when extractOutput fails', async (t) => {
   const ctx = await context(t);
   const fn = combineEmbeddings({ spillThresholdBytes: 1 });
