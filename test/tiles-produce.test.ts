@@ -146,6 +146,7 @@ t.test('backpressure: with a budget of 2 tiles and a consumer that releases noth
   await p;
   t.equal(third, true, 'third tile flows after a release');
   t.equal(ctx.tiles.maxInUse, 2, 'never more than the budget in memory');
+  await it.return?.(undefined); // closes the slide (else its file is closed by the garbage collector, with a warning)
 });
 
 t.test('cleanup: an early return closes the slide and gives back unconsumed budget', async (t) => {
