@@ -22,7 +22,7 @@ export interface EmbedOptions {
 /**
  * Stage: Tile[] (a group of one slide's tiles) -> TileEmbeddings (the same tiles, in order, packed), in onnxruntime
  * runs of `modelBatch` tiles. A run's input is one concatenation of its tiles' pixels (none for a run of one); its
- * outputs are copied into the group's packed rows.
+ * output rows are copied into the group's packed rows.
  */
 export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbeddings> {
   if (opts.eager) {
@@ -45,7 +45,10 @@ export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbeddings> {
       let packed: { dim: number; avg: Float32Array; max: Float32Array } | undefined;
       for (let i = 0; i < tiles.length; i += step) {
         throwIfAborted(ctx);
-        packed = await run(session, tiles.slice(i, i + step), i, tiles.length, packed, size, ctx);
+        const out = await run(session, tiles.slice(i, i + step), size, ctx); // same tile size, so the same dim every run
+        packed ??= { dim: out.dim, avg: new Float32Array(tiles.length * out.dim), max: new Float32Array(tiles.length * out.dim) };
+        packed.avg.set(out.avg, i * out.dim);
+        packed.max.set(out.max, i * out.dim);
       }
       ctx.metrics.custom.tilesEmbedded = (ctx.metrics.custom.tilesEmbedded ?? 0) + tiles.length;
       yield {
@@ -60,16 +63,8 @@ export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbeddings> {
     }
   };
 
-  /** Runs `tiles` (the group's tiles from `offset` on) and copies their rows into `packed` (made at the first run, when dim is known). */
-  async function run(
-    session: ort.InferenceSession,
-    tiles: readonly Tile[],
-    offset: number,
-    groupLength: number,
-    packed: { dim: number; avg: Float32Array; max: Float32Array } | undefined,
-    size: number,
-    ctx: StageContext,
-  ): Promise<{ dim: number; avg: Float32Array; max: Float32Array }> {
+  /** One onnxruntime run: the tiles' avg and max rows, copied out of the run's output tensors. */
+  async function run(session: ort.InferenceSession, tiles: readonly Tile[], size: number, ctx: StageContext): Promise<{ dim: number; avg: Float32Array; max: Float32Array }> {
     const per = size * size * 3;
     let batch = tiles[0]!.pixels;
     if (tiles.length > 1) {
@@ -81,14 +76,11 @@ export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbeddings> {
     const max = res.max!;
     try {
       const dim = avg.dims[1]!;
-      if (avg.dims[0] !== tiles.length || max.dims[0] !== tiles.length || max.dims[1] !== dim || !(dim > 0) || (packed !== undefined && packed.dim !== dim)) {
+      if (avg.dims[0] !== tiles.length || max.dims[0] !== tiles.length || max.dims[1] !== dim || !(dim > 0)) {
         throw new EngineError('E_MODEL', ctx.name, tiles[0]!.image_id,
           `${opts.model}: outputs avg [${avg.dims.join(',')}] / max [${max.dims.join(',')}] for a batch of ${tiles.length}`);
       }
-      const out = packed ?? { dim, avg: new Float32Array(groupLength * dim), max: new Float32Array(groupLength * dim) };
-      out.avg.set(avg.data as Float32Array, offset * dim);
-      out.max.set(max.data as Float32Array, offset * dim);
-      return out;
+      return { dim, avg: (avg.data as Float32Array).slice(), max: (max.data as Float32Array).slice() };
     } finally {
       avg.dispose();
       max.dispose();
