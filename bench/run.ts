@@ -36,6 +36,7 @@ import { configureSharpForWorker } from '../stages/lib/slide-sharp.js';
 import { generateSlide, type TissueShape } from '../stages/lib/synthetic-slide.js';
 import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
 import type { PatientRecord } from '../stages/lib/example.js';
+import { parseRunOptions, type RunOptions } from '../stages/lib/options.js';
 import { produceTiles } from '../stages/produce-tiles.js';
 import { toExample } from '../stages/to-example.js';
 import { writeTfrecords } from '../stages/write-tfrecords.js';
@@ -79,6 +80,8 @@ const ONLY = flag('--only')?.split(',');
 const JOB_ARGS = flag('--job-args')?.split(' ').filter(Boolean) ?? [];
 /** Runs of the stage costs and of the pipeline; the figures are their medians (the machine is shared and noisy). */
 const REPEAT = Number(flag('--repeat') ?? 3);
+/** Tiles per group in the jobs (their --group-size, default or from --job-args): the serialize stage takes groups this size. */
+const JOB_GROUP_SIZE = (parseRunOptions(JOB_ARGS.filter((a) => a !== '--help' && a !== '-h')) as RunOptions).groupSize;
 /** Runs of each memory-series slide; its figure is the highest peak (2). */
 const MEMORY_REPEAT = Math.max(1, Number(flag('--memory-repeat') ?? 2));
 /** Parts run by default, or those named by --only (`scaling` runs only when named). */
@@ -220,9 +223,9 @@ async function stageCosts(slidePath: string, models: { stainnet: string; efficie
     let acc = await fn.createAccumulator({ key: 'p', spillDir: join(tmp, 'spill'), signal: new AbortController().signal });
     const rec: PatientRecord[] = [];
     serialize = await cpuMs(async () => {
-      // In groups of 8 tiles, as the workers send them (graph.ts: groupSize).
-      for (let i = 0; i < count; i += 8) {
-        const group = tiles.slice(i, Math.min(i + 8, count));
+      // In groups, as the workers send them (the jobs' --group-size).
+      for (let i = 0; i < count; i += JOB_GROUP_SIZE) {
+        const group = tiles.slice(i, Math.min(i + JOB_GROUP_SIZE, count));
         const avg = new Float32Array(group.length * 1280).map((_, d) => Math.sin(i + Math.floor(d / 1280) + (d % 1280)));
         acc = await fn.addInput(acc, { kind: 'embeddings', image_id: id, patient_id: 'p', image_num: 0, x: group.map((t) => t.x), y: group.map((t) => t.y), dim: 1280, avg, max: avg });
       }
