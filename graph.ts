@@ -1,6 +1,6 @@
 /**
  * The pipeline, declared. Read it as the seed's diagram; running it is the engine's job (engine/),
- * and the command line around it lives in stages/cmd/.
+ * and the command line around it lives in stages/cli/.
  *
  *   ParseCSV ─┬─► GroupPatientData (keyed by patient; center and label must agree) ─────────┐
  *             └─► SlideTasks ─► LargestFirst ─► PerSlide (worker processes, a slide each;   │
@@ -27,7 +27,7 @@ import { combineHistograms } from './stages/combine-histograms.js';
 import { dropNoTiles, type DropReason } from './stages/drop-no-tiles.js';
 import { toExample } from './stages/to-example.js';
 import { writeTfrecords, type WriteSummary } from './stages/write-tfrecords.js';
-import { configureSharpForWorker } from './stages/lib/slide-sharp.js';
+import { configureSharpForWorker } from './stages/slides/backend-sharp.js';
 
 /** What the per-slide sub-pipeline needs; crosses to the worker processes (plain data). */
 export interface SlideConfig {
@@ -171,6 +171,6 @@ async function* fromArray<T>(values: readonly T[]): AsyncIterable<T> {
  * imported on demand, so that worker processes, which import this file for perSlide, do not load it.
  */
 export async function main(argv: readonly string[]): Promise<number> {
-  const cli = await import('./stages/cmd/main.js');
+  const cli = await import('./stages/cli/main.js');
   return cli.main(argv, { pipeline, workerModule: import.meta.url });
 }

@@ -16,11 +16,11 @@ import { dirname } from 'node:path';
 import ort from 'onnxruntime-node';
 import type { StageContext } from '../engine/types.js';
 import { tileHistogram } from '../stages/color-histograms.js';
-import { applyLut } from '../stages/lib/lut.js';
-import { mapOrReadFile } from '../stages/lib/map-file.js';
-import { sessionOptions } from '../stages/lib/onnx-session.js';
-import { configureSharpForWorker } from '../stages/lib/slide-sharp.js';
-import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
+import { applyLut } from '../models/runtime/lut.js';
+import { mapOrReadFile } from '../models/runtime/map-file.js';
+import { sessionOptions } from '../models/runtime/session.js';
+import { configureSharpForWorker } from '../stages/slides/backend-sharp.js';
+import { DEFAULT_TILE_PARAMS } from '../stages/slides/tile-params.js';
 import { produceTiles } from '../stages/produce-tiles.js';
 
 const [slidePath, count, lutFile, model, only = 'all'] = process.argv.slice(2);

@@ -8,8 +8,8 @@ import os from 'node:os';
 import ort from 'onnxruntime-node';
 import { buildEfficientNetB0, buildStainNet } from '../models/build.js';
 import { tileHistogram } from '../stages/color-histograms.js';
-import { applyLut, buildLut } from '../stages/lib/lut.js';
-import { sessionOptions } from '../stages/lib/onnx-session.js';
+import { applyLut, buildLut } from '../models/runtime/lut.js';
+import { sessionOptions } from '../models/runtime/session.js';
 
 const SIZE = 448;
 const quick = process.argv.includes('--quick');

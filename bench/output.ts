@@ -10,8 +10,8 @@ import { performance } from 'node:perf_hooks';
 import { combineEmbeddings } from '../stages/combine-embeddings.js';
 import { toExample } from '../stages/to-example.js';
 import { writeTfrecords } from '../stages/write-tfrecords.js';
-import { crc32c } from '../stages/lib/crc32c.js';
-import type { PatientRecord } from '../stages/lib/example.js';
+import { crc32c } from '../stages/tfrecord/crc32c.js';
+import type { PatientRecord } from '../stages/tfrecord/example.js';
 import type { StageContext } from '../engine/types.js';
 
 const TILES = 500;

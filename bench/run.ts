@@ -25,18 +25,18 @@ import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import type { StageContext } from '../engine/types.js';
 import { workerEnv } from '../engine/allocator.js';
-import { ensureModels } from '../stages/cmd/models-build.js';
+import { ensureModels } from '../stages/cli/models-build.js';
 import { tileHistogram } from '../stages/color-histograms.js';
 import { combineEmbeddings } from '../stages/combine-embeddings.js';
-import { applyLut, ensureLut } from '../stages/lib/lut.js';
-import { mapOrReadFile } from '../stages/lib/map-file.js';
-import { sessionOptions } from '../stages/lib/onnx-session.js';
-import { descendants, treeRssBytes } from '../stages/lib/proc-tree.js';
-import { configureSharpForWorker } from '../stages/lib/slide-sharp.js';
-import { generateSlide, type TissueShape } from '../stages/lib/synthetic-slide.js';
-import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
-import type { PatientRecord } from '../stages/lib/example.js';
-import { parseRunOptions, type RunOptions } from '../stages/lib/options.js';
+import { applyLut, ensureLut } from '../models/runtime/lut.js';
+import { mapOrReadFile } from '../models/runtime/map-file.js';
+import { sessionOptions } from '../models/runtime/session.js';
+import { descendants, treeRssBytes } from '../stages/cli/proc-tree.js';
+import { configureSharpForWorker } from '../stages/slides/backend-sharp.js';
+import { generateSlide, type TissueShape } from '../stages/slides/synthetic.js';
+import { DEFAULT_TILE_PARAMS } from '../stages/slides/tile-params.js';
+import type { PatientRecord } from '../stages/tfrecord/example.js';
+import { parseRunOptions, type RunOptions } from '../stages/cli/options.js';
 import { produceTiles } from '../stages/produce-tiles.js';
 import { toExample } from '../stages/to-example.js';
 import { writeTfrecords } from '../stages/write-tfrecords.js';
@@ -98,7 +98,7 @@ const TPUT_SIDE = 20480;
 const SHORT_JOB_TILES = 305;
 /** Tiles per stage-cost run: 192 (~4 s); with 96 the runs of one bench spread 19.6-23.0 ms/tile. */
 const STAGE_COST_TILES = 192;
-/** The job's default --batch-size (stages/lib/options.ts), used for the embedding's stage cost. */
+/** The job's default --batch-size (stages/cli/options.ts), used for the embedding's stage cost. */
 const BATCH = 1;
 
 const median = (xs: readonly number[]): number => {

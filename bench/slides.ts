@@ -6,11 +6,11 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import sharp from 'sharp';
-import { generateSlide } from '../stages/lib/synthetic-slide.js';
-import { openSlide } from '../stages/lib/slide-reader.js';
-import { configureSharpForWorker } from '../stages/lib/slide-sharp.js';
+import { generateSlide } from '../stages/slides/synthetic.js';
+import { openSlide } from '../stages/slides/open.js';
+import { configureSharpForWorker } from '../stages/slides/backend-sharp.js';
 import { produceTiles } from '../stages/produce-tiles.js';
-import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
+import { DEFAULT_TILE_PARAMS } from '../stages/slides/tile-params.js';
 
 configureSharpForWorker();
 const dir = '.cache/bench-slides';
@@ -51,7 +51,7 @@ async function extractRate(path: string): Promise<number> {
   const s = await openSlide(path, 'x');
   const { image } = await s.thumbnail(16);
   await s.close();
-  const { selectTiles } = await import('../stages/lib/tile-select.js');
+  const { selectTiles } = await import('../stages/slides/tile-select.js');
   const pos = selectTiles(s.width, s.height, image, DEFAULT_TILE_PARAMS).positions.slice(0, 100);
   const t0 = performance.now();
   for (const [x, y] of pos) await sharp(path, { limitInputPixels: false }).extract({ left: x, top: y, width: 448, height: 448 }).raw().toBuffer();

@@ -9,12 +9,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { openSlide } from '../stages/lib/slide-reader.js';
-import { configureSharpForWorker } from '../stages/lib/slide-sharp.js';
-import { ReportPictures } from '../stages/lib/report-pictures.js';
-import { thumbnailBands, thumbnailPlan } from '../stages/lib/thumbnail-bands.js';
-import { BandSelector, selectTiles } from '../stages/lib/tile-select.js';
-import { DEFAULT_TILE_PARAMS } from '../stages/lib/tile-params.js';
+import { openSlide } from '../stages/slides/open.js';
+import { configureSharpForWorker } from '../stages/slides/backend-sharp.js';
+import { ReportPictures } from '../stages/report/pictures.js';
+import { thumbnailBands, thumbnailPlan } from '../stages/slides/thumbnail-bands.js';
+import { BandSelector, selectTiles } from '../stages/slides/tile-select.js';
+import { DEFAULT_TILE_PARAMS } from '../stages/slides/tile-params.js';
 
 const SIZES = [16384, 65536, 100000];
 const slidePath = (n: number): string => `.cache/bench/memory/mem-${n}.tiff`;

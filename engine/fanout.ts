@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Budget } from './budget.js';
 import { Channel } from './channel.js';
-import type { RunEnv } from './graph.js';
+import type { RunEnv } from './run-env.js';
 import { findCommitted, removePartials, replayCommitted, Staging } from './staging.js';
 import { EngineError, type StageContext } from './types.js';
 import { WorkerProc, type Outcome, type RunShare } from './worker-proc.js';

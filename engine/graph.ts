@@ -15,6 +15,7 @@ import { addMetrics, copyMetrics, newMetrics, type MetricsSnapshot } from './met
 import { EngineError, type KV, type Sink, type Source, type Stage, type StageContext, type StageMetrics, type TileBudget } from './types.js';
 import type { CombineFn } from './types.js';
 import { batchStage, type BatchOptions } from './batch.js';
+import type { RunEnv } from './run-env.js';
 import { combineStage } from './combine.js';
 import { joinStage, type JoinOutput } from './join.js';
 import { fanOutStage, type FanOutOptions } from './fanout.js';
@@ -50,16 +51,6 @@ export interface RunResult {
   readonly tiles: { readonly max: number; readonly limit: number };
   readonly items: { readonly done: number; readonly failed: ItemFailure[]; readonly replayed: number };
   readonly elapsedMs: number;
-}
-
-/** What a node's body gets besides its StageContext (engine-internal). */
-export interface RunEnv {
-  readonly tmpDir: string;
-  readonly budget: TileBudget;
-  item(event: ItemEvent): void;
-  worker(event: WorkerEvent): void;
-  /** Metrics of the stages a fan-out stage's workers ran, added up per stage name. */
-  subMetrics(parent: string, stages: readonly StageMetrics[]): void;
 }
 
 type Body = (inputs: AsyncIterable<unknown>[], ctx: StageContext, env: RunEnv) => AsyncIterable<unknown> | Promise<void>;

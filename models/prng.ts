@@ -1,5 +1,20 @@
-/** A seeded PRNG (mulberry32) with a normal sampler, for deterministic demo weights. */
-import { mulberry32 } from '../stages/lib/prng.js';
+/**
+ * Seeded randomness for everything the project generates (demo weights, demo slides, split shuffles):
+ * mulberry32, deterministic on every platform, and a normal sampler on it.
+ */
+
+/** A small, well-known 32-bit PRNG (mulberry32); uniform in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 
 export class Prng {
   private readonly uniform: () => number;

@@ -1,6 +1,6 @@
 /** Computes each tile's 16x16x16 colour histogram (4096 bins, r*256 + g*16 + b on value>>4), summing to 1. */
 import type { Stage, StageContext } from '../engine/types.js';
-import { throwIfAborted } from './lib/onnx-stage-util.js';
+import { throwIfAborted } from '../models/runtime/batch-checks.js';
 import type { Tile, TileHistogram } from './types.js';
 
 export const HISTOGRAM_BINS = 4096;

@@ -1,7 +1,7 @@
 /** Stage: turns join output into PatientRecords, dropping (and reporting) patients without tiles. */
 import { EngineError, type KV, type Stage } from '../engine/types.js';
 import type { EmbeddingBag, MeanHistogram, PatientData } from './types.js';
-import type { PatientRecord } from './lib/example.js';
+import type { PatientRecord } from './tfrecord/example.js';
 
 /** What the join on patient_id emits for one key: every input's values for that key. */
 export interface JoinedPatient {

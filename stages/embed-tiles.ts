@@ -1,8 +1,8 @@
 /** Embeds batches of tiles with EfficientNet-B0 in onnxruntime: global average and max pooled features per tile. */
 import ort from 'onnxruntime-node';
 import { EngineError, type Stage, type StageContext } from '../engine/types.js';
-import { getSession } from './lib/onnx-session.js';
-import { batchTileSize, throwIfAborted } from './lib/onnx-stage-util.js';
+import { getSession } from '../models/runtime/session.js';
+import { batchTileSize, throwIfAborted } from '../models/runtime/batch-checks.js';
 import type { Tile, TileEmbeddings } from './types.js';
 
 export interface EmbedOptions {

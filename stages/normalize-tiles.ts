@@ -3,9 +3,9 @@ import { readFile } from 'node:fs/promises';
 import ort from 'onnxruntime-node';
 import type { Stage, StageContext } from '../engine/types.js';
 import { isPixelwiseModel } from '../models/check.js';
-import { applyLut, loadOrBuildLut, outputToBytes } from './lib/lut.js';
-import { getSession } from './lib/onnx-session.js';
-import { batchTileSize, throwIfAborted } from './lib/onnx-stage-util.js';
+import { applyLut, loadOrBuildLut, outputToBytes } from '../models/runtime/lut.js';
+import { getSession } from '../models/runtime/session.js';
+import { batchTileSize, throwIfAborted } from '../models/runtime/batch-checks.js';
 import type { Tile } from './types.js';
 
 export interface NormalizeOptions {

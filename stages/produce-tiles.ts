@@ -1,13 +1,14 @@
 /** Stage: opens each slide, selects tiles on its thumbnail, and streams the kept tiles at level 0 as RGB. */
 import type { ItemShare, Stage, StageContext } from '../engine/types.js';
 import type { SlideSummary, SlideTask, Tile, TileParams } from './types.js';
-import { SlideError } from './lib/slide-errors.js';
-import { openSlide, type OpenSlideOptions, type SlideReader } from './lib/slide-reader.js';
-import { resolveSlidePath } from './lib/slide-resolve.js';
-import { checkTileParams } from './lib/tile-params.js';
-import { ReportPictures } from './lib/report-pictures.js';
-import { thumbnailBands, thumbnailPlan } from './lib/thumbnail-bands.js';
-import { BandSelector } from './lib/tile-select.js';
+import { SlideError } from './slides/errors.js';
+import { openSlide, type OpenSlideOptions } from './slides/open.js';
+import type { SlideReader } from './slides/reader.js';
+import { resolveSlidePath } from './slides/resolve.js';
+import { checkTileParams } from './slides/tile-params.js';
+import { ReportPictures } from './report/pictures.js';
+import { thumbnailBands, thumbnailPlan } from './slides/thumbnail-bands.js';
+import { BandSelector } from './slides/tile-select.js';
 
 export interface ProduceTilesOptions {
   /** Called once per slide, after selection and before its first tile. */

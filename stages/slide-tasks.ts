@@ -1,7 +1,7 @@
 /** Stage: turns CSV rows into slide tasks, stamped with the slide file's size and mtime (for checkpoint keys). */
 import { stat } from 'node:fs/promises';
 import type { Stage } from '../engine/types.js';
-import { resolveSlidePath } from './lib/slide-resolve.js';
+import { resolveSlidePath } from './slides/resolve.js';
 import type { CsvRow, SlideTask } from './types.js';
 
 /**

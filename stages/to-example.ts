@@ -1,6 +1,6 @@
-/** Stage: encodes each kept patient as a streamed tf.train.Example (see stages/lib/example.ts). */
+/** Stage: encodes each kept patient as a streamed tf.train.Example (see stages/tfrecord/example.ts). */
 import type { Stage } from '../engine/types.js';
-import { encodeExample, type EncodedExample, type PatientRecord } from './lib/example.js';
+import { encodeExample, type EncodedExample, type PatientRecord } from './tfrecord/example.js';
 
 /**
  * The EncodedExample takes ownership of the record's bag: whoever consumes it calls dispose() once it is

@@ -28,7 +28,7 @@ export interface SlideTask {
   readonly fileStamp?: string;
 }
 
-/** Tile selection parameters; defaults are the seed's constants (see stages/lib/tile-params.ts). */
+/** Tile selection parameters; defaults are the seed's constants (see stages/slides/tile-params.ts). */
 export interface TileParams {
   /** Tile side at level 0, in pixels (448). */
   readonly tileSize: number;

@@ -22,8 +22,8 @@ import { mkdir, open, readdir, rename, rm, type FileHandle } from 'node:fs/promi
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { EngineError, type Sink } from '../engine/types.js';
-import type { EncodedExample } from './lib/example.js';
-import { TfrecordWriter } from './lib/tfrecord.js';
+import type { EncodedExample } from './tfrecord/example.js';
+import { TfrecordWriter } from './tfrecord/framing.js';
 
 export const DEFAULT_TARGET_SHARD_BYTES = 256 * 1024 * 1024;
 

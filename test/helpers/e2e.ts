@@ -10,12 +10,12 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { generateSlide, tissueMaskAt, type TissueShape } from '../../stages/lib/synthetic-slide.js';
-import { readTfrecords } from '../../stages/lib/tfrecord.js';
-import { ExampleType } from '../../stages/lib/example-proto.js';
-import type { RunReport } from '../../stages/lib/report.js';
+import { generateSlide, tissueMaskAt, type TissueShape } from '../../stages/slides/synthetic.js';
+import { readTfrecords } from '../../stages/tfrecord/framing.js';
+import { ExampleType } from '../../stages/tfrecord/example-proto.js';
+import type { RunReport } from '../../stages/report/report.js';
 
-export const REPO = fileURLToPath(new URL('../../', import.meta.url));
+export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = join(REPO, 'graph.js');
 
 /** Why the e2e tests cannot run here (no compiled CLI), or undefined when they can. */
@@ -176,7 +176,7 @@ export async function readExamples(outDir: string): Promise<DecodedExample[]> {
   return out;
 }
 
-/** What the tests read of report.json: the report's own type (stages/lib/report.ts). */
+/** What the tests read of report.json: the report's own type (stages/report/report.ts). */
 export type ReportJson = RunReport;
 
 export async function readReport(outDir: string): Promise<ReportJson> {

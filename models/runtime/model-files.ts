@@ -1,0 +1,64 @@
+/**
+ * Turns what the user passed for a model (nothing, an .onnx file, or a weights file) into an ONNX file the
+ * workers load, checked up front so a wrong file is a clear error (exit code 2) before any slide is opened.
+ */
+import { createHash } from 'node:crypto';
+import { access, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { extname, join } from 'node:path';
+import ort from 'onnxruntime-node';
+import { checkModel, type ModelKind } from '../check.js';
+import { buildEfficientNetB0, buildStainNet } from '../build.js';
+import { importEfficientNetB0, importStainNet } from '../weights/import.js';
+import { ModelError } from '../errors.js';
+
+const WEIGHT_EXTENSIONS = new Set(['.pth', '.pt', '.bin', '.safetensors']);
+
+async function exists(file: string): Promise<boolean> {
+  return access(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Checks input/output names, shapes and dtypes with a throw-away session. */
+async function checkOnnxFile(file: string, kind: ModelKind): Promise<void> {
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(file, { intraOpNumThreads: 1 });
+  } catch (err) {
+    throw new ModelError('E_MODEL', `${file}: not a loadable ONNX model: ${(err as Error).message}`);
+  }
+  try {
+    checkModel(session, kind, file);
+  } finally {
+    await session.release();
+  }
+}
+
+/**
+ * `given` undefined: the demo model. `.onnx`: used as is, after the check. A weights file (.pth, .safetensors):
+ * imported and built into `buildDir/<kind>-<sha of the weights>.onnx` (once; later runs reuse it).
+ */
+export async function prepareModel(given: string | undefined, kind: ModelKind, demoFile: string, buildDir: string): Promise<string> {
+  if (given === undefined) return demoFile;
+  if (!(await exists(given))) throw new ModelError('E_MODEL', `${kind} file not found: ${given}`);
+  const ext = extname(given).toLowerCase();
+  if (ext === '.onnx') {
+    await checkOnnxFile(given, kind);
+    return given;
+  }
+  if (!WEIGHT_EXTENSIONS.has(ext)) {
+    throw new ModelError('E_MODEL', `${given}: expected an .onnx model or a weights file (.pth, .safetensors) for ${kind}`);
+  }
+  const digest = createHash('sha256').update(await readFile(given)).digest('hex').slice(0, 16);
+  const out = join(buildDir, `${kind}-${digest}.onnx`);
+  if (!(await exists(out))) {
+    const bytes = kind === 'stainnet' ? buildStainNet(await importStainNet(given)) : buildEfficientNetB0(await importEfficientNetB0(given));
+    await mkdir(buildDir, { recursive: true });
+    const tmp = `${out}.${process.pid}.tmp`;
+    await writeFile(tmp, bytes);
+    await rename(tmp, out);
+  }
+  await checkOnnxFile(out, kind);
+  return out;
+}

@@ -1,0 +1,152 @@
+/**
+ * `inspect OUT [--prefix data]`: reads every shard in OUT, verifies every CRC, decodes every
+ * tf.train.Example and checks its features agree with each other; prints per-shard (records, bytes)
+ * and per-patient (tiles, label, center, images) summaries. Returns the exit code: 0 when everything is
+ * sound, 1 on any corruption or inconsistency (each named with its file and byte offset), 2 on usage errors.
+ */
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ExampleType } from '../tfrecord/example-proto.js';
+import { readTfrecords } from '../tfrecord/framing.js';
+
+export interface InspectIo {
+  log(line: string): void;
+  error(line: string): void;
+}
+
+interface FeatureObject {
+  bytes_list?: { value: Uint8Array[] };
+  float_list?: { value: number[] };
+  int64_list?: { value: number[] };
+}
+
+export interface PatientSummary {
+  readonly patient_id: string;
+  readonly tiles: number;
+  readonly label: string | undefined;
+  readonly center_id: number;
+  readonly images: number;
+}
+
+const SHARD = /^(.+)-(\d{5})-of-(\d{5})\.tfrecord$/;
+const consoleIo: InspectIo = { log: (l) => console.log(l), error: (l) => console.error(l) };
+
+export async function inspect(argv: readonly string[] | string, io: InspectIo = consoleIo): Promise<number> {
+  const args = typeof argv === 'string' ? [argv] : [...argv];
+  let dir: string | undefined;
+  let prefix: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--prefix' && args[i + 1] !== undefined) prefix = args[++i];
+    else if (dir === undefined && !args[i]!.startsWith('--')) dir = args[i];
+    else {
+      io.error(`E_USAGE: unexpected argument ${JSON.stringify(args[i])}; usage: inspect OUT [--prefix data]`);
+      return 2;
+    }
+  }
+  if (dir === undefined) {
+    io.error('E_USAGE: usage: inspect OUT [--prefix data]');
+    return 2;
+  }
+  let names: string[];
+  try {
+    names = (await readdir(dir)).sort();
+  } catch (err) {
+    io.error(`E_USAGE: cannot read ${dir}: ${(err as Error).message}`);
+    return 2;
+  }
+  let problems = 0;
+  const problem = (line: string) => {
+    problems++;
+    io.error(line);
+  };
+
+  // Group shards by (prefix, count) and check each group is complete.
+  const groups = new Map<string, Set<number>>();
+  const shards: string[] = [];
+  for (const name of names) {
+    const m = SHARD.exec(name);
+    if (m === null || (prefix !== undefined && m[1] !== prefix)) continue;
+    shards.push(name);
+    const key = `${m[1]}\0${m[3]}`;
+    const set = groups.get(key) ?? new Set<number>();
+    set.add(Number(m[2]));
+    groups.set(key, set);
+  }
+  if (shards.length === 0) {
+    problem(`E_TFRECORD_MISSING: no ${prefix ?? '*'}-NNNNN-of-NNNNN.tfrecord shards in ${dir}`);
+    return 1;
+  }
+  for (const [key, indices] of groups) {
+    const [p, count] = key.split('\0') as [string, string];
+    for (let i = 0; i < Number(count); i++) {
+      if (!indices.has(i)) problem(`E_TFRECORD_MISSING: ${join(dir, `${p}-${String(i).padStart(5, '0')}-of-${count}.tfrecord`)} is missing`);
+    }
+  }
+
+  const seen = new Map<string, string>();
+  let totalRecords = 0;
+  let totalBytes = 0;
+  for (const name of shards) {
+    const path = join(dir, name);
+    const bytes = (await stat(path)).size;
+    let records = 0;
+    const patients: string[] = [];
+    try {
+      for await (const { offset, data } of readTfrecords(path)) {
+        records++;
+        const where = `${path}: byte offset ${offset}`;
+        let summary: PatientSummary;
+        try {
+          summary = summarize(data);
+        } catch (err) {
+          problem(`E_EXAMPLE_INVALID: ${where}: ${(err as Error).message}`);
+          continue;
+        }
+        const before = seen.get(summary.patient_id);
+        if (before !== undefined) problem(`E_DUPLICATE_PATIENT: ${where}: patient ${summary.patient_id} already in ${before}`);
+        seen.set(summary.patient_id, where);
+        patients.push(`  ${summary.patient_id}: tiles ${summary.tiles}, label ${summary.label ?? '-'}, center ${summary.center_id}, images ${summary.images}`);
+      }
+    } catch (err) {
+      const e = err as { code?: string; message: string };
+      problem(`${e.code ?? 'E_TFRECORD_READ'}: ${e.message}`);
+    }
+    totalRecords += records;
+    totalBytes += bytes;
+    io.log(`${name}: records ${records}, bytes ${bytes}`);
+    for (const line of patients) io.log(line);
+  }
+  io.log(`total: ${shards.length} shard(s), ${totalRecords} records, ${totalBytes} bytes, ${problems} problem(s)`);
+  return problems === 0 ? 0 : 1;
+}
+
+/** Decodes one record as a tf.train.Example and checks its features against each other. */
+export function summarize(data: Uint8Array): PatientSummary {
+  const decoded = ExampleType.toObject(ExampleType.decode(data), { longs: Number, arrays: true, defaults: false }) as {
+    features?: { feature?: Record<string, FeatureObject> };
+  };
+  const f = decoded.features?.feature ?? {};
+  const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
+  const list = <K extends keyof FeatureObject>(key: string, kind: K): NonNullable<FeatureObject[K]>['value'] => {
+    const value = f[key]?.[kind]?.value;
+    if (value === undefined) throw new Error(`feature ${key} (${kind}) is missing`);
+    return value as NonNullable<FeatureObject[K]>['value'];
+  };
+  const [patient_id] = list('patient_id', 'bytes_list').map(text);
+  const [center_id] = list('center_id', 'int64_list');
+  const [n] = list('num_tiles', 'int64_list');
+  if (patient_id === undefined || center_id === undefined || n === undefined) throw new Error('patient_id, center_id or num_tiles is empty');
+  const image_ids = list('image_ids', 'bytes_list');
+  const avg = list('avg_embedding', 'float_list');
+  const max = list('max_embedding', 'float_list');
+  const check = (ok: boolean, what: string) => {
+    if (!ok) throw new Error(`patient ${patient_id}: ${what}`);
+  };
+  check(n > 0, `num_tiles is ${n}`);
+  check(avg.length === max.length && avg.length % n === 0, `avg_embedding (${avg.length}) and max_embedding (${max.length}) are not num_tiles (${n}) rows of one width`);
+  for (const key of ['tile_x', 'tile_y', 'tile_image_index']) check(list(key, 'int64_list').length === n, `${key} does not have num_tiles (${n}) values`);
+  check(list('tile_image_index', 'int64_list').every((i) => i >= 0 && i < image_ids.length), 'tile_image_index points outside image_ids');
+  check(list('color_histogram', 'float_list').length === 4096, 'color_histogram does not have 4096 bins');
+  const label = f['label']?.bytes_list?.value.map(text)[0];
+  return { patient_id, tiles: n, label, center_id, images: image_ids.length };
+}

@@ -1,0 +1,342 @@
+/**
+ * The main job around the pipeline declared in graph.ts, as a short sequence of named steps (runJob):
+ * options, inputs (CSV or demo data), models, checkpoints (resume), the graph's run with progress, the run
+ * report and what the user is told. Exit codes: see main.ts.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+import { Graph, prestartWorkers, type RunResult } from '../../engine/index.js';
+import type { PipelineConfig, PipelineHooks, SlideConfig } from '../../graph.js';
+import { HELP, parseRunOptions, type RunOptions } from './options.js';
+import { createProgress } from './progress.js';
+import { sampleTreeRss } from './proc-tree.js';
+import { writeReport, type RunReport } from '../report/report.js';
+import { NOT_PROCESSED, RunRecord } from './run-record.js';
+import { CsvError, readCsv } from '../csv/read.js';
+import { makeDemo } from './make-demo.js';
+import { ensureModels } from './models-build.js';
+import { prepareModel } from '../../models/runtime/model-files.js';
+import { normalizerMode } from '../../models/runtime/lut.js';
+import type { CsvRow } from '../types.js';
+import { patientData } from '../combine-patient-data.js';
+import { findCommitted } from '../../engine/staging.js';
+import { slideTask, slideCheckpointKey } from '../slide-tasks.js';
+
+export interface MainDeps {
+  readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
+  readonly workerModule: string;
+}
+
+/** Version of what a slide checkpoint holds (2: per-slide histogram sums instead of per-tile histograms; 3: embeddings packed per group of tiles). */
+const CHECKPOINT_FORMAT = 3;
+
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * The main job, step by step: read and check the inputs, prepare the models, open the checkpoints, run the
+ * graph, write the run report, tell the user. Each step is a function below.
+ */
+export async function runJob(argv: readonly string[], deps: MainDeps): Promise<number> {
+  const parsed = parseRunOptions(argv);
+  if (parsed === 'help') {
+    console.log(HELP);
+    return 0;
+  }
+  const opts: RunOptions = parsed;
+  const started = new Date();
+  const t0 = performance.now();
+  // Every 500 ms: each sample reads /proc for the whole tree (~1 ms of the parent's CPU); the bench samples finer.
+  const rss = sampleTreeRss(500);
+  const cacheDir = resolve('.cache');
+
+  const inputs = await readInputs(opts, cacheDir);
+  // Fewer slides than workers: with sharing the idle workers join the slides (more processes beat more
+  // onnxruntime threads per process); without, a worker per slide and the spare cores as onnxruntime threads.
+  const workers = opts.shareSlides ? opts.workers : Math.min(opts.workers, inputs.rows.length || 1);
+  // A worker per slide starts now: node's start-up and imports overlap the preparation below. Workers that can
+  // only join start when there is something to join, so they do not slow down the first slide's start.
+  prestartWorkers(Math.min(workers, inputs.rows.length || 1), deps.workerModule);
+
+  const models = await prepareModels(opts, inputs.workDir, cacheDir);
+  const slide = await slideConfig(opts, models, workers, cacheDir);
+  const checkpointDir = await openCheckpoints(opts, inputs.workDir, slide, models.report);
+  const config: PipelineConfig = {
+    rows: inputs.rows,
+    slidesDir: inputs.slidesDir,
+    slide,
+    withLabel: inputs.withLabel,
+    outDir: opts.out,
+    ...(opts.shards !== undefined && { shards: opts.shards }),
+    workers,
+    retries: 1,
+    failFast: opts.failFast,
+    shareSlides: opts.shareSlides,
+    checkpointDir,
+    bagMemoryBytes: opts.bagMemoryMb * 2 ** 20,
+  };
+
+  const record = new RunRecord(inputs.rows, opts.tileSize, createProgress(opts.progress, inputs.rows.length));
+  const outcome = await runGraph(deps, config, opts, inputs.workDir, record);
+  const report = runReport({ opts, inputs, slide, workers, models: models.report, record, outcome, started, elapsedMs: performance.now() - t0, peakRssBytes: rss.stop() });
+  const paths = await writeReport(opts.out, report, record.pictures);
+  await tellUser({ opts, inputs, checkpointDir, record, outcome, report, paths });
+  return report.exit_code;
+}
+
+/** The job's inputs, read and checked before any slide is opened (E_CSV: exit code 2). */
+interface JobInputs {
+  readonly csvFile: string;
+  readonly slidesDir: string;
+  readonly workDir: string;
+  readonly rows: readonly CsvRow[];
+  readonly withLabel: boolean;
+  /** Set when the run is the built-in demo (no --csv). */
+  readonly demo: boolean;
+}
+
+/** The user's CSV and slides, or the built-in demo set (generated once into a cache folder). */
+async function readInputs(opts: RunOptions, cacheDir: string): Promise<JobInputs> {
+  const demo = opts.csv === undefined ? await makeDemo(join(cacheDir, 'demo')) : undefined;
+  const csvFile = opts.csv ?? demo!.csv;
+  const csv = await readCsv(csvFile);
+  if (csv.rows.length === 0) throw new CsvError(csvFile, 1, 'the CSV has a header but no rows: nothing to do');
+  await checkPatients(csv.rows);
+  return {
+    csvFile,
+    slidesDir: opts.slides ?? demo!.slidesDir,
+    workDir: opts.workDir ?? join(opts.out, '.work'),
+    rows: csv.rows,
+    withLabel: csv.header.includes('label'),
+    demo: demo !== undefined,
+  };
+}
+
+interface JobModels {
+  /** ONNX file, or 'none'. */
+  readonly normalizer: string;
+  readonly embedder: string;
+  readonly report: RunReport['models'];
+}
+
+/** Demo ONNX files built once; user weights imported (and checked) into the work folder; each file's sha256. */
+async function prepareModels(opts: RunOptions, workDir: string, cacheDir: string): Promise<JobModels> {
+  const demoModels = await ensureModels(join(cacheDir, 'models'));
+  const normalizer = opts.normalizer === 'none' ? 'none' : await prepareModel(opts.normalizer, 'stainnet', demoModels.stainnet, join(workDir, 'models'));
+  const embedder = await prepareModel(opts.embedder, 'efficientnet', demoModels.efficientnet, join(workDir, 'models'));
+  const report: RunReport['models'] = {};
+  for (const [name, file] of [['normalizer', normalizer], ['embedder', embedder]] as const) {
+    if (file === 'none') continue;
+    const sha256 = await sha256File(file);
+    report[name] = { path: file, sha256, weights: file.startsWith(cacheDir) ? 'demo-untrained' : relative(process.cwd(), file) };
+  }
+  return { normalizer, embedder, report };
+}
+
+/** What every worker process gets: tile parameters, batching, models, threads. */
+async function slideConfig(opts: RunOptions, models: JobModels, workers: number, cacheDir: string): Promise<SlideConfig> {
+  const lutCacheDir = join(cacheDir, 'lut');
+  return {
+    tile: {
+      tileSize: opts.tileSize,
+      downsample: opts.downsample,
+      backgroundThreshold: opts.backgroundThreshold,
+      maxBackground: opts.maxBackground,
+      ...(opts.maxTiles !== undefined && { maxTiles: opts.maxTiles }),
+    },
+    batchSize: opts.batchSize,
+    groupSize: opts.groupSize,
+    batchMaxWaitMs: 50,
+    normalizer: models.normalizer,
+    embedder: models.embedder,
+    lutCacheDir,
+    ...(models.normalizer !== 'none' && { normalizerMode: await normalizerMode(models.normalizer, lutCacheDir, availableParallelism()) }),
+    threads: Math.max(1, Math.floor(availableParallelism() / workers)),
+  };
+}
+
+/** The checkpoint folder: valid only for the same tile parameters and the same model bytes (--no-resume empties it). */
+async function openCheckpoints(opts: RunOptions, workDir: string, slide: SlideConfig, models: RunReport['models']): Promise<string> {
+  const fingerprint = createHash('sha256')
+    .update(JSON.stringify({ format: CHECKPOINT_FORMAT, tile: slide.tile, normalizer: models.normalizer?.sha256 ?? 'none', embedder: models.embedder?.sha256 }))
+    .digest('hex')
+    .slice(0, 16);
+  const checkpointDir = join(workDir, 'checkpoints', fingerprint);
+  if (!opts.resume) await rm(checkpointDir, { recursive: true, force: true });
+  await mkdir(checkpointDir, { recursive: true });
+  return checkpointDir;
+}
+
+/** How the graph's run ended. */
+interface RunOutcome {
+  readonly result: RunResult | undefined;
+  /** The error that stopped the run (a signal, --fail-fast, a fatal stage error). */
+  readonly fatal: unknown;
+  readonly stoppedBy: NodeJS.Signals | undefined;
+  readonly maxInflight: number;
+}
+
+/** Runs the pipeline's graph; SIGINT / SIGTERM abort it (finished slides stay checkpointed). */
+async function runGraph(deps: MainDeps, config: PipelineConfig, opts: RunOptions, workDir: string, record: RunRecord): Promise<RunOutcome> {
+  const controller = new AbortController();
+  let stoppedBy: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    stoppedBy = sig;
+    controller.abort(new Error(`interrupted by ${sig}`));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const g = new Graph({ name: 'wsi-dataset', highWaterMark: 2, tileBudget: opts.tileBudget, signal: controller.signal, tmpDir: await ensureDir(join(workDir, 'tmp')) });
+  g.on('item', (e) => record.onItem(e));
+  let maxInflight = 0;
+  g.on('metrics', (m) => (maxInflight = Math.max(maxInflight, m.tiles.maxInUse)));
+  let result: RunResult | undefined;
+  let fatal: unknown;
+  try {
+    result = await deps.pipeline(g, config, record.hooks).run();
+  } catch (err) {
+    fatal = err;
+  } finally {
+    record.progress.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  return { result, fatal, stoppedBy, maxInflight };
+}
+
+/** The exit code: 130 / 143 after a signal, 1 after a fatal error or a failed slide, else 0. */
+function exitCodeOf(outcome: RunOutcome, record: RunRecord): number {
+  if (outcome.stoppedBy !== undefined) return outcome.stoppedBy === 'SIGTERM' ? 143 : 130;
+  return outcome.fatal !== undefined || record.failed().length > 0 ? 1 : 0;
+}
+
+interface ReportParts {
+  readonly opts: RunOptions;
+  readonly inputs: JobInputs;
+  readonly slide: SlideConfig;
+  readonly workers: number;
+  readonly models: RunReport['models'];
+  readonly record: RunRecord;
+  readonly outcome: RunOutcome;
+  readonly started: Date;
+  readonly elapsedMs: number;
+  readonly peakRssBytes: number;
+}
+
+/** report.json's content. */
+function runReport(p: ReportParts): RunReport {
+  const { opts, inputs, record, outcome } = p;
+  return {
+    started_at: p.started.toISOString(),
+    elapsed_s: p.elapsedMs / 1000,
+    exit_code: exitCodeOf(outcome, record),
+    params: { csv: inputs.csvFile, slides: inputs.slidesDir, out: opts.out, work_dir: inputs.workDir, ...p.slide, workers: p.workers, tile_budget: opts.tileBudget, bag_memory_mb: opts.bagMemoryMb, fail_fast: opts.failFast, resume: opts.resume, share_slides: opts.shareSlides },
+    models: p.models,
+    slides: [...record.slides.values()],
+    patients: { written: record.written?.records ?? 0, dropped: record.dropped },
+    shards: (record.written?.shards ?? []).map((s) => ({ file: s.file, records: s.records, bytes: s.bytes })),
+    stages: (outcome.result?.metrics ?? []).map((m) => ({
+      name: m.name,
+      elements_in: m.elementsIn,
+      elements_out: m.elementsOut,
+      busy_ms: m.busyMs,
+      blocked_ms: m.blockedMs,
+      max_queue_depth: m.maxQueueDepth,
+      throughput_per_s: m.busyMs > 0 ? (m.elementsOut * 1000) / m.busyMs : 0,
+    })),
+    peak_rss_mb: p.peakRssBytes / 2 ** 20,
+    max_tiles_in_flight: Math.max(outcome.maxInflight, outcome.result?.tiles.max ?? 0),
+    tile_budget: opts.tileBudget,
+    tiles_written: record.tilesWritten(),
+  };
+}
+
+interface Ending {
+  readonly opts: RunOptions;
+  readonly inputs: JobInputs;
+  readonly checkpointDir: string;
+  readonly record: RunRecord;
+  readonly outcome: RunOutcome;
+  readonly report: RunReport;
+  readonly paths: { html: string };
+}
+
+/** Failed slides on stderr; then either what was written, or why the run stopped and how to resume it. */
+async function tellUser(e: Ending): Promise<void> {
+  const { record, outcome, report } = e;
+  // When the run stopped early (Ctrl-C, --fail-fast, a fatal error) the slides it never finished are not
+  // failures of their own: count them instead of listing each one.
+  const stoppedEarly = outcome.fatal !== undefined || outcome.stoppedBy !== undefined;
+  const patientOf = new Map(e.inputs.rows.map((r) => [r.image_id, r.patient_id]));
+  const failed = record.failed();
+  for (const s of failed) {
+    if (stoppedEarly && s.error === NOT_PROCESSED) continue;
+    console.error(`slide ${s.image_id} (patient ${patientOf.get(s.image_id)}) failed: ${s.error}`);
+  }
+  if (stoppedEarly) {
+    const checkpointed = await countCheckpointed(e.inputs, e.checkpointDir);
+    console.error(`${checkpointed} of ${record.slides.size} slide(s) finished and checkpointed.`);
+    // --fail-fast: the fatal error is the failed slide's, already listed above.
+    const message = (outcome.fatal as Error | undefined)?.message;
+    if (message !== undefined && !failed.some((s) => s.error === message)) console.error(`error: ${message}`);
+    if (outcome.stoppedBy !== undefined) console.error(`Stopped. ${checkpointed} finished slide(s) are checkpointed in ${e.checkpointDir}; run the same command again to resume.`);
+    return;
+  }
+  const { dropped, written } = record;
+  console.log(`\nWrote ${report.patients.written} patients (${report.tiles_written} tiles) to ${written?.shards.length ?? 0} shard(s) in ${e.opts.out}`);
+  if (dropped.length > 0) console.log(`Dropped ${dropped.length} patient(s) without tiles: ${dropped.map((d) => d.patient_id).join(', ')}`);
+  console.log(`Report: ${e.paths.html} (and report.json); ${report.elapsed_s.toFixed(1)} s, peak RSS ${report.peak_rss_mb.toFixed(0)} MB, max ${report.max_tiles_in_flight} tiles in flight`);
+  if (e.inputs.demo) {
+    console.log('\nThis was the demo (synthetic slides, untrained demo models). On your data:');
+    console.log('  node graph.js --csv train.csv --slides /path/to/slides --out out/train --normalizer StainNet.pth --embedder efficientnet_b0.pth');
+    console.log('  node graph.js --help    for every option; node graph.js inspect out/train    to check the output');
+  }
+}
+
+/**
+ * What a rerun will reuse: counted from the checkpoint folder, since a slide can be committed in the instant
+ * before the stop and before its 'done' event.
+ */
+async function countCheckpointed(inputs: JobInputs, checkpointDir: string): Promise<number> {
+  let checkpointed = 0;
+  for (const row of inputs.rows) {
+    if ((await findCommitted(checkpointDir, slideCheckpointKey(await slideTask(inputs.slidesDir, row)))) !== undefined) checkpointed++;
+  }
+  return checkpointed;
+}
+
+/**
+ * A patient's rows must agree on center and label (and not repeat an image_num). The graph checks this
+ * too (GroupPatientData), but only once workers run; checked here first so a bad CSV is exit code 2
+ * before any slide is opened, with the same message naming the patient, the values and the CSV lines.
+ */
+async function checkPatients(rows: readonly CsvRow[]): Promise<void> {
+  const fn = patientData();
+  const byPatient = new Map<string, CsvRow[]>();
+  for (const r of rows) {
+    const list = byPatient.get(r.patient_id);
+    if (list) list.push(r);
+    else byPatient.set(r.patient_id, [r]);
+  }
+  for (const [key, list] of byPatient) {
+    try {
+      let acc = await fn.createAccumulator({ key, spillDir: '', signal: new AbortController().signal });
+      for (const r of list) acc = await fn.addInput(acc, r);
+      await fn.extractOutput(acc);
+    } catch (err) {
+      const e = new Error(`E_CSV: ${(err as Error).message}`, { cause: err });
+      throw Object.assign(e, { code: 'E_CSV' });
+    }
+  }
+}
+
+async function ensureDir(dir: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  return dir;
+}

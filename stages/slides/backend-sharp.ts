@@ -1,0 +1,122 @@
+/**
+ * The sharp/libvips slide backend: TIFF and BigTIFF (tiled or strip), pyramidal TIFF, JPEG Aperio SVS,
+ * OME-TIFF. Pyramid levels come from our own IFD parse (tiled or not, sizes); pixels are decoded by
+ * libvips. JPEG-tiled levels are read through tiff-region.ts (no re-parse of the file per region).
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import sharp from 'sharp';
+import { SlideError } from './errors.js';
+import { chooseLevel, findLevels, thumbnailSource, type RgbImage, type SlideLevel, type SlideReader } from './reader.js';
+import { parseTiff, TiffFormatError, type TiffIfd } from './tiff-parse.js';
+import { canReadTiles, readTiledRegion } from './tiff-region.js';
+
+// libvips' operation cache would keep decoded slide pixels alive between regions: off.
+sharp.cache(false);
+
+/** Call once in each worker process: one libvips thread per worker (the workers are the parallelism). */
+export function configureSharpForWorker(): void {
+  sharp.concurrency(1);
+}
+
+/** Aperio's JPEG 2000 codes (33003, 33005) and other codecs libtiff in sharp does not decode. */
+const UNSUPPORTED_COMPRESSION = new Set([33003, 33004, 33005, 34712, 34713]);
+
+export async function openSharpSlide(path: string, image_id: string): Promise<SlideReader> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new SlideError(missing ? 'E_SLIDE_MISSING' : 'E_SLIDE_READ', image_id, path, (err as Error).message, { cause: err });
+  }
+  try {
+    let ifds: readonly TiffIfd[];
+    try {
+      ifds = (await parseTiff(fh)).ifds;
+    } catch (err) {
+      const notTiff = err instanceof TiffFormatError && err.message.startsWith('not a TIFF');
+      throw new SlideError(notTiff ? 'E_SLIDE_FORMAT' : 'E_SLIDE_READ', image_id, path, (err as Error).message, { cause: err });
+    }
+    const ifd0 = ifds[0]!;
+    if (UNSUPPORTED_COMPRESSION.has(ifd0.compression)) {
+      throw new SlideError('E_SLIDE_FORMAT', image_id, path, `TIFF compression ${ifd0.compression} (e.g. JPEG 2000) is not decoded by libvips`);
+    }
+    try {
+      await sharp(path, { page: 0, limitInputPixels: false }).metadata();
+    } catch (err) {
+      throw new SlideError('E_SLIDE_FORMAT', image_id, path, `libvips cannot read it: ${(err as Error).message}`, { cause: err });
+    }
+    const pageIdx = findLevels(ifds.map((d) => ({ width: d.width, height: d.height, tiled: d.tileWidth !== undefined })));
+    const levels = pageIdx.map((i): SlideLevel => {
+      const d = ifds[i]!;
+      return { width: d.width, height: d.height, downsample: (ifd0.width / d.width + ifd0.height / d.height) / 2 };
+    });
+    return new SharpSlide(image_id, path, fh, pageIdx.map((i) => ifds[i]!), levels);
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+}
+
+class SharpSlide implements SlideReader {
+  readonly backend = 'sharp' as const;
+  readonly width: number;
+  readonly height: number;
+  private closed = false;
+
+  constructor(
+    readonly image_id: string,
+    readonly path: string,
+    private readonly fh: FileHandle,
+    private readonly pages: readonly TiffIfd[],
+    readonly levels: readonly SlideLevel[],
+  ) {
+    this.width = levels[0]!.width;
+    this.height = levels[0]!.height;
+  }
+
+  async readRegion(level: number, x: number, y: number, width: number, height: number): Promise<Uint8Array> {
+    const ifd = this.pages[level];
+    if (ifd === undefined) throw new RangeError(`slide ${this.image_id}: no level ${level}`);
+    if (x < 0 || y < 0 || width < 1 || height < 1 || x + width > ifd.width || y + height > ifd.height) {
+      throw new RangeError(`slide ${this.image_id}: region ${x},${y} ${width}x${height} outside level ${level} (${ifd.width}x${ifd.height})`);
+    }
+    try {
+      if (canReadTiles(ifd)) return await readTiledRegion(this.fh, ifd, x, y, width, height);
+      return await rgb(sharp(this.path, { page: ifd.index, limitInputPixels: false }).extract({ left: x, top: y, width, height }));
+    } catch (err) {
+      throw new SlideError('E_SLIDE_READ', this.image_id, this.path, `reading level ${level} region ${x},${y} ${width}x${height}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async thumbnail(downsample: number): Promise<{ image: RgbImage; level: number }> {
+    const width = Math.floor(this.width / downsample);
+    const height = Math.floor(this.height / downsample);
+    if (width < 1 || height < 1) throw new SlideError('E_SLIDE_TOO_SMALL', this.image_id, this.path, `smaller than one thumbnail pixel at 1/${downsample}`);
+    const level = chooseLevel(this.levels, downsample);
+    const ifd = this.pages[level]!;
+    try {
+      const src = thumbnailSource(this.width, this.height, this.levels[level]!, width, height, downsample);
+      let img = sharp(this.path, { page: ifd.index, limitInputPixels: false });
+      if (src.width !== ifd.width || src.height !== ifd.height) img = img.extract({ left: 0, top: 0, width: src.width, height: src.height });
+      if (src.width !== width || src.height !== height) img = img.resize(width, height, { fit: 'fill' });
+      const data = await rgb(img);
+      return { image: { width, height, data }, level };
+    } catch (err) {
+      throw new SlideError('E_SLIDE_READ', this.image_id, this.path, `thumbnail from level ${level}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.fh.close();
+  }
+}
+
+/** Whatever the page holds (grey, RGBA...), as 3-channel sRGB uint8. */
+async function rgb(img: sharp.Sharp): Promise<Buffer> {
+  const { data, info } = await img.removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3) throw new Error(`expected 3 channels, got ${info.channels}`);
+  return data;
+}

@@ -1,0 +1,87 @@
+import t from 'tap';
+import { mkdtemp, readFile, readdir, rm, writeFile, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inspect } from '../../stages/cli/inspect.js';
+import { toExample } from '../../stages/to-example.js';
+import { writeTfrecords } from '../../stages/write-tfrecords.js';
+import { frameRecord } from '../../stages/tfrecord/framing.js';
+import { fromArray, patientRecord, stageContext } from '../helpers/examples.js';
+
+async function dataset(t: Tap.Test, shards: number): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'insp-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const records = Array.from({ length: 6 }, (_, i) => patientRecord(`P${i}`, i + 1, i % 2 ? 'MSS' : 'MSI').record);
+  await writeTfrecords({ outDir: dir, shards })(toExample({ withLabel: true })(fromArray(records), stageContext('to-example')), stageContext('write'));
+  return dir;
+}
+
+function capture() {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { io: { log: (l: string) => out.push(l), error: (l: string) => err.push(l) }, out, err };
+}
+
+t.test('good output: exit 0 with per-shard and per-patient lines', async (t) => {
+  const dir = await dataset(t, 2);
+  const c = capture();
+  t.equal(await inspect([dir], c.io), 0);
+  t.same(c.err, []);
+  t.match(c.out.join('\n'), /data-00000-of-00002.tfrecord: records 3, bytes \d+/);
+  t.match(c.out.join('\n'), /data-00001-of-00002.tfrecord: records 3/);
+  t.ok(c.out.includes('  P3: tiles 4, label MSS, center 1, images 1'), c.out.join('\n'));
+  t.match(c.out.at(-1)!, /total: 2 shard\(s\), 6 records, \d+ bytes, 0 problem/);
+  t.equal(await inspect(dir, capture().io), 0, 'a plain directory argument works too');
+});
+
+t.test('a flipped byte: exit 1, naming the file and the byte offset', async (t) => {
+  const dir = await dataset(t, 2);
+  const file = join(dir, 'data-00001-of-00002.tfrecord');
+  const bytes = await readFile(file);
+  const firstLength = Number(bytes.readBigUInt64LE(0));
+  const second = firstLength + 16;
+  bytes[second + 12 + 30]! ^= 1; // inside the data of the second record
+  await writeFile(file, bytes);
+  const c = capture();
+  t.equal(await inspect([dir], c.io), 1);
+  t.match(c.err.join('\n'), `E_TFRECORD_CORRUPT: ${file}: byte offset ${second + 12}: data CRC mismatch`);
+  t.match(c.out.join('\n'), /data-00001-of-00002.tfrecord: records 1/, 'records before the damage are still reported');
+
+  bytes[second + 12 + 30]! ^= 1;
+  bytes[second + 3]! ^= 4; // in the length
+  await writeFile(file, bytes);
+  const d = capture();
+  t.equal(await inspect([dir], d.io), 1);
+  t.match(d.err.join('\n'), `${file}: byte offset ${second}: length CRC mismatch`);
+});
+
+t.test('missing shards, invalid Examples, duplicates, no shards, usage', async (t) => {
+  const dir = await dataset(t, 3);
+  await unlink(join(dir, 'data-00001-of-00003.tfrecord'));
+  const c = capture();
+  t.equal(await inspect([dir], c.io), 1);
+  t.match(c.err.join('\n'), /data-00001-of-00003.tfrecord is missing/);
+
+  // A record with sound CRCs that is not a valid patient Example.
+  const junk = join(dir, 'junk-00000-of-00001.tfrecord');
+  await writeFile(junk, frameRecord(new Uint8Array([0x0a, 0x00])));
+  const d = capture();
+  t.equal(await inspect([dir, '--prefix', 'junk'], d.io), 1);
+  t.match(d.err.join('\n'), `E_EXAMPLE_INVALID: ${junk}: byte offset 0: feature patient_id (bytes_list) is missing`);
+
+  const copy = join(dir, 'copy-00000-of-00001.tfrecord');
+  await writeFile(copy, await readFile(join(dir, 'data-00000-of-00003.tfrecord')));
+  const e = capture();
+  t.equal(await inspect([dir], e.io), 1);
+  t.match(e.err.join('\n'), /E_DUPLICATE_PATIENT: .*patient P0 already in/);
+
+  const empty = await mkdtemp(join(tmpdir(), 'insp-'));
+  t.teardown(() => rm(empty, { recursive: true, force: true }));
+  const f = capture();
+  t.equal(await inspect([empty], f.io), 1);
+  t.match(f.err.join('\n'), /no \*-NNNNN-of-NNNNN.tfrecord shards/);
+  t.equal(await inspect([], capture().io), 2);
+  t.equal(await inspect([dir, '--what'], capture().io), 2);
+  t.equal(await inspect([join(empty, 'nope')], capture().io), 2);
+  t.same((await readdir(empty)), []);
+});

@@ -1,0 +1,75 @@
+import t from 'tap';
+import { parseRunOptions, UsageError, HELP } from '../../stages/cli/options.js';
+
+t.test('defaults are the seed constants', async (t) => {
+  const o = parseRunOptions([]);
+  if (o === 'help') throw new Error('unexpected help');
+  t.equal(o.tileSize, 448);
+  t.equal(o.downsample, 16);
+  t.equal(o.backgroundThreshold, 190);
+  t.equal(o.maxBackground, 0.1);
+  t.equal(o.maxTiles, undefined);
+  t.equal(o.resume, true);
+  t.equal(o.shareSlides, true, "slides are shared by default");
+  t.equal(o.failFast, false);
+  t.equal(o.bagMemoryMb, 256);
+  t.equal(o.batchSize, 1, 'one tile per onnxruntime run');
+  t.equal(o.groupSize, 8, 'eight tiles per stage at a time');
+  t.equal(o.csv, undefined, 'no --csv means the demo run');
+  t.match(o.out, /out\/demo$/);
+});
+
+t.test('flags are parsed', async (t) => {
+  const o = parseRunOptions(['--csv', 'a.csv', '--slides', 's', '--out', 'o', '--tile-size', '224', '--max-tiles', '5',
+    '--no-resume', '--fail-fast', '--normalizer', 'none', '--workers', '3', '--max-background', '0.25', '--no-share']);
+  if (o === 'help') throw new Error('unexpected help');
+  t.equal(o.tileSize, 224);
+  t.equal(o.maxTiles, 5);
+  t.equal(o.resume, false);
+  t.equal(o.failFast, true);
+  t.equal(o.shareSlides, false);
+  t.equal(o.normalizer, 'none');
+  t.equal(o.workers, 3);
+  t.equal(o.maxBackground, 0.25);
+});
+
+t.test('help', async (t) => {
+  t.equal(parseRunOptions(['--help']), 'help');
+  for (const flag of ['--tile-size', '--downsample', '--background-threshold', '--max-background', '--max-tiles', '--workers',
+    '--batch-size', '--group-size', '--normalizer', '--embedder', '--shards', '--work-dir', '--fail-fast', '--resume', '--no-resume', '--no-share']) {
+    t.ok(HELP.includes(flag), `help documents ${flag}`);
+  }
+});
+
+t.test('--group-size is at least --batch-size', async (t) => {
+  const o = parseRunOptions(['--batch-size', '16', '--group-size', '4']);
+  if (o === 'help') throw new Error('unexpected help');
+  t.equal(o.batchSize, 16);
+  t.equal(o.groupSize, 16, 'a group holds at least one model batch');
+  const p = parseRunOptions(['--group-size', '32']);
+  if (p === 'help') throw new Error('unexpected help');
+  t.equal(p.groupSize, 32);
+});
+
+t.test('usage errors', async (t) => {
+  const bad: Array<[string[], RegExp]> = [
+    [['--tile-size', '0'], /--tile-size must be a positive integer/],
+    [['--tile-size', 'abc'], /--tile-size/],
+    [['--bag-memory-mb', '0'], /--bag-memory-mb must be a positive integer/],
+    [['--group-size', '0'], /--group-size must be a positive integer/],
+    [['--csv', 'a.csv'], /--csv and --slides go together/],
+    [['--csv', 'a.csv', '--slides', 's'], /--out is required/],
+    [['--background-threshold', '300'], /--background-threshold/],
+    [['--max-background', '2'], /--max-background/],
+    [['--resume', '--no-resume'], /contradict/],
+    [['--bogus'], /bogus/],
+    [['--progress', 'fancy'], /--progress/],
+    [['--downsample', '32', '--tile-size', '16'], /must not exceed/],
+  ];
+  for (const [argv, re] of bad) {
+    t.throws(() => parseRunOptions(argv), { code: 'E_USAGE', message: re }, argv.join(' '));
+    let caught: unknown;
+    try { parseRunOptions(argv); } catch (err) { caught = err; }
+    t.ok(caught instanceof UsageError, 'is a UsageError');
+  }
+});

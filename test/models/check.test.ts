@@ -1,0 +1,56 @@
+import t from 'tap';
+import ort from 'onnxruntime-node';
+import { buildEfficientNetB0, buildStainNet } from '../../models/build.js';
+import { checkModel, isPixelwiseModel } from '../../models/check.js';
+import { DT, GraphBuilder, type ElemType } from '../../models/onnx-builder.js';
+
+/** A one-node model: `inName` -> Cast -> `outName`, with the given declared types and shapes. */
+function tiny(inName: string, inType: ElemType, inDims: Array<number | string>, outName: string, outType: ElemType, outDims: Array<number | string>): Uint8Array {
+  const g = new GraphBuilder();
+  g.op('Cast', [g.input(inName, inType, inDims)], { to: { i: outType } }, outName);
+  g.output(outName, outType, outDims);
+  return g.toBytes('tiny', {});
+}
+
+t.test('our models pass their own checks', async (t) => {
+  const s = await ort.InferenceSession.create(buildStainNet());
+  t.doesNotThrow(() => checkModel(s, 'stainnet'));
+  const e = await ort.InferenceSession.create(buildEfficientNetB0());
+  t.doesNotThrow(() => checkModel(e, 'efficientnet'));
+  t.throws(() => checkModel(s, 'efficientnet', 'stainnet.onnx'), { code: 'E_MODEL', message: /^stainnet\.onnx: not a usable efficientnet model: output 'avg' is missing/ });
+  t.throws(() => checkModel(e, 'stainnet'), { code: 'E_MODEL', message: /output 'normalized' is missing.*found \{avg: float32 \[N,1280\]; max: float32 \[N,1280\]\}/ });
+  await s.release();
+  await e.release();
+});
+
+t.test('wrong names, dtypes, ranks and dims are E_MODEL saying expected and found', async (t) => {
+  const cases: Array<[Uint8Array, RegExp]> = [
+    [tiny('image', DT.UINT8, ['N', 'H', 'W', 3], 'normalized', DT.FLOAT, ['N', 'H', 'W', 3]), /input 'tiles' is missing.*Expected inputs \{tiles: uint8 \[\?,\?,\?,3\]\}, found \{image: uint8/],
+    [tiny('tiles', DT.FLOAT, ['N', 'H', 'W', 3], 'normalized', DT.FLOAT, ['N', 'H', 'W', 3]), /input 'tiles' has type float32/],
+    [tiny('tiles', DT.UINT8, ['N', 3, 448, 448], 'normalized', DT.FLOAT, ['N', 3, 448, 448]), /input 'tiles' has dim 3 = 448/],
+    [tiny('tiles', DT.UINT8, ['N', 'H', 3], 'normalized', DT.FLOAT, ['N', 'H', 3]), /input 'tiles' has rank 3/],
+    [tiny('tiles', DT.UINT8, ['N', 'H', 'W', 3], 'normalized', DT.INT64, ['N', 'H', 'W', 3]), /output 'normalized' has type int64/],
+  ];
+  for (const [bytes, re] of cases) {
+    const s = await ort.InferenceSession.create(bytes);
+    t.throws(() => checkModel(s, 'stainnet', 'user.onnx'), { code: 'E_MODEL', message: re });
+    await s.release();
+  }
+  const ok = await ort.InferenceSession.create(tiny('tiles', DT.UINT8, ['N', 'H', 'W', 3], 'normalized', DT.UINT8, ['N', 'H', 'W', 3]));
+  t.doesNotThrow(() => checkModel(ok, 'stainnet'), 'a uint8-output normalizer is accepted');
+  await ok.release();
+});
+
+t.test('isPixelwiseModel: ours by metadata, 1x1 convs yes, 3x3 convs and pooling no', async (t) => {
+  t.ok(isPixelwiseModel(buildStainNet()));
+  t.notOk(isPixelwiseModel(buildEfficientNetB0()));
+  const conv = (k: number): Uint8Array => {
+    const g = new GraphBuilder();
+    const x = g.input('tiles', DT.FLOAT, [1, 3, 8, 8]);
+    g.op('Relu', [g.op('Conv', [x, g.float('w', [3, 3, k, k], new Float32Array(9 * k * k))])], {}, 'normalized');
+    g.output('normalized', DT.FLOAT, [1, 3, 8, 8]);
+    return g.toBytes('c', {});
+  };
+  t.ok(isPixelwiseModel(conv(1)), '1x1 conv (kernel from the weight shape)');
+  t.notOk(isPixelwiseModel(conv(3)), '3x3 conv');
+});
