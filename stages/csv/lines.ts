@@ -43,7 +43,7 @@ export class LineScanner extends Transform {
       if (from < chunk.length) {
         this.tail.push(chunk.subarray(from));
         this.tailBytes += chunk.length - from;
-        if (this.tailBytes > MAX_LINE_BYTES) throw new CsvError(this.file, this.newlines.length + 1, `line longer than ${MAX_LINE_BYTES} bytes`);
+        this.checkLength(0);
       }
       this.seen += chunk.length;
       this.kept?.push(chunk);
@@ -62,8 +62,13 @@ export class LineScanner extends Transform {
     }
   }
 
+  private checkLength(more: number): void {
+    if (this.tailBytes + more > MAX_LINE_BYTES) throw new CsvError(this.file, this.newlines.length + 1, `line longer than ${MAX_LINE_BYTES} bytes`);
+  }
+
   /** Checks the current line: the tail from earlier chunks, then `end`; starts a new line. */
   private checkLine(end: Buffer): void {
+    this.checkLength(end.length);
     const line = this.tail.length === 0 ? end : Buffer.concat([...this.tail, end]);
     this.tail = [];
     this.tailBytes = 0;
