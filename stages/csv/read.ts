@@ -18,6 +18,11 @@ export { REQUIRED_COLUMNS } from './rows.js';
 /** `--csv -`: the CSV comes from standard input; errors name it STDIN_NAME. */
 export const STDIN = '-';
 export const STDIN_NAME = '<stdin>';
+/**
+ * Read as process.stdin too: opening /dev/stdin fails (ENXIO) when standard input is a socket, as it is for a
+ * child spawned by node with a 'pipe' stdio.
+ */
+const STDIN_PATHS = new Set([STDIN, '/dev/stdin', '/dev/fd/0', '/proc/self/fd/0']);
 
 /** One CSV record: the line it starts on (1-based), its fields, and its bytes [start, end) in the input. */
 interface CsvRecord {
@@ -71,7 +76,7 @@ export async function readCsv(file: string, opts: { keepData?: boolean; signal?:
 
 /** The CSV's bytes: standard input, or the file opened once (a FIFO's open waits for its writer). */
 async function openInput(file: string, name: string): Promise<{ input: Readable; close(): Promise<void> }> {
-  if (file === STDIN) return { input: process.stdin, close: async () => {} };
+  if (STDIN_PATHS.has(file)) return { input: process.stdin, close: async () => {} };
   const fh = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
     throw new CsvError(name, 0, err.code === 'ENOENT' ? 'file not found' : `cannot open: ${err.message}`, { cause: err });
   });
@@ -111,7 +116,7 @@ async function* records(file: string, name: string, chunks: Buffer[] | undefined
     throw new CsvError(name, lineAt(start), `${what}: ${(err as Error).message}`, { cause: err });
   } finally {
     parser.destroy();
-    if (file !== STDIN) input.destroy();
+    if (input !== process.stdin) input.destroy();
     await close();
   }
 }
