@@ -13,6 +13,7 @@
  */
 import { Channel, Graph, type Node, type StageContext } from './engine/index.js';
 import type { CsvRow, SlideHistogram, SlideResult, SlideSummary, SlideTask, TileEmbeddings, TileParams } from './stages/types.js';
+import { parseCsv } from './stages/parse-csv.js';
 import { produceTiles } from './stages/produce-tiles.js';
 import { normalizeTiles } from './stages/normalize-tiles.js';
 import { embedTiles } from './stages/embed-tiles.js';
@@ -105,7 +106,7 @@ export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageConte
 /** The whole job as one graph: returns the graph, ready to run. */
 export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Graph {
   // Tabular data: CSV rows keyed by patient, combined per patient (center and label must agree).
-  const rows = g.source('ParseCSV', () => fromArray(c.rows));
+  const rows = g.source('ParseCSV', parseCsv(c.rows)); // the rows the job read and checked (the CSV is read once)
   const patients = rows.combinePerKey('GroupPatientData', keyRows, patientData());
 
   // Slides: largest first (the job ends on small ones), fanned out to worker processes, one slide per worker at a
@@ -160,10 +161,6 @@ async function* closing<T>(source: AsyncIterable<T>, channel: Channel<unknown>):
   } finally {
     channel.close();
   }
-}
-
-async function* fromArray<T>(values: readonly T[]): AsyncIterable<T> {
-  yield* values;
 }
 
 /**

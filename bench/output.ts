@@ -40,7 +40,7 @@ async function records(spillDir: string, spillThresholdBytes: number): Promise<P
     }
     out.push({
       patient_id,
-      patient: { patient_id, center_id: 1, label: 'MSS', image_ids: ['img'], lines: [p + 2] },
+      patient: { patient_id, center_id: '1', label: 'MSS', image_ids: ['img'], lines: [p + 2] },
       bag: await fn.extractOutput(acc),
       histogram: { patient_id, tiles: TILES, histogram: new Float32Array(4096).fill(1 / 4096) },
     });

@@ -62,10 +62,12 @@ function checkAgree(first: CsvRow, row: CsvRow): void {
 
 function conflict(a: CsvRow, b: CsvRow, field: string, va: unknown, vb: unknown): never {
   const where = (r: CsvRow) => `${r.file} line ${r.line}`;
+  // Numbers as written (center_id is a decimal string), text quoted.
+  const show = (v: unknown) => (field === 'center_id' ? String(v) : JSON.stringify(v ?? null));
   throw new EngineError(
     'E_PATIENT_CONFLICT',
     STAGE,
     a.patient_id,
-    `patient ${a.patient_id} has conflicting ${field}: ${JSON.stringify(va ?? null)} (${where(a)}, image ${a.image_id}) vs ${JSON.stringify(vb ?? null)} (${where(b)}, image ${b.image_id})`,
+    `patient ${a.patient_id} has conflicting ${field}: ${show(va)} (${where(a)}, image ${a.image_id}) vs ${show(vb)} (${where(b)}, image ${b.image_id})`,
   );
 }

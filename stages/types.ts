@@ -8,7 +8,8 @@ export interface CsvRow {
   readonly file: string;
   readonly line: number;
   readonly image_id: string;
-  readonly center_id: number;
+  /** An int64, exactly: its canonical decimal string (no leading zeros; a Number would lose digits past 2^53). */
+  readonly center_id: string;
   readonly patient_id: string;
   readonly image_num: number;
   /** Absent when the CSV has no label column (inference). */
@@ -131,7 +132,8 @@ export type SlideResult = TileEmbeddings | SlideHistogram | SlideSummary;
 /** A patient's tabular data, combined over its CSV rows. */
 export interface PatientData {
   readonly patient_id: string;
-  readonly center_id: number;
+  /** An int64 as its canonical decimal string (see CsvRow). */
+  readonly center_id: string;
   readonly label?: string;
   /** The patient's image_ids in image_num order. */
   readonly image_ids: readonly string[];

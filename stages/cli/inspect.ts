@@ -17,14 +17,16 @@ export interface InspectIo {
 interface FeatureObject {
   bytes_list?: { value: Uint8Array[] };
   float_list?: { value: number[] };
-  int64_list?: { value: number[] };
+  /** Decimal strings (decoded with `longs: String`, so a center_id past 2^53 shows exactly). */
+  int64_list?: { value: string[] };
 }
 
 export interface PatientSummary {
   readonly patient_id: string;
   readonly tiles: number;
   readonly label: string | undefined;
-  readonly center_id: number;
+  /** The int64 exactly, as a decimal string. */
+  readonly center_id: string;
   readonly images: number;
 }
 
@@ -122,7 +124,7 @@ export async function inspect(argv: readonly string[] | string, io: InspectIo = 
 
 /** Decodes one record as a tf.train.Example and checks its features against each other. */
 export function summarize(data: Uint8Array): PatientSummary {
-  const decoded = ExampleType.toObject(ExampleType.decode(data), { longs: Number, arrays: true, defaults: false }) as {
+  const decoded = ExampleType.toObject(ExampleType.decode(data), { longs: String, arrays: true, defaults: false }) as {
     features?: { feature?: Record<string, FeatureObject> };
   };
   const f = decoded.features?.feature ?? {};
@@ -134,7 +136,7 @@ export function summarize(data: Uint8Array): PatientSummary {
   };
   const [patient_id] = list('patient_id', 'bytes_list').map(text);
   const [center_id] = list('center_id', 'int64_list');
-  const [n] = list('num_tiles', 'int64_list');
+  const [n] = list('num_tiles', 'int64_list').map(Number);
   if (patient_id === undefined || center_id === undefined || n === undefined) throw new Error('patient_id, center_id or num_tiles is empty');
   const image_ids = list('image_ids', 'bytes_list');
   const avg = list('avg_embedding', 'float_list');
@@ -145,7 +147,7 @@ export function summarize(data: Uint8Array): PatientSummary {
   check(n > 0, `num_tiles is ${n}`);
   check(avg.length === max.length && avg.length % n === 0, `avg_embedding (${avg.length}) and max_embedding (${max.length}) are not num_tiles (${n}) rows of one width`);
   for (const key of ['tile_x', 'tile_y', 'tile_image_index']) check(list(key, 'int64_list').length === n, `${key} does not have num_tiles (${n}) values`);
-  check(list('tile_image_index', 'int64_list').every((i) => i >= 0 && i < image_ids.length), 'tile_image_index points outside image_ids');
+  check(list('tile_image_index', 'int64_list').every((i) => Number(i) >= 0 && Number(i) < image_ids.length), 'tile_image_index points outside image_ids');
   check(list('color_histogram', 'float_list').length === 4096, 'color_histogram does not have 4096 bins');
   const label = f['label']?.bytes_list?.value.map(text)[0];
   return { patient_id, tiles: n, label, center_id, images: image_ids.length };

@@ -16,12 +16,12 @@ import { sampleTreeRss } from './proc-tree.js';
 import { writeReport, type RunReport } from '../report/report.js';
 import { NOT_PROCESSED, RunRecord } from './run-record.js';
 import { CsvError, readCsv } from '../csv/read.js';
+import { checkPatients } from '../csv/patients.js';
 import { makeDemo } from './make-demo.js';
 import { ensureModels } from './models-build.js';
 import { prepareModel } from '../../models/runtime/model-files.js';
 import { normalizerMode } from '../../models/runtime/lut.js';
 import type { CsvRow } from '../types.js';
-import { patientData } from '../combine-patient-data.js';
 import { findCommitted } from '../../engine/staging.js';
 import { slideTask, slideCheckpointKey } from '../slide-tasks.js';
 
@@ -101,19 +101,19 @@ interface JobInputs {
   readonly demo: boolean;
 }
 
-/** The user's CSV and slides, or the built-in demo set (generated once into a cache folder). */
+/** The user's CSV (read once: a FIFO or `-` for standard input works) and slides, or the built-in demo set (generated once into a cache folder). */
 async function readInputs(opts: RunOptions, cacheDir: string): Promise<JobInputs> {
   const demo = opts.csv === undefined ? await makeDemo(join(cacheDir, 'demo')) : undefined;
   const csvFile = opts.csv ?? demo!.csv;
   const csv = await readCsv(csvFile);
-  if (csv.rows.length === 0) throw new CsvError(csvFile, 1, 'the CSV has a header but no rows: nothing to do');
+  if (csv.rows.length === 0) throw new CsvError(csv.file, 1, 'the CSV has a header but no rows: nothing to do');
   await checkPatients(csv.rows);
   return {
     csvFile,
     slidesDir: opts.slides ?? demo!.slidesDir,
     workDir: opts.workDir ?? join(opts.out, '.work'),
     rows: csv.rows,
-    withLabel: csv.header.includes('label'),
+    withLabel: csv.withLabel,
     demo: demo !== undefined,
   };
 }
@@ -309,31 +309,6 @@ async function countCheckpointed(inputs: JobInputs, checkpointDir: string): Prom
     if ((await findCommitted(checkpointDir, slideCheckpointKey(await slideTask(inputs.slidesDir, row)))) !== undefined) checkpointed++;
   }
   return checkpointed;
-}
-
-/**
- * A patient's rows must agree on center and label (and not repeat an image_num). The graph checks this
- * too (GroupPatientData), but only once workers run; checked here first so a bad CSV is exit code 2
- * before any slide is opened, with the same message naming the patient, the values and the CSV lines.
- */
-async function checkPatients(rows: readonly CsvRow[]): Promise<void> {
-  const fn = patientData();
-  const byPatient = new Map<string, CsvRow[]>();
-  for (const r of rows) {
-    const list = byPatient.get(r.patient_id);
-    if (list) list.push(r);
-    else byPatient.set(r.patient_id, [r]);
-  }
-  for (const [key, list] of byPatient) {
-    try {
-      let acc = await fn.createAccumulator({ key, spillDir: '', signal: new AbortController().signal });
-      for (const r of list) acc = await fn.addInput(acc, r);
-      await fn.extractOutput(acc);
-    } catch (err) {
-      const e = new Error(`E_CSV: ${(err as Error).message}`, { cause: err });
-      throw Object.assign(e, { code: 'E_CSV' });
-    }
-  }
 }
 
 async function ensureDir(dir: string): Promise<string> {

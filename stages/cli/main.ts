@@ -23,7 +23,7 @@ export async function main(argv: readonly string[], deps: MainDeps): Promise<num
   try {
     // The sub-commands; prestart.ts's SUBCOMMANDS lists the same names (graph.js forks no worker for them).
     if (command === 'split') {
-      await split(rest, { log: (l) => console.log(l) });
+      await split(rest, { log: (l) => console.log(l), warn: (l) => console.error(l) });
       return 0;
     }
     if (command === 'inspect') return await inspect(rest);

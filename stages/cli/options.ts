@@ -49,7 +49,8 @@ export const HELP = `Usage:
   node graph.js models build --out DIR [--stainnet FILE.pth] [--efficientnet FILE.pth|FILE.safetensors]
 
 Main job options (defaults are the seed's constants):
-  --csv FILE                 image_id,center_id,patient_id,image_num[,label] (no label column: inference)
+  --csv FILE                 image_id,center_id,patient_id,image_num[,label] (no label column: inference);
+                             UTF-8, read once (a FIFO works); - reads it from standard input
   --slides DIR               folder holding <image_id>.<ext> (svs, tif, tiff, ndpi, mrxs, scn, ...)
   --out DIR                  output folder: TFRecord shards, report.json, report.html
   --tile-size N              tile side at level 0, pixels (448)
@@ -152,7 +153,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
   // EfficientNet one model batch at a time: 5-9% less CPU per tile than one tile at a time (bench/RESULTS.md, 26).
   const groupSize = Math.max(batchSize, positiveInt('group-size', v['group-size'], 8));
   return {
-    ...(v.csv !== undefined && { csv: resolve(v.csv) }),
+    ...(v.csv !== undefined && { csv: v.csv === '-' ? '-' : resolve(v.csv) }),
     ...(v.slides !== undefined && { slides: resolve(v.slides) }),
     out: resolve(v.out ?? 'out/demo'),
     ...(v['work-dir'] !== undefined && { workDir: resolve(v['work-dir']) }),

@@ -10,10 +10,11 @@
  *
  * The split itself is the pure function `assignSplits` over parsed rows; `readSplitCsv` is the CSV layer.
  */
-import { readFile, rename, rm, writeFile, mkdir } from 'node:fs/promises';
+import { rename, rm, writeFile, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { parse } from 'csv-parse/sync';
 import { mulberry32 } from '../../models/prng.js';
+import { readCsv } from '../csv/read.js';
+import { checkPatients } from '../csv/patients.js';
 
 export const SPLIT_NAMES = ['train', 'validation', 'evaluation'] as const;
 export type SplitName = (typeof SPLIT_NAMES)[number];
@@ -114,51 +115,25 @@ function hash32(s: string): number {
   return h >>> 0;
 }
 
-/** Parses the CSV keeping each line's original bytes. Needs patient_id and center_id columns. */
-export function readSplitCsv(file: string, data: Buffer): SplitCsv {
-  let records: Array<{ record: string[]; info: { bytes: number } }>;
-  try {
-    records = parse(data, { bom: true, info: true, skip_empty_lines: true }) as unknown as typeof records;
-  } catch (err) {
-    const e = err as { lines?: number; message: string };
-    throw new SplitError('E_CSV', `${file}${e.lines === undefined ? '' : ` line ${e.lines}`}: ${e.message}`);
-  }
-  const first = records[0];
-  if (first === undefined) throw new SplitError('E_CSV', `${file} line 1: empty file, expected a header line`);
-  const columns = first.record.map((c) => c.trim());
-  const pi = columns.indexOf('patient_id');
-  const ci = columns.indexOf('center_id');
-  if (pi < 0 || ci < 0) throw new SplitError('E_CSV', `${file} line 1: header must name patient_id and center_id columns, got ${columns.join(',')}`);
-
-  const slice = (start: number, end: number) => {
+/**
+ * Reads the CSV once (a file, a FIFO or `-` for standard input) and checks it as the main job does (rows.ts,
+ * patients.ts): E_CSV naming the file, line and column. Keeps each row's original bytes.
+ */
+export async function readSplitCsv(file: string): Promise<SplitCsv> {
+  const table = await readCsv(file, { keepData: true });
+  await checkPatients(table.rows);
+  const data = table.data!;
+  const slice = ([start, end]: readonly [number, number]) => {
     // Skip empty lines before the record, then drop its line ending.
     while (start < end && (data[start] === 0x0a || data[start] === 0x0d)) start++;
     if (data[end - 1] === 0x0a) end--;
     if (data[end - 1] === 0x0d) end--;
-    return { start, bytes: data.subarray(start, end) };
+    return data.subarray(start, end);
   };
-  const headerEnd = first.info.bytes;
-  const header = slice(0, headerEnd).bytes;
+  const headerEnd = table.headerSpan![1];
   const eol = data[headerEnd - 2] === 0x0d && data[headerEnd - 1] === 0x0a ? '\r\n' : '\n';
-  let newlines = 0;
-  let counted = 0;
-  const lineAt = (offset: number) => {
-    for (; counted < offset; counted++) if (data[counted] === 0x0a) newlines++;
-    return newlines + 1;
-  };
-  const rows: SplitRow[] = [];
-  let start = headerEnd;
-  for (const { record, info } of records.slice(1)) {
-    const { start: at, bytes } = slice(start, info.bytes);
-    const line = lineAt(at);
-    start = info.bytes;
-    const patient_id = record[pi]!.trim();
-    const center_id = record[ci]!.trim();
-    if (patient_id === '') throw new SplitError('E_CSV', `${file} line ${line}: empty patient_id`);
-    if (center_id === '') throw new SplitError('E_CSV', `${file} line ${line}: empty center_id`);
-    rows.push({ line, patient_id, center_id, bytes });
-  }
-  return { file, header, eol, rows };
+  const rows = table.rows.map((row, i): SplitRow => ({ line: row.line, patient_id: row.patient_id, center_id: row.center_id, bytes: slice(table.rowSpans![i]!) }));
+  return { file: table.file, header: slice(table.headerSpan!), eol, rows };
 }
 
 /** Parses `--fractions a,b,c`: three non-negative numbers summing to 1. */
@@ -181,8 +156,14 @@ export interface SplitSummary {
 
 const USAGE = 'usage: split --csv FILE --out DIR [--fractions 0.8,0.1,0.1] [--seed N]';
 
-/** The `split` sub-command. Throws SplitError (E_USAGE, E_CSV) naming the file and line. */
-export async function split(argv: readonly string[], io: { log(line: string): void } = { log: () => {} }): Promise<SplitSummary> {
+/** Where `split` reports: the summary lines (stdout) and warnings such as an empty split (stderr). */
+export interface SplitIo {
+  log(line: string): void;
+  warn?(line: string): void;
+}
+
+/** The `split` sub-command. Throws SplitError (E_USAGE) or CsvError (E_CSV) naming the file and line. */
+export async function split(argv: readonly string[], io: SplitIo = { log: () => {} }): Promise<SplitSummary> {
   const args = new Map<string, string>();
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i]!;
@@ -200,14 +181,8 @@ export async function split(argv: readonly string[], io: { log(line: string): vo
 
   const files = Object.fromEntries(SPLIT_NAMES.map((n) => [n, join(outDir, `${n}.csv`)])) as Record<SplitName, string>;
   if (Object.values(files).some((f) => resolve(f) === resolve(csvPath))) throw new SplitError('E_USAGE', `--out ${outDir} would overwrite the input ${csvPath}`);
-  let data: Buffer;
-  try {
-    data = await readFile(csvPath);
-  } catch (err) {
-    throw new SplitError('E_CSV', `${csvPath}: cannot read: ${(err as Error).message}`);
-  }
-  const csv = readSplitCsv(csvPath, data);
-  const { split: assigned, centers } = assignSplits(csv.rows, { fractions, seed }, csvPath);
+  const csv = await readSplitCsv(csvPath);
+  const { split: assigned, centers } = assignSplits(csv.rows, { fractions, seed }, csv.file);
 
   const eol = Buffer.from(csv.eol);
   const rows: [number, number, number] = [0, 0, 0];
@@ -233,5 +208,11 @@ export async function split(argv: readonly string[], io: { log(line: string): vo
   }
   const summary: SplitSummary = { files, rows, patients: [patients[0].size, patients[1].size, patients[2].size], centers };
   for (const [i, name] of SPLIT_NAMES.entries()) io.log(`${name}: ${summary.patients[i]} patients, ${rows[i]} rows -> ${files[name]}`);
+  const total = summary.patients.reduce((a, b) => a + b, 0);
+  for (const [i, name] of SPLIT_NAMES.entries()) {
+    if (summary.patients[i] > 0) continue;
+    const why = fractions[i] === 0 ? `its fraction is 0` : `${total} patient(s) are too few for a fraction of ${fractions[i]}`;
+    io.warn?.(`warning: the ${name} split is empty (${why}): ${files[name]} holds only the header`);
+  }
   return summary;
 }

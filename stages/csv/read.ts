@@ -1,128 +1,122 @@
 /**
- * The slide-list CSV: header-driven (`image_id, center_id, patient_id, image_num`, optional `label`;
- * other columns ignored but kept in `raw`), streamed with csv-parse (BOM, CRLF, quoted fields).
+ * The slide-list CSV, read once: header-driven (`image_id, center_id, patient_id, image_num`, optional `label`;
+ * other columns ignored but kept in `raw`), streamed with csv-parse (BOM, CRLF, quoted fields), from a file, a
+ * FIFO or standard input (`-`). Bytes are checked by lines.ts (UTF-8), rows by rows.ts; every error is an E_CSV
+ * naming the file and line (and the column, where one is at fault).
  */
 import { open } from 'node:fs/promises';
-import { Transform } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { parse } from 'csv-parse';
 import type { CsvRow } from '../types.js';
+import { CsvError } from './error.js';
+import { LineScanner } from './lines.js';
+import { RowChecker } from './rows.js';
 
-export const REQUIRED_COLUMNS = ['image_id', 'center_id', 'patient_id', 'image_num'] as const;
+export { CsvError } from './error.js';
+export { REQUIRED_COLUMNS } from './rows.js';
 
-export class CsvError extends Error {
-  readonly code = 'E_CSV';
-  constructor(
-    readonly file: string,
-    readonly line: number,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(`E_CSV: ${file}:${line}: ${message}`, options);
-    this.name = 'CsvError';
-  }
+/** `--csv -`: the CSV comes from standard input; errors name it STDIN_NAME. */
+export const STDIN = '-';
+export const STDIN_NAME = '<stdin>';
+/**
+ * Read as process.stdin too: opening /dev/stdin fails (ENXIO) when standard input is a socket, as it is for a
+ * child spawned by node with a 'pipe' stdio.
+ */
+const STDIN_PATHS = new Set([STDIN, '/dev/stdin', '/dev/fd/0', '/proc/self/fd/0']);
+
+/** One CSV record: the line it starts on (1-based), its fields, and its bytes [start, end) in the input. */
+interface CsvRecord {
+  readonly line: number;
+  readonly fields: string[];
+  readonly start: number;
+  readonly end: number;
+}
+
+/** A CSV read and checked. */
+export interface CsvTable {
+  /** The file as errors and rows name it (STDIN_NAME for standard input). */
+  readonly file: string;
+  /** The header's fields as written. */
+  readonly header: string[];
+  readonly withLabel: boolean;
+  readonly rows: CsvRow[];
+  /** Only with `keepData`: every byte read, and where the header and each row are in it ([start, end), row order). */
+  readonly data?: Buffer;
+  readonly headerSpan?: readonly [number, number];
+  readonly rowSpans?: ReadonlyArray<readonly [number, number]>;
 }
 
 /**
- * Streams [line, fields] records; line is where the record starts (1-based). csv-parse's own line
- * counter miscounts quoted multi-line fields, so lines are found from byte offsets: a pass-through
- * transform records where each '\n' is, and a record starts where the previous one ended.
+ * Reads and checks the whole CSV in one pass over its bytes (so a FIFO or standard input works); the job
+ * calls this before opening any slide. `keepData` also keeps the bytes (the split command writes rows back
+ * byte for byte). Throws CsvError.
  */
-async function* records(file: string, signal?: AbortSignal): AsyncGenerator<readonly [number, string[]]> {
+export async function readCsv(file: string, opts: { keepData?: boolean; signal?: AbortSignal } = {}): Promise<CsvTable> {
+  const name = file === STDIN ? STDIN_NAME : file;
+  const chunks: Buffer[] | undefined = opts.keepData ? [] : undefined;
+  let checker: RowChecker | undefined;
+  let header: string[] = [];
+  let headerSpan: readonly [number, number] = [0, 0];
+  const rows: CsvRow[] = [];
+  const rowSpans: Array<readonly [number, number]> = [];
+  for await (const rec of records(file, name, chunks, opts.signal)) {
+    if (checker === undefined) {
+      checker = new RowChecker(name, rec.fields);
+      header = rec.fields;
+      headerSpan = [rec.start, rec.end];
+      continue;
+    }
+    rows.push(checker.row(rec.line, rec.fields));
+    rowSpans.push([rec.start, rec.end]);
+  }
+  if (checker === undefined) throw new CsvError(name, 1, 'empty file (no header)');
+  const table = { file: name, header, withLabel: checker.withLabel, rows };
+  return chunks === undefined ? table : { ...table, data: Buffer.concat(chunks), headerSpan, rowSpans };
+}
+
+/** The CSV's bytes: standard input, or the file opened once (a FIFO's open waits for its writer). */
+async function openInput(file: string, name: string): Promise<{ input: Readable; close(): Promise<void> }> {
+  if (STDIN_PATHS.has(file)) return { input: process.stdin, close: async () => {} };
   const fh = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
-    throw new CsvError(file, 0, err.code === 'ENOENT' ? 'file not found' : `cannot open: ${err.message}`, { cause: err });
+    throw new CsvError(name, 0, err.code === 'ENOENT' ? 'file not found' : `cannot open: ${err.message}`, { cause: err });
   });
-  const newlines: number[] = [];
-  let seen = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) newlines.push(seen + i);
-      seen += chunk.length;
-      done(null, chunk);
-    },
-  });
-  const input = fh.createReadStream();
+  return { input: fh.createReadStream({ autoClose: false }), close: () => fh.close() };
+}
+
+/**
+ * Streams the records, blank lines skipped. Lines are counted from byte offsets (LineScanner): a record
+ * starts where the previous one ended. `chunks`, when given, receives every byte read.
+ */
+async function* records(file: string, name: string, chunks: Buffer[] | undefined, signal?: AbortSignal): AsyncGenerator<CsvRecord> {
+  const { input, close } = await openInput(file, name);
+  const scanner = new LineScanner(name, chunks);
   const parser = parse({ bom: true, relax_column_count: true, info: true });
-  input.on('error', (err) => parser.destroy(err));
-  input.pipe(counter).pipe(parser);
+  // On any error every stream is destroyed, the parser with the error: the loop below throws it.
+  pipeline(input, scanner, parser, () => {});
   let start = 0; // byte offset where the next record starts
   let nl = 0; // newlines before `start`
+  const lineAt = (offset: number): number => {
+    while (nl < scanner.newlines.length && scanner.newlines[nl]! < offset) nl++;
+    return nl + 1;
+  };
   try {
     for await (const rec of parser as AsyncIterable<{ record: string[]; info: { bytes: number } }>) {
       signal?.throwIfAborted();
-      while (nl < newlines.length && newlines[nl]! < start) nl++;
-      const line = nl + 1;
-      start = rec.info.bytes;
+      const line = lineAt(start);
+      const end = rec.info.bytes;
+      const record = { line, fields: rec.record, start, end };
+      start = end;
       if (rec.record.length === 1 && rec.record[0] === '') continue; // blank line
-      yield [line, rec.record];
+      yield record;
     }
   } catch (err) {
     if (err instanceof CsvError || (err as Error).name === 'AbortError') throw err;
-    while (nl < newlines.length && newlines[nl]! < start) nl++;
-    throw new CsvError(file, nl + 1, `cannot parse: ${(err as Error).message}`, { cause: err });
+    const code = (err as { code?: string }).code ?? '';
+    const what = code.startsWith('CSV_') ? 'cannot parse' : 'cannot read';
+    throw new CsvError(name, lineAt(start), `${what}: ${(err as Error).message}`, { cause: err });
   } finally {
     parser.destroy();
-    input.destroy();
-    await fh.close();
+    if (input !== process.stdin) input.destroy();
+    await close();
   }
-}
-
-/** Column positions from the header; throws naming a missing required column. */
-function columns(file: string, header: readonly string[]): { idx: Record<(typeof REQUIRED_COLUMNS)[number], number>; label: number } {
-  const names = header.map((h) => h.trim());
-  const idx = {} as Record<(typeof REQUIRED_COLUMNS)[number], number>;
-  for (const c of REQUIRED_COLUMNS) {
-    const i = names.indexOf(c);
-    if (i < 0) throw new CsvError(file, 1, `missing required column "${c}" (header: ${names.join(',')})`);
-    idx[c] = i;
-  }
-  return { idx, label: names.indexOf('label') };
-}
-
-const INTEGER = /^-?\d+$/;
-
-/** Streams validated rows. Errors (code E_CSV) name the file and line. */
-export async function* csvRows(file: string, signal?: AbortSignal): AsyncGenerator<CsvRow> {
-  let cols: ReturnType<typeof columns> | undefined;
-  let width = 0;
-  const seen = new Map<string, number>();
-  for await (const [line, fields] of records(file, signal)) {
-    if (cols === undefined) {
-      cols = columns(file, fields);
-      width = fields.length;
-      continue;
-    }
-    if (fields.length !== width) throw new CsvError(file, line, `${fields.length} fields, the header has ${width}`);
-    const get = (i: number): string => (fields[i] ?? '').trim();
-    const image_id = get(cols.idx.image_id);
-    const patient_id = get(cols.idx.patient_id);
-    if (image_id === '') throw new CsvError(file, line, 'empty image_id');
-    if (patient_id === '') throw new CsvError(file, line, `empty patient_id (image_id ${image_id})`);
-    if (/[/\\\0]/.test(image_id) || image_id.startsWith('..') || image_id === '.') {
-      throw new CsvError(file, line, `image_id ${JSON.stringify(image_id)} is not a plain file name`);
-    }
-    const center = get(cols.idx.center_id);
-    const num = get(cols.idx.image_num);
-    if (!INTEGER.test(center)) throw new CsvError(file, line, `center_id ${JSON.stringify(center)} is not an integer (image_id ${image_id})`);
-    if (!INTEGER.test(num)) throw new CsvError(file, line, `image_num ${JSON.stringify(num)} is not an integer (image_id ${image_id})`);
-    const prev = seen.get(image_id);
-    if (prev !== undefined) throw new CsvError(file, line, `duplicate image_id ${image_id} (first on line ${prev})`);
-    seen.set(image_id, line);
-    const label = cols.label >= 0 ? get(cols.label) : '';
-    const row: CsvRow = { file, line, image_id, center_id: Number(center), patient_id, image_num: Number(num), raw: fields, ...(label === '' ? {} : { label }) };
-    yield row;
-  }
-  if (cols === undefined) throw new CsvError(file, 1, 'empty file (no header)');
-}
-
-/** The header fields as written (for the split command). */
-export async function readCsvHeader(file: string): Promise<string[]> {
-  for await (const [, fields] of records(file)) return fields;
-  throw new CsvError(file, 1, 'empty file (no header)');
-}
-
-/** Reads and validates the whole file (the app calls this before opening any slide). */
-export async function readCsv(file: string): Promise<{ header: string[]; rows: CsvRow[] }> {
-  const rows: CsvRow[] = [];
-  for await (const row of csvRows(file)) rows.push(row);
-  return { header: await readCsvHeader(file), rows };
 }

@@ -18,6 +18,7 @@
 import { endianness } from 'node:os';
 import { EngineError } from '../../engine/types.js';
 import type { EmbeddingBag, MeanHistogram, PatientData } from '../types.js';
+import protobuf from 'protobufjs';
 import { FeaturesType } from './example-proto.js';
 
 /** A kept patient after the join: its tabular data, its bag of embeddings and its mean histogram. */
@@ -44,12 +45,14 @@ export interface EncodedExample {
 type FeatureValue =
   | { bytes_list: { value: Uint8Array[] } }
   | { float_list: { value: number[] } }
-  | { int64_list: { value: number[] } };
+  | { int64_list: { value: Array<number | string> } };
 
 /** A part of the Features message: fixed bytes, or a packed float feature streamed from the bag. */
 type Part = { bytes: Uint8Array } | { header: Uint8Array; which: 'avg' | 'max'; floats: number };
 
 const utf8 = new TextEncoder();
+// center_id is an int64 given as a decimal string: without Long, protobufjs would parse it with parseInt (inexact).
+if (!protobuf.util.Long) throw new Error('protobufjs found no Long implementation: int64 values cannot be encoded exactly');
 const LITTLE_ENDIAN = endianness() === 'LE';
 
 /** Encodes `record` as a streamed tf.train.Example. The EncodedExample takes ownership of the bag. */
@@ -78,6 +81,7 @@ export function encodeExample(record: PatientRecord, opts: { withLabel: boolean 
   }
 
   const small: Record<string, FeatureValue> = {
+    // A decimal string: protobufjs encodes it exactly as an int64 (through Long), past 2^53 too.
     center_id: { int64_list: { value: [patient.center_id] } },
     color_histogram: { float_list: { value: Array.from(histogram.histogram) } },
     image_ids: { bytes_list: { value: patient.image_ids.map((id) => utf8.encode(id)) } },

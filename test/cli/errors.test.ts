@@ -49,6 +49,48 @@ if (unavailable) {
     await refused(t, 'center-conflict', ['--csv', conflict, '--slides', slidesDir], new RegExp(`patient pa has conflicting center_id: 0 \\(${conflict} line 2, image a0\\) vs 1 \\(${conflict} line 3`));
   });
 
+  t.test('CSV content errors are found before any slide: UTF-8, labels, int64 centers, a repeated header', async (t) => {
+    const H = 'image_id,center_id,patient_id,image_num,label';
+    // Two patients that invalid bytes decoded as U+FFFD would have merged into one.
+    const utf8 = join(cwd, 'utf8.csv');
+    await writeFile(utf8, Buffer.concat([Buffer.from(`${H}\na0,0,p`), Buffer.from([0xff]), Buffer.from('1,0,1\na1,0,p'), Buffer.from([0xfe]), Buffer.from('1,0,1\n')]));
+    await refused(t, 'invalid-utf8', ['--csv', utf8, '--slides', slidesDir], `${utf8}:2:7: invalid UTF-8 (bytes 0xff, byte 7 of the line)`);
+    // An empty label used to surface only after every slide was processed (exit 1, nothing written).
+    const label = join(cwd, 'label.csv');
+    await writeFile(label, `${H}\na0,0,pa,0,1\na1,0,pb,0,\n`);
+    await refused(t, 'empty-label', ['--csv', label, '--slides', slidesDir], new RegExp(`${label}:3: empty label: .*\\(column 5, label; image_id a1\\)`));
+    const big = join(cwd, 'big.csv');
+    await writeFile(big, `${H}\na0,9223372036854775808,pa,0,1\n`);
+    await refused(t, 'center-past-int64', ['--csv', big, '--slides', slidesDir], `${big}:2: center_id 9223372036854775808 is outside the int64 range [-9223372036854775808, 9223372036854775807] (column 2, center_id; image_id a0)`);
+    const twice = join(cwd, 'twice.csv');
+    await writeFile(twice, `${H}\na0,0,pa,0,1\n${H}\na1,0,pb,0,1\n`);
+    await refused(t, 'repeated-header', ['--csv', twice, '--slides', slidesDir], `${twice}:3: the header row is repeated here`);
+  });
+
+  t.test('--csv - reads standard input; its errors name <stdin>', async (t) => {
+    const out = join(cwd, 'out-stdin-bad');
+    const r = await runCli(['--csv', '-', '--slides', slidesDir, '--out', out, '--progress', 'none'], cwd, { stdin: 'image_id,center_id,patient_id,image_num,label\na0,0,pa,0,1\na0,0,pb,0,1\n' });
+    t.equal(r.code, 2, r.stderr);
+    t.match(r.stderr, '<stdin>:3: duplicate image_id a0 (first on line 2)');
+    t.same(await shardFiles(out), []);
+  });
+
+  t.test('split refuses what the main job refuses (exit 2) and warns about an empty split', async (t) => {
+    const dup = join(cwd, 'split-dup.csv');
+    await writeFile(dup, 'image_id,center_id,patient_id,image_num\na0,0,pa,0\na1,0,pb,0\na0,0,pc,0\n');
+    const r = await runCli(['split', '--csv', dup, '--out', join(cwd, 'split-dup')], cwd);
+    t.equal(r.code, 2, r.stderr);
+    t.match(r.stderr, `${dup}:4: duplicate image_id a0 (first on line 2)`);
+    t.notOk(existsSync(join(cwd, 'split-dup')), 'nothing written');
+    const one = join(cwd, 'split-one.csv');
+    await writeFile(one, 'image_id,center_id,patient_id,image_num\na0,0,pa,0\n');
+    const w = await runCli(['split', '--csv', one, '--out', join(cwd, 'split-one'), '--fractions', '1,0,0'], cwd);
+    t.equal(w.code, 0, w.stderr);
+    t.match(w.stderr, /warning: the validation split is empty \(its fraction is 0\)/);
+    t.match(w.stderr, /warning: the evaluation split is empty/);
+    t.match(w.stdout, /train: 1 patients, 1 rows/);
+  });
+
   t.test('usage errors', async (t) => {
     await refused(t, 'bad-flag', ['--csv', good, '--slides', slidesDir, '--bogus'], /Unknown option '--bogus'[\s\S]*--help/);
     await refused(t, 'bad-number', ['--csv', good, '--slides', slidesDir, '--workers', 'two'], '--workers must be a positive integer, got "two"');

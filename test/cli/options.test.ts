@@ -33,6 +33,16 @@ t.test('flags are parsed', async (t) => {
   t.equal(o.maxBackground, 0.25);
 });
 
+t.test('--csv - is standard input (kept as -, not resolved to a file named -); --help says so', async (t) => {
+  const o = parseRunOptions(['--csv', '-', '--slides', 's', '--out', 'o']);
+  if (o === 'help') throw new Error('unexpected help');
+  t.equal(o.csv, '-');
+  const file = parseRunOptions(['--csv', 'x/-', '--slides', 's', '--out', 'o']);
+  if (file === 'help') throw new Error('unexpected help');
+  t.match(file.csv, /\/x\/-$/, 'a path ending in - is a path');
+  t.match(HELP, /- reads it from standard input/);
+});
+
 t.test('help', async (t) => {
   t.equal(parseRunOptions(['--help']), 'help');
   for (const flag of ['--tile-size', '--downsample', '--background-threshold', '--max-background', '--max-tiles', '--workers',

@@ -1,4 +1,5 @@
 import t from 'tap';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,8 +22,9 @@ function generate(centers: number, opts: { eol?: string; quoted?: boolean; trail
     for (let p = 0; p < n; p++) {
       const patient = `c${c}-p${p}`;
       const images = 1 + Math.floor(rand() * 3);
+      // One label per patient (the shared CSV checks refuse a patient whose rows disagree).
+      const label = opts.quoted && p % 2 === 0 ? `"MSS, ""quoted""${eol}second line"` : rand() < 0.5 ? 'MSS' : 'MSIMUT';
       for (let i = 0; i < images; i++) {
-        const label = opts.quoted && i === 0 ? `"MSS, ""quoted""${eol}second line"` : rand() < 0.5 ? 'MSS' : 'MSIMUT';
         lines.push({ text: `img-${patient}-${i},${c},${patient},${i},${label}`, patient, center: String(c) });
       }
     }
@@ -139,22 +141,100 @@ t.test('usage and CSV errors name the file and line', async (t) => {
   await t.rejects(split(['--csv', join(d, 'train.csv'), '--out', d]), { code: 'E_USAGE', message: /overwrite/ });
   await t.rejects(split(['--csv', join(d, 'missing.csv'), '--out', d]), { code: 'E_CSV', message: /missing.csv/ });
   const bad = join(d, 'bad.csv');
-  await writeFile(bad, 'image_id,center_id,patient_id\na,1,p\nb,2\n');
-  await t.rejects(split(['--csv', bad, '--out', join(d, 'o')]), { code: 'E_CSV', message: /bad.csv line 3/ });
-  await writeFile(bad, 'image_id,center,patient_id\na,1,p\n');
-  await t.rejects(split(['--csv', bad, '--out', join(d, 'o')]), { code: 'E_CSV', message: /bad.csv line 1: header/ });
-  await writeFile(bad, 'image_id,center_id,patient_id\na,1,p\n\nb,1,\n');
-  await t.rejects(split(['--csv', bad, '--out', join(d, 'o')]), { code: 'E_CSV', message: /bad.csv line 4: empty patient_id/ });
-  await writeFile(bad, 'image_id,center_id,patient_id\r\na,1,p\r\nb,2,p\r\n');
-  await t.rejects(split(['--csv', bad, '--out', join(d, 'o')]), { code: 'E_CSV', message: /bad.csv line 3: patient p/ });
+  const H = 'image_id,center_id,patient_id,image_num';
+  await writeFile(bad, `${H}\na,1,p,0\nb,2\n`);
+  await t.rejects(split(['--csv', bad, '--out', join(d, 'o')]), { code: 'E_CSV', message: `${bad}:3: 2 fields, the header has 4` });
+  await writeFile(bad, 'image_id,center,patient_id,image_num\na,1,p,0\n');
+  await t.rejects(split(['--csv', bad, '--out', join(d, 'o')]), { code: 'E_CSV', message: `${bad}:1: missing required column "center_id"` });
+  await writeFile(bad, `${H}\na,1,p,0\n\nb,1,,0\n`);
+  await t.rejects(split(['--csv', bad, '--out', join(d, 'o')]), { code: 'E_CSV', message: `${bad}:4: empty patient_id` });
+  await writeFile(bad, `${H}\r\na,1,p,0\r\nb,2,p,1\r\n`);
+  await t.rejects(split(['--csv', bad, '--out', join(d, 'o')]), { code: 'E_CSV', message: `patient p has conflicting center_id: 1 (${bad} line 2, image a) vs 2 (${bad} line 3, image b)` });
   await writeFile(bad, '');
-  await t.rejects(split(['--csv', bad, '--out', join(d, 'o')]), { code: 'E_CSV', message: /line 1: empty/ });
+  await t.rejects(split(['--csv', bad, '--out', join(d, 'o')]), { code: 'E_CSV', message: /:1: empty file/ });
+  t.notOk(existsSync(join(d, 'o')), 'nothing written for a refused CSV');
+});
+
+t.test('split checks the CSV as the main job does (the same shared checks)', async (t) => {
+  const d = await dir(t);
+  const H = 'image_id,center_id,patient_id,image_num,label';
+  const good = generate(3).text;
+  // Each case: a generated good CSV broken in one way, on a known line.
+  const lines = good.trimEnd().split('\n');
+  const cases: Array<[string, string | Buffer, number, string | RegExp]> = [
+    ['duplicate image_id', [...lines, lines[1]!.replace(/,c\d+-p\d+,/, ',other-patient,')].join('\n') + '\n', lines.length + 1, `duplicate image_id ${lines[1]!.split(',')[0]} (first on line 2)`],
+    ['no image_num column', good.replace(/^image_id,center_id,patient_id,image_num,label/, 'image_id,center_id,patient_id,num,label'), 1, 'missing required column "image_num"'],
+    ['empty image_num', [H, 'a,0,p,,x'].join('\n') + '\n', 2, 'empty image_num (column 4, image_num; image_id a)'],
+    ['a repeated header row (two CSVs concatenated)', good + good, lines.length + 1, 'the header row is repeated here'],
+    ['empty label', [H, 'a,0,p,0,MSS', 'b,0,q,0, '].join('\n') + '\n', 3, /empty label.*\(column 5, label; image_id b\)/],
+    ['center_id past int64', [H, 'a,99999999999999999999,p,0,x'].join('\n') + '\n', 2, /center_id 99999999999999999999 is outside the int64 range/],
+    ['invalid UTF-8', Buffer.concat([Buffer.from(`${H}\na,0,p`), Buffer.from([0xff]), Buffer.from('1,0,x\nb,0,p'), Buffer.from([0xfe]), Buffer.from('1,0,x\n')]), 2, ':2:6: invalid UTF-8 (bytes 0xff'],
+    ['two image_num 0 for one patient', [H, 'a,0,p,0,x', 'b,0,p,0,x'].join('\n') + '\n', 0, /patient p has conflicting image_num: 0/],
+    ['labels disagree within a patient', [H, 'a,0,p,0,x', 'b,0,p,1,y'].join('\n') + '\n', 0, /patient p has conflicting label: "x"/],
+  ];
+  for (const [name, content, line, message] of cases) {
+    const csv = join(d, 'in.csv');
+    await writeFile(csv, content);
+    const err = (await split(['--csv', csv, '--out', join(d, 'out')]).then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as { code?: string; message: string; line?: number } | undefined;
+    t.equal(err?.code, 'E_CSV', `${name}: refused (E_CSV)`);
+    t.match(err?.message, message, `${name}: message`);
+    if (line > 0) {
+      t.equal(err?.line, line, `${name}: line`);
+      t.match(err?.message, `${csv}:${line}`, `${name}: file and line in the message`);
+    }
+    t.notOk(existsSync(join(d, 'out')), `${name}: nothing written`);
+  }
+});
+
+t.test('center_id is compared exactly: past 2^53 two centers stay two, 07 and 7 are one', async (t) => {
+  const d = await dir(t);
+  const csv = join(d, 'in.csv');
+  const H = 'image_id,center_id,patient_id,image_num';
+  await writeFile(csv, [H, 'a,9007199254740992,p1,0', 'b,9007199254740993,p2,0', 'c,07,p3,0', 'd,7,p4,0', 'e,9223372036854775807,p5,0'].join('\n') + '\n');
+  const summary = await split(['--csv', csv, '--out', join(d, 'o'), '--fractions', '1,0,0']);
+  t.same([...summary.centers.keys()].sort(), ['7', '9007199254740992', '9007199254740993', '9223372036854775807']);
+  t.same(summary.centers.get('7'), [2, 0, 0]);
+  const train = await readFile(join(d, 'o', 'train.csv'), 'utf8');
+  t.match(train, '\ne,9223372036854775807,p5,0\n', 'rows written back byte for byte');
+  t.match(train, '\nc,07,p3,0\n');
+});
+
+t.test('an empty split is warned about on the warning channel', async (t) => {
+  const d = await dir(t);
+  const csv = join(d, 'in.csv');
+  const run = async (args: string[]) => {
+    const logs: string[] = [];
+    const warnings: string[] = [];
+    const summary = await split(['--csv', csv, '--out', join(d, 'o'), ...args], { log: (l) => logs.push(l), warn: (l) => warnings.push(l) });
+    return { summary, logs, warnings };
+  };
+  await writeFile(csv, generate(4).text);
+  const normal = await run([]);
+  t.ok(normal.summary.patients.every((p) => p > 0), 'generated: every split has patients');
+  t.same(normal.warnings, [], 'no warning when no split is empty');
+  t.equal(normal.logs.length, 3);
+
+  const allTrain = await run(['--fractions', '1,0,0']);
+  t.same(allTrain.summary.patients.slice(1), [0, 0]);
+  t.equal(allTrain.warnings.length, 2);
+  t.match(allTrain.warnings[0], /^warning: the validation split is empty \(its fraction is 0\): .*validation.csv holds only the header$/);
+  t.match(allTrain.warnings[1], /^warning: the evaluation split is empty \(its fraction is 0\)/);
+
+  await writeFile(csv, 'image_id,center_id,patient_id,image_num\na,0,solo,0\nb,0,solo,1\n');
+  const one = await run([]);
+  t.same(one.summary.patients, [1, 0, 0]);
+  t.same(one.warnings.map((w) => w.split(':')[1]!.trim()), ['the validation split is empty (1 patient(s) are too few for a fraction of 0.1)', 'the evaluation split is empty (1 patient(s) are too few for a fraction of 0.1)']);
 });
 
 t.test('header-only CSV gives three header-only files', async (t) => {
   const d = await dir(t);
   const csv = join(d, 'in.csv');
-  await writeFile(csv, 'image_id,center_id,patient_id\r\n');
-  await split(['--csv', csv, '--out', join(d, 'o')]);
-  for (const f of await outputs(join(d, 'o')).then(Object.values)) t.equal(f, 'image_id,center_id,patient_id\r\n');
+  await writeFile(csv, 'image_id,center_id,patient_id,image_num\r\n');
+  const warnings: string[] = [];
+  await split(['--csv', csv, '--out', join(d, 'o')], { log: () => {}, warn: (l) => warnings.push(l) });
+  for (const f of await outputs(join(d, 'o')).then(Object.values)) t.equal(f, 'image_id,center_id,patient_id,image_num\r\n');
+  t.equal(warnings.length, 3, 'each split warned empty');
 });

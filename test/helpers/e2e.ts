@@ -46,9 +46,15 @@ export interface RunningCli {
 /**
  * Starts `node graph.js ...args` with `cwd` (no progress bars: not a terminal). `group`: in a process
  * group of its own (its workers too), so a test can signal the group as a terminal's Ctrl-C does.
+ * `stdin`: written to the child's standard input, which is then closed (otherwise stdin is /dev/null).
  */
-export function startCli(args: readonly string[], cwd: string, opts: { group?: boolean } = {}): RunningCli {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' }, detached: opts.group ?? false });
+export function startCli(args: readonly string[], cwd: string, opts: { group?: boolean; stdin?: string | Buffer } = {}): RunningCli {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' }, detached: opts.group ?? false });
+  // A child that exits before reading all of it (a refused CSV) closes the pipe: EPIPE is then expected.
+  child.stdin?.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') child.emit('error', err);
+  });
+  child.stdin?.end(opts.stdin);
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -60,8 +66,8 @@ export function startCli(args: readonly string[], cwd: string, opts: { group?: b
   return { child, done };
 }
 
-export function runCli(args: readonly string[], cwd: string): Promise<CliResult> {
-  return startCli(args, cwd).done;
+export function runCli(args: readonly string[], cwd: string, opts: { stdin?: string | Buffer } = {}): Promise<CliResult> {
+  return startCli(args, cwd, opts).done;
 }
 
 /** Polls `check` every 20 ms until it returns a value other than undefined/false; fails after `timeoutMs`. */

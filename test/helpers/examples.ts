@@ -33,7 +33,7 @@ export function patientRecord(patient_id: string, n: number, label = 'L') {
   const { bag, state } = memoryBag(patient_id, n);
   const record: PatientRecord = {
     patient_id,
-    patient: { patient_id, center_id: 1, label, image_ids: ['img-a'], lines: [2] },
+    patient: { patient_id, center_id: '1', label, image_ids: ['img-a'], lines: [2] },
     bag,
     histogram: { patient_id, tiles: n, histogram: new Float32Array(4096).fill(1 / 4096) },
   };

@@ -4,8 +4,9 @@ import type { CsvRow } from '../../stages/types.js';
 
 const ctx = { key: 'P1', spillDir: '/nonexistent', signal: new AbortController().signal };
 
-function row(line: number, image_num: number, center_id = 2, label: string | null = 'A', patient_id = 'P1'): CsvRow {
+function row(line: number, image_num: number, center = 2, label: string | null = 'A', patient_id = 'P1'): CsvRow {
   const image_id = `img-${line}`;
+  const center_id = String(center);
   return { file: 'train.csv', line, image_id, center_id, patient_id, image_num, ...(label === null ? {} : { label }), raw: [image_id, String(center_id), patient_id, String(image_num), label ?? ''] };
 }
 
@@ -14,7 +15,7 @@ t.test('image_ids in image_num order, lines kept', async (t) => {
   let acc = fn.createAccumulator(ctx);
   for (const r of [row(5, 2), row(2, 0), row(9, 1)]) acc = fn.addInput(acc, r);
   const out = fn.extractOutput(acc);
-  t.same(out, { patient_id: 'P1', center_id: 2, label: 'A', image_ids: ['img-2', 'img-9', 'img-5'], lines: [2, 5, 9] });
+  t.same(out, { patient_id: 'P1', center_id: '2', label: 'A', image_ids: ['img-2', 'img-9', 'img-5'], lines: [2, 5, 9] });
 });
 
 t.test('no label column: no label', async (t) => {

@@ -7,7 +7,7 @@ import { fromArray, memoryBag, stageContext } from '../helpers/examples.js';
 function joined(id: string, tiles: number | null, histTiles: number | null = tiles) {
   const b = tiles === null ? undefined : memoryBag(id, tiles);
   const value: JoinedPatient = {
-    patient: [{ patient_id: id, center_id: 1, label: 'x', image_ids: ['img-a'], lines: [2] }],
+    patient: [{ patient_id: id, center_id: '1', label: 'x', image_ids: ['img-a'], lines: [2] }],
     embeddings: b === undefined ? [] : [b.bag],
     histograms: histTiles === null ? [] : [{ patient_id: id, tiles: histTiles, histogram: new Float32Array(4096) }],
   };

@@ -7,7 +7,7 @@ import type { CsvRow, SlideTask } from '../../stages/types.js';
 import { makeCtx } from '../helpers/ctx.js';
 
 const row = (image_id: string, patient_id = 'p1', image_num = 0): CsvRow => ({
-  file: 'x.csv', line: 2, image_id, center_id: 0, patient_id, image_num, raw: [],
+  file: 'x.csv', line: 2, image_id, center_id: '0', patient_id, image_num, raw: [],
 });
 
 async function collect(rows: CsvRow[], dir: string): Promise<SlideTask[]> {

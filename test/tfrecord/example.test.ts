@@ -43,7 +43,7 @@ export function memoryBag(patient_id: string, tiles: TileRef[], dim: number, avg
   return { bag, state };
 }
 
-function makeRecord(n: number, dim: number, label?: string) {
+function makeRecord(n: number, dim: number, label?: string, center_id = '3') {
   const tiles: TileRef[] = [];
   for (let i = 0; i < n; i++) tiles.push({ image_id: i % 2 ? 'img-b' : 'img-a', image_num: i % 2, x: 448 * i, y: 896 * i });
   const avg = new Float32Array(n * dim).map((_, i) => Math.sin(i) * 3.5);
@@ -52,7 +52,7 @@ function makeRecord(n: number, dim: number, label?: string) {
   const { bag, state } = memoryBag('P-7', tiles, dim, avg, max);
   const record: PatientRecord = {
     patient_id: 'P-7',
-    patient: { patient_id: 'P-7', center_id: 3, ...(label === undefined ? {} : { label }), image_ids: ['img-a', 'img-b'], lines: [2, 5] },
+    patient: { patient_id: 'P-7', center_id, ...(label === undefined ? {} : { label }), image_ids: ['img-a', 'img-b'], lines: [2, 5] },
     bag,
     histogram: { patient_id: 'P-7', tiles: n, histogram },
   };
@@ -115,6 +115,17 @@ t.test('the bytes equal what protobufjs itself encodes, with features in sorted 
   };
   const reference = Example.encode(Example.fromObject({ features: { feature: all } })).finish();
   t.same(Buffer.from(ours), Buffer.from(reference));
+});
+
+t.test('center_id is an exact int64, past 2^53 and at both ends of the range', async (t) => {
+  const exact = (bytes: Uint8Array) =>
+    (Example.toObject(Example.decode(bytes), { longs: String, arrays: true }) as { features: { feature: Record<string, { int64_list?: { value: string[] } }> } }).features.feature;
+  for (const center of ['9007199254740993', '9223372036854775807', '-9223372036854775808', '-1', '0', String(2 ** 53 + 2)]) {
+    const ex = encodeExample(makeRecord(2, 3, 'a', center).record, { withLabel: true });
+    const bytes = await collect(ex.chunks());
+    t.equal(bytes.length, ex.byteLength, `${center}: byteLength is exact`);
+    t.same(exact(bytes)['center_id']!.int64_list!.value, [center], `${center} decodes to itself`);
+  }
 });
 
 t.test('without label: no label feature even when the CSV has one', async (t) => {
