@@ -170,8 +170,13 @@ class Layout {
   }
 }
 
-/** Parses the header and every IFD in the main chain (SubIFD offsets are recorded, not followed). */
-export async function parseTiff(fh: FileHandle): Promise<TiffFile> {
+export type TiffLimits = { readonly [K in keyof typeof TIFF_LIMITS]: number };
+
+/**
+ * Parses the header and every IFD in the main chain (SubIFD offsets are recorded, not followed). Throws a
+ * TiffFormatError naming the directory, tag or tile for any value outside the file or past `limits`.
+ */
+export async function parseTiff(fh: FileHandle, limits: TiffLimits = TIFF_LIMITS): Promise<TiffFile> {
   const file = await BoundedFile.of(fh);
   if (file.size < 8) throw new TiffFormatError(`not a TIFF file (${file.size} bytes, shorter than a TIFF header)`, 'not-tiff');
   const head = await file.read(0, Math.min(16, file.size), 'TIFF header');
@@ -184,16 +189,16 @@ export async function parseTiff(fh: FileHandle): Promise<TiffFile> {
 
   const ifds: TiffIfd[] = [];
   const seen = new Set<number>();
-  const budget = { values: TIFF_LIMITS.maxTotalValues };
+  const budget = { values: limits.maxTotalValues };
   let next = L.offset(head, L.big ? 8 : 4);
   let from = 'the header';
   while (next !== 0) {
-    if (seen.has(next) || ifds.length >= TIFF_LIMITS.maxIfds) throw new TiffFormatError('TIFF directory chain loops');
+    if (seen.has(next) || ifds.length >= limits.maxIfds) throw new TiffFormatError('TIFF directory chain loops');
     seen.add(next);
     const where = `TIFF directory ${ifds.length} (at offset ${next}, from ${from})`;
-    const { tags, nextOffset } = await readDirectory(file, L, next, where, budget);
+    const { tags, nextOffset } = await readDirectory(file, L, next, where, limits, budget);
     const ifd = toIfd(ifds.length, tags);
-    checkIfd(file, ifd, `TIFF directory ${ifds.length}`);
+    checkIfd(file, ifd, `TIFF directory ${ifds.length}`, limits);
     ifds.push(ifd);
     from = `directory ${ifd.index}`;
     next = nextOffset;
@@ -203,9 +208,9 @@ export async function parseTiff(fh: FileHandle): Promise<TiffFile> {
 }
 
 /** One directory's entries: the values of the tags we use (each checked against the file and the limits), and the next offset. */
-async function readDirectory(file: BoundedFile, L: Layout, at: number, where: string, budget: { values: number }): Promise<{ tags: Map<number, TagValues>; nextOffset: number }> {
+async function readDirectory(file: BoundedFile, L: Layout, at: number, where: string, limits: TiffLimits, budget: { values: number }): Promise<{ tags: Map<number, TagValues>; nextOffset: number }> {
   const n = L.big ? L.u64(await file.read(at, 8, `${where}: entry count`), 0) : L.u16(await file.read(at, 2, `${where}: entry count`), 0);
-  if (n === 0 || n > TIFF_LIMITS.maxEntries) throw new TiffFormatError(`${where} has ${n} entries`);
+  if (n === 0 || n > limits.maxEntries) throw new TiffFormatError(`${where} has ${n} entries`);
   const body = await file.read(at + L.countSize, n * L.entrySize + L.inlineSize, `${where}: ${n} entries`);
   const tags = new Map<number, TagValues>();
   for (let i = 0; i < n; i++) {
@@ -221,8 +226,8 @@ async function readDirectory(file: BoundedFile, L: Layout, at: number, where: st
     const valueAt = o + L.entrySize - L.inlineSize;
     const inline = total <= L.inlineSize;
     if (!inline) file.need(L.offset(body, valueAt), total, `${what}, ${count} values`);
-    if (count > TIFF_LIMITS.maxTagValues) throw new TiffFormatError(`${what}: count ${count} is over the limit of ${TIFF_LIMITS.maxTagValues} values`);
-    if (count > budget.values) throw new TiffFormatError(`${what}: count ${count} is over what is left of the limit of ${TIFF_LIMITS.maxTotalValues} values for all directories`);
+    if (count > limits.maxTagValues) throw new TiffFormatError(`${what}: count ${count} is over the limit of ${limits.maxTagValues} values`);
+    if (count > budget.values) throw new TiffFormatError(`${what}: count ${count} is over what is left of the limit of ${limits.maxTotalValues} values for all directories`);
     budget.values -= count;
     const data = inline ? body.subarray(valueAt, valueAt + total) : await file.read(L.offset(body, valueAt), total, what);
     tags.set(tag, L.decode(type, count, data));
@@ -267,7 +272,7 @@ function toIfd(index: number, tags: ReadonlyMap<number, TagValues>): TiffIfd {
  * also within TIFF_LIMITS of its raw size). Tiles are what tiff-region.ts reads by offset: after this, no
  * value it takes from the directory can ask for bytes the file does not hold.
  */
-function checkIfd(file: BoundedFile, ifd: TiffIfd, where: string): void {
+function checkIfd(file: BoundedFile, ifd: TiffIfd, where: string, limits: TiffLimits): void {
   const size = (v: number, tag: number, max = 0xffffffff): void => {
     if (!Number.isInteger(v) || v < 1 || v > max) throw new TiffFormatError(`${where}, tag ${tag} (${TAG_NAMES.get(tag)}): ${v} is not a size from 1 to ${max}`);
   };
@@ -281,8 +286,8 @@ function checkIfd(file: BoundedFile, ifd: TiffIfd, where: string): void {
   let kind = 'strip';
   let cap = Infinity;
   if (ifd.tileWidth !== undefined && ifd.tileHeight !== undefined) {
-    size(ifd.tileWidth, 322, TIFF_LIMITS.maxTileSide);
-    size(ifd.tileHeight, 323, TIFF_LIMITS.maxTileSide);
+    size(ifd.tileWidth, 322, limits.maxTileSide);
+    size(ifd.tileHeight, 323, limits.maxTileSide);
     kind = 'tile';
     chunks = Math.ceil(ifd.width / ifd.tileWidth) * Math.ceil(ifd.height / ifd.tileHeight) * perPlane;
     for (const tag of [324, 325]) {
@@ -290,7 +295,7 @@ function checkIfd(file: BoundedFile, ifd: TiffIfd, where: string): void {
       if (have < chunks) throw new TiffFormatError(`${where}, tag ${tag} (${TAG_NAMES.get(tag)}): ${have} entries for the ${chunks} tiles of a ${ifd.width}x${ifd.height} image in ${ifd.tileWidth}x${ifd.tileHeight} tiles`);
     }
     const raw = ifd.tileWidth * ifd.tileHeight * (ifd.planarConfig === 2 ? 1 : ifd.samplesPerPixel) * Math.ceil(ifd.bitsPerSample / 8);
-    cap = 2 * raw + TIFF_LIMITS.tileSlackBytes;
+    cap = 2 * raw + limits.tileSlackBytes;
   }
   for (let i = 0; i < chunks; i++) {
     const off = ifd.offsets[i]!;
@@ -298,6 +303,6 @@ function checkIfd(file: BoundedFile, ifd: TiffIfd, where: string): void {
     const what = `${where}, ${kind} ${i} (tags ${kind === 'tile' ? '324/325' : '273/279'})`;
     // A tile of 0 bytes is a missing tile (some writers leave them): it fails when read, not here.
     if (n > 0) file.need(off, n, what);
-    if (n > cap) throw new TiffFormatError(`${what}: byte count ${n} is over ${cap}, twice the raw size of a ${ifd.tileWidth}x${ifd.tileHeight} tile and 1 MiB`);
+    if (n > cap) throw new TiffFormatError(`${what}: byte count ${n} is over ${cap}, twice the raw size of a ${ifd.tileWidth}x${ifd.tileHeight} tile and ${limits.tileSlackBytes} bytes`);
   }
 }
