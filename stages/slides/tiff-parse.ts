@@ -117,7 +117,7 @@ const TYPE_SIZE: Record<number, number> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 
 const TAG_NAMES: ReadonlyMap<number, string> = new Map([
   [254, 'NewSubfileType'], [256, 'ImageWidth'], [257, 'ImageLength'], [258, 'BitsPerSample'], [259, 'Compression'],
   [262, 'PhotometricInterpretation'], [270, 'ImageDescription'], [273, 'StripOffsets'], [277, 'SamplesPerPixel'],
-  [278, 'RowsPerStrip'], [279, 'StripByteCounts'], [284, 'PlanarConfiguration'], [317, 'Predictor'], [322, 'TileWidth'],
+  [279, 'StripByteCounts'], [284, 'PlanarConfiguration'], [317, 'Predictor'], [322, 'TileWidth'],
   [323, 'TileLength'], [324, 'TileOffsets'], [325, 'TileByteCounts'], [330, 'SubIFDs'], [347, 'JPEGTables'], [530, 'YCbCrSubSampling'],
 ]);
 
@@ -193,7 +193,8 @@ export async function parseTiff(fh: FileHandle, limits: TiffLimits = TIFF_LIMITS
   let next = L.offset(head, L.big ? 8 : 4);
   let from = 'the header';
   while (next !== 0) {
-    if (seen.has(next) || ifds.length >= limits.maxIfds) throw new TiffFormatError('TIFF directory chain loops');
+    if (seen.has(next)) throw new TiffFormatError(`TIFF directory chain loops: directory ${ifds.length} (from ${from}) is at offset ${next}, seen before`);
+    if (ifds.length >= limits.maxIfds) throw new TiffFormatError(`TIFF has more than ${limits.maxIfds} directories`);
     seen.add(next);
     const where = `TIFF directory ${ifds.length} (at offset ${next}, from ${from})`;
     const { tags, nextOffset } = await readDirectory(file, L, next, where, limits, budget);

@@ -144,6 +144,15 @@ t.test('geometry: a table shorter than the tiles, a zero tile width, a zero imag
   }
 });
 
+t.test('the directory chain: a loop, more directories than the limit', async (t) => {
+  const c = cases[0]!;
+  const off = c.layout.big ? 8 : 4;
+  const loop = Buffer.from(c.bytes);
+  writeUint(loop, c.layout.ifds[1]!.end - off, off, c.layout.le, c.layout.ifds[0]!.at);
+  await slideFails(t, loop, new RegExp(`TIFF directory chain loops: directory 2 \\(from directory 1\\) is at offset ${c.layout.ifds[0]!.at}, seen before`));
+  t.match((await parseError(c.bytes, { ...TIFF_LIMITS, maxIfds: 2 })).message, /^TIFF has more than 2 directories$/);
+});
+
 t.test('limits: entries of a directory, values of all directories together', async (t) => {
   const c = cases[0]!;
   const n = c.layout.ifds[0]!.entries.length;
