@@ -7,7 +7,7 @@ import type { ItemEvent } from '../../engine/index.js';
 import type { PipelineHooks } from '../../graph.js';
 import type { CsvRow, SlideResult, SlideSummary } from '../types.js';
 import type { WriteSummary } from '../write-tfrecords.js';
-import { slidePicture, type RunReport, type SlidePictures, type SlideReport } from '../report/report.js';
+import { failureCode, slidePicture, type RunReport, type SlidePictures, type SlideReport } from '../report/report.js';
 import type { Progress } from './progress.js';
 
 /** The error of a slide the run never finished (interrupted, or stopped by another failure). */
@@ -66,7 +66,7 @@ export class RunRecord {
       Object.assign(r, { status: 'ok', error: null, seconds: e.type === 'done' ? e.durationMs / 1000 : 0, resumed: e.type === 'replayed' });
       this.progress.slideDone(e.key, r.tiles_kept ?? 0, r.seconds ?? 0, e.type === 'replayed');
     } else if (e.type === 'failed') {
-      Object.assign(r, { status: 'failed', error: e.error.message });
+      Object.assign(r, { status: 'failed', error: e.error.message, code: failureCode(e.error) });
       this.progress.slideFailed(e.key, e.error.message);
     }
   }

@@ -12,6 +12,8 @@ export interface SlideReport {
   patient_id: string;
   status: 'ok' | 'failed';
   error: string | null;
+  /** A failed slide's E_ code (failureCode): the slide's own (E_SLIDE_FORMAT...), else the engine's (E_WORKER_CRASH...). */
+  code?: string;
   width: number | null;
   height: number | null;
   tiles_total: number | null;
@@ -51,6 +53,18 @@ export interface RunReport {
   max_tiles_in_flight: number;
   tile_budget: number;
   tiles_written: number;
+}
+
+/**
+ * The code a failed slide is reported with: that of the error the slide's worker threw (the engine error's
+ * cause: E_SLIDE_FORMAT, E_SLIDE_READ...) when it has one, else the engine's own (E_WORKER_CRASH when the
+ * worker died, E_WORKER_ITEM for an error without a code).
+ */
+export function failureCode(err: Error): string {
+  const own = (err.cause as { code?: unknown } | undefined)?.code;
+  if (typeof own === 'string' && own.startsWith('E_')) return own;
+  const engine = (err as { code?: unknown }).code;
+  return typeof engine === 'string' && engine.startsWith('E_') ? engine : 'E_UNKNOWN';
 }
 
 /** What a slide's figure is drawn from: its summary's PNGs and kept-tile positions. */

@@ -34,8 +34,8 @@ export async function openSharpSlide(path: string, image_id: string): Promise<Sl
     try {
       ifds = (await parseTiff(fh)).ifds;
     } catch (err) {
-      const notTiff = err instanceof TiffFormatError && err.message.startsWith('not a TIFF');
-      throw new SlideError(notTiff ? 'E_SLIDE_FORMAT' : 'E_SLIDE_READ', image_id, path, (err as Error).message, { cause: err });
+      // Not a TIFF, or a damaged directory (a value pointing outside the file or past a limit): format; an I/O error: read.
+      throw new SlideError(err instanceof TiffFormatError ? 'E_SLIDE_FORMAT' : 'E_SLIDE_READ', image_id, path, (err as Error).message, { cause: err });
     }
     const ifd0 = ifds[0]!;
     if (UNSUPPORTED_COMPRESSION.has(ifd0.compression)) {

@@ -6,6 +6,7 @@ import { extname } from 'node:path';
 import { stat } from 'node:fs/promises';
 import { SlideError } from './errors.js';
 import type { SlideReader } from './reader.js';
+import { TiffFormatError } from './tiff-parse.js';
 
 /** Extensions only OpenSlide reads. */
 export const OPENSLIDE_ONLY = new Set(['.ndpi', '.mrxs', '.scn', '.vms', '.vmu', '.bif']);
@@ -32,8 +33,8 @@ export async function openSlide(path: string, image_id: string, opts: OpenSlideO
   try {
     return await openSharpSlide(path, image_id);
   } catch (err) {
-    // Only a format/codec problem is worth a second backend; missing or truncated files are not.
-    if (!(err instanceof SlideError) || err.code !== 'E_SLIDE_FORMAT') throw err;
+    // Only a format/codec problem is worth a second backend; missing, truncated or damaged files are not.
+    if (!(err instanceof SlideError) || err.code !== 'E_SLIDE_FORMAT' || (err.cause instanceof TiffFormatError && err.cause.kind === 'damaged')) throw err;
     try {
       return await openOpenSlide(path, image_id, opts.openslideLibrary);
     } catch (err2) {

@@ -187,10 +187,10 @@ if (unavailable) {
     const out = join(cwd, 'out-failfast');
     const r = await runCli([...common, '--out', out, '--workers', '1', '--fail-fast'], cwd);
     t.equal(r.code, 1, r.stderr);
-    t.match(r.stderr, /slide c0 \(patient pc\) failed: .*E_SLIDE_READ/);
+    t.match(r.stderr, /slide c0 \(patient pc\) failed: .*E_SLIDE_FORMAT/);
     t.notMatch(r.stderr, /failed: not processed/, 'slides the stop left undone are counted, not listed as failures');
     t.match(r.stderr, /\d of 5 slide\(s\) finished and checkpointed/);
-    t.equal(r.stderr.split('E_SLIDE_READ').length, 2, 'the failure is said once');
+    t.equal(r.stderr.split('E_SLIDE_FORMAT').length, 2, 'the failure is said once');
     t.same(await shardFiles(out), [], 'no shards from a stopped run');
     t.equal((await readReport(out)).exit_code, 1);
   });
