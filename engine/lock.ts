@@ -14,8 +14,11 @@
  * - Takeover without a race: a contender renames the stale file to a name of its own (one rename wins), checks
  *   that what it got is the very file it judged stale (inode and bytes), and only then links its own lock. A
  *   contender that got a newer lock instead (another contender's, made in between) links it back.
- * - Released in `release()` (the caller's finally), on process exit, and on SIGINT / SIGTERM when nothing else
- *   handles the signal (then the signal is raised again). A SIGKILL leaves the file: that is the stale case.
+ * - Released in `release()` (the caller's finally), on process exit, and on SIGINT / SIGTERM when no handler of
+ *   the signal was added after the lock was taken (then the signal is raised again, so the process still ends by
+ *   it). A SIGKILL leaves the file: that is the stale case.
+ * - A holder whose file was removed or replaced (its heartbeat stalled past the timeout and another host took
+ *   over) notices at its next heartbeat and says so on stderr; it does not stop its run.
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
@@ -371,18 +374,24 @@ export async function claimStale(path: string, seen: SeenLock, runId: string): P
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'gone';
     fail('E_LOCK', path, `cannot move the stale lock aside: ${(err as Error).message}`, err);
   }
+  let claimed = false;
   try {
     const got = await readLock(mine);
-    if (got !== undefined && got.ino === seen.ino && got.raw === seen.raw) return 'claimed';
-    try {
-      await link(mine, path);
-    } catch (err) {
-      // EEXIST: a third run made a lock meanwhile; the one we moved is lost to its holder, which says so.
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    return 'restored';
+    claimed = got !== undefined && got.ino === seen.ino && got.raw === seen.raw;
   } finally {
+    // Not the file judged stale (or unreadable now): put it back, since it may be a live run's lock.
+    if (!claimed) await restore(mine, path);
     await unlink(mine).catch(ignoreMissing);
+  }
+  return claimed ? 'claimed' : 'restored';
+}
+
+/** link(mine, path), which never overwrites. EEXIST: a third run made a lock meanwhile; the one moved aside is then lost to its holder, which says so at its next heartbeat. */
+async function restore(mine: string, path: string): Promise<void> {
+  try {
+    await link(mine, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
 }
 
