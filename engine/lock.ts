@@ -140,6 +140,7 @@ export class RunLock {
       const st = await fd.stat();
       return new RunLock(path, holder, bytes, fd, st.ino, createdDirs, opts);
     } catch (err) {
+      await unlink(tmp).catch(ignoreMissing); // before the folders, which it would keep from being empty
       await removeDirs(createdDirs);
       throw err;
     } finally {
@@ -325,6 +326,8 @@ export async function readLock(path: string): Promise<SeenLock | undefined> {
     const st = await fd.stat();
     const raw = await fd.readFile('utf8');
     return { ino: st.ino, mtimeMs: st.mtimeMs, raw, holder: parseHolder(raw) };
+  } catch (err) {
+    fail('E_LOCK', path, `cannot read the lock file: ${(err as Error).message}`, err);
   } finally {
     await fd.close();
   }

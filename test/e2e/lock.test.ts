@@ -113,6 +113,12 @@ if (unavailable) {
     t.notOk(existsSync(join(out, LOCK_FILE)));
   });
 
+  t.test('an output folder that cannot be made for the lock: exit 2 naming it', async (t) => {
+    const r = await runCli([...common, '--out', join(csv, 'out')], cwd);
+    t.equal(r.code, 2, r.stderr);
+    t.match(r.stderr, `error: E_LOCK: cannot create the folder ${join(csv, 'out')} to hold the lock`);
+  });
+
   t.test('a job stopped by SIGTERM leaves no lock, whatever step it was in', async (t) => {
     const out = join(cwd, 'out-term');
     const { run } = await startLocked(t, out);

@@ -262,6 +262,13 @@ t.test('E_LOCK when the folder cannot be made, naming it', async (t) => {
   await t.rejects(RunLock.acquire(join(root, 'file', 'out')), { code: 'E_LOCK', message: /cannot create the folder .*file\/out to hold the lock/ });
 });
 
+t.test('E_LOCK when the lock file cannot be read (a folder in its place), naming it; nothing left behind', async (t) => {
+  const dir = await tempDir(t, 'lock-');
+  await mkdir(lockPath(dir));
+  await t.rejects(RunLock.acquire(dir), { code: 'E_LOCK', key: lockPath(dir), message: /cannot read the lock file: EISDIR/ });
+  t.same(await readdir(dir), [LOCK_FILE], 'no temporary file left');
+});
+
 t.test('SIGTERM to a holder with no handler of its own: the lock is released and the process ends by the signal', async (t) => {
   const dir = await tempDir(t, 'lock-');
   const h = startHolder(t, dir);
