@@ -24,6 +24,7 @@ import { normalizerMode } from '../../models/runtime/lut.js';
 import type { CsvRow } from '../types.js';
 import { findCommitted } from '../../engine/staging.js';
 import { slideTask, slideCheckpointKey } from '../slide-tasks.js';
+import { lockRun } from './run-lock.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
@@ -49,7 +50,17 @@ export async function runJob(argv: readonly string[], deps: MainDeps): Promise<n
     console.log(HELP);
     return 0;
   }
-  const opts: RunOptions = parsed;
+  // Before anything is written: a second run into the same --out or work folder stops here (E_LOCKED, exit 2).
+  const lock = await lockRun(parsed);
+  try {
+    return await runLocked(parsed, deps);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** runJob's steps, under the run lock. */
+async function runLocked(opts: RunOptions, deps: MainDeps): Promise<number> {
   const started = new Date();
   const t0 = performance.now();
   // Every 500 ms: each sample reads /proc for the whole tree (~1 ms of the parent's CPU); the bench samples finer.

@@ -13,10 +13,10 @@ import { inspect } from './inspect.js';
 
 export type { MainDeps } from './job.js';
 
-/** Errors that mean "bad input, nothing was done": exit code 2. */
+/** Errors that mean "bad input, nothing was done": exit code 2 (E_LOCKED: another run holds --out or the work folder). */
 function isUsageError(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;
-  return code === 'E_USAGE' || code === 'E_CSV' || code === 'E_WEIGHTS' || code === 'E_MODEL';
+  return code === 'E_USAGE' || code === 'E_CSV' || code === 'E_WEIGHTS' || code === 'E_MODEL' || code === 'E_LOCKED' || code === 'E_LOCK';
 }
 export async function main(argv: readonly string[], deps: MainDeps): Promise<number> {
   const [command, ...rest] = argv;
