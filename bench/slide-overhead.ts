@@ -3,27 +3,18 @@
  * one worker: the difference over the 7 extra slides is what each slide costs beyond its tiles (open, thumbnail,
  * selection, its worker's set-up of the item).
  */
-import type { Figure } from './figure.js';
+import { slidesFigure, type Figure } from './figure.js';
 import { smallSlides, writeCsv, type SlideSet } from './inputs.js';
 import { runJob } from './job.js';
 
 /** The set's slides against its `big` one (`one-big`) capped at the same tiles. */
 export function slideOverheadFigure(slides: () => Promise<SlideSet> = smallSlides, big = 'one-big'): Figure {
-  let set: SlideSet | undefined;
-  return {
-    name: 'per-slide overhead',
-    enabled: (opts) => opts.runs('overhead'),
-    async prepare() {
-      set = await slides();
-    },
-    async measure({ opts, record }) {
-      const { ids, dir } = set!;
-      const many = await runJob(writeCsv(ids), dir, opts.jobArgs, ['--workers', '1']);
-      const one = await runJob(writeCsv([big]), dir, opts.jobArgs, ['--workers', '1', '--max-tiles', String(many.tiles)]);
-      const perSlide = (many.wallS - one.wallS) / (ids.length - 1);
-      record.result.per_slide_overhead_s = perSlide;
-      record.result.overhead = { many_slides: ids.length, many_s: many.wallS, one_s: one.wallS, tiles: many.tiles };
-      record.show(`per-slide overhead (${ids.length} slides vs 1, ${many.tiles} tiles, 1 worker)`, `${perSlide.toFixed(2)} s/slide (${many.wallS.toFixed(1)} s vs ${one.wallS.toFixed(1)} s)`);
-    },
-  };
+  return slidesFigure('per-slide overhead', (opts) => opts.runs('overhead'), slides, async ({ opts, record }, { ids, dir }) => {
+    const many = await runJob(writeCsv(ids), dir, opts.jobArgs, ['--workers', '1']);
+    const one = await runJob(writeCsv([big]), dir, opts.jobArgs, ['--workers', '1', '--max-tiles', String(many.tiles)]);
+    const perSlide = (many.wallS - one.wallS) / (ids.length - 1);
+    record.result.per_slide_overhead_s = perSlide;
+    record.result.overhead = { many_slides: ids.length, many_s: many.wallS, one_s: one.wallS, tiles: many.tiles };
+    record.show(`per-slide overhead (${ids.length} slides vs 1, ${many.tiles} tiles, 1 worker)`, `${perSlide.toFixed(2)} s/slide (${many.wallS.toFixed(1)} s vs ${one.wallS.toFixed(1)} s)`);
+  });
 }

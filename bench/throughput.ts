@@ -5,7 +5,7 @@
  * just after), and the efficiency is the median of those same-time ratios. Then each module records its figures:
  * bench/stage-costs.ts, bench/no-engine.ts, bench/pipeline.ts.
  */
-import type { BenchContext, Figure } from './figure.js';
+import { slidesFigure, type BenchContext, type Figure } from './figure.js';
 import { slidePath, throughputSlides, writeCsv, type SlideSet } from './inputs.js';
 import { runJob, type JobResult } from './job.js';
 import { noEngine, recordNoEngine, type NoEngineRun } from './no-engine.js';
@@ -54,22 +54,14 @@ async function measureInTurns(ctx: BenchContext, slides: SlideSet, csv: string):
 
 /** Stage costs, the bound, no engine and the pipeline, on `slides` (the throughput slides by default). */
 export function throughputFigure(slides: () => Promise<SlideSet> = () => throughputSlides()): Figure {
-  let set: SlideSet | undefined;
-  return {
-    name: 'stage costs, no engine, pipeline',
-    enabled: (opts) => opts.runs('stages') || opts.runs('pipeline'),
-    async prepare() {
-      set = await slides();
-    },
-    async measure(ctx) {
-      const csv = writeCsv(set!.ids);
-      const runs = await measureInTurns(ctx, set!, csv);
-      let bound = NaN;
-      if (runs.samples.length > 0) {
-        bound = recordStageCosts(ctx.record, runs.samples, runs.sweep);
-        recordNoEngine(ctx.record, runs.idealAlone, runs.idealAll);
-      }
-      if (runs.jobs.length > 0) await recordPipeline(ctx, { csv, slidesDir: set!.dir, slides: set!.ids.length, jobs: runs.jobs, samples: runs.samples, idealAll: runs.idealAll }, bound);
-    },
-  };
+  return slidesFigure('stage costs, no engine, pipeline', (opts) => opts.runs('stages') || opts.runs('pipeline'), slides, async (ctx, set) => {
+    const csv = writeCsv(set.ids);
+    const runs = await measureInTurns(ctx, set, csv);
+    let bound = NaN;
+    if (runs.samples.length > 0) {
+      bound = recordStageCosts(ctx.record, runs.samples, runs.sweep);
+      recordNoEngine(ctx.record, runs.idealAlone, runs.idealAll);
+    }
+    if (runs.jobs.length > 0) await recordPipeline(ctx, { csv, slidesDir: set.dir, slides: set.ids.length, jobs: runs.jobs, samples: runs.samples, idealAll: runs.idealAll }, bound);
+  });
 }
