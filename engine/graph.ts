@@ -250,53 +250,82 @@ export class Graph extends EventEmitter<GraphEvents> {
     this.validate();
     const t0 = performance.now();
     const runDir = await mkdtemp(joinPath(this.opts.tmpDir ?? tmpdir(), `${this.name.replace(/[^\w.-]/g, '_')}-`));
-    const failed: ItemFailure[] = [];
-    // Stages that ran inside worker processes, named `<fan-out stage>/<stage>`.
-    const sub = new Map<string, StageMetrics>();
-    let done = 0;
-    let replayed = 0;
-    const env: RunEnv = {
-      tmpDir: runDir,
+    const tally = new RunTally();
+    const env = this.runEnv(runDir, tally);
+    const stop = new FirstError(this.controller);
+    const unlisten = this.listenForStops(stop);
+    const edges = this.connect(stop.channels);
+    const metrics = this.nodes.map((s) => newMetrics(s.name));
+    const snapshot = (final: boolean): MetricsSnapshot => this.snapshot(metrics, edges.outs, tally.sub, t0, final);
+    const period = this.opts.metricsIntervalMs ?? 250;
+    const timer = period > 0 ? setInterval(() => this.emit('metrics', snapshot(false)), period) : undefined;
+    timer?.unref();
+
+    try {
+      const { signal } = this.controller;
+      const runs = this.nodes.map((s, idx) => {
+        const ctx: StageContext = { signal, name: s.name, metrics: metrics[idx] as StageMetrics, tiles: this.budget };
+        return runNode(s, ctx, env, edges.ins.get(s) ?? [], edges.outs.get(s) ?? []).catch((e: unknown) => stop.fail(e));
+      });
+      await Promise.all(runs);
+    } finally {
+      if (timer) clearInterval(timer);
+      unlisten();
+      await rm(runDir, { recursive: true, force: true });
+    }
+    this.opts.collect?.(metrics.map(copyMetrics));
+    this.emit('metrics', snapshot(true));
+    if (stop.failed && !(this.cancelledByOutput && isAbort(stop.error))) throw stop.error;
+    return {
+      metrics: snapshot(true).stages.slice(),
+      tiles: { max: this.budget.maxInUse, limit: this.budget.limit },
+      items: { done: tally.done, failed: tally.failed, replayed: tally.replayed },
+      elapsedMs: performance.now() - t0,
+    };
+  }
+
+  /** What the run's node bodies get besides their StageContext: the run's folder, budget and event sinks. */
+  private runEnv(tmpDir: string, tally: RunTally): RunEnv {
+    return {
+      tmpDir,
       budget: this.budget,
       item: (ev) => {
-        if (ev.type === 'done') done++;
-        else if (ev.type === 'replayed') replayed++;
-        else if (ev.type === 'failed') failed.push({ stage: ev.stage, key: ev.key, error: ev.error });
+        tally.count(ev);
         this.emit('item', ev);
       },
       worker: (ev) => this.emit('worker', ev),
-      subMetrics: (parent, stages) => {
-        for (const m of stages) {
-          const name = `${parent}/${m.name}`;
-          let into = sub.get(name);
-          if (into === undefined) sub.set(name, (into = newMetrics(name)));
-          addMetrics(into, m);
-        }
-      },
+      subMetrics: (parent, stages) => tally.addSub(parent, stages),
     };
+  }
 
-    const { signal } = this.controller;
-    let firstError: unknown;
-    const allChannels: Channel<unknown>[] = [];
-    const fail = (e: unknown): void => {
-      if (firstError !== undefined) return;
-      firstError = e;
-      this.controller.abort(e);
-      for (const c of allChannels) c.fail(e);
-    };
+  /**
+   * What stops the run besides a stage's error: the caller's signal, SIGINT/SIGTERM (handleSignals), an abort of
+   * the run's own signal (output consumer stopped). Returns what removes the listeners on the caller's objects.
+   */
+  private listenForStops(stop: FirstError): () => void {
     const onExternalAbort = (): void =>
-      fail(new EngineError('E_ABORTED', this.name, undefined, 'run aborted', { cause: this.opts.signal?.reason }));
+      stop.fail(new EngineError('E_ABORTED', this.name, undefined, 'run aborted', { cause: this.opts.signal?.reason }));
     if (this.opts.signal?.aborted) onExternalAbort();
     this.opts.signal?.addEventListener('abort', onExternalAbort, { once: true });
-    const onSignal = (sig: NodeJS.Signals): void => fail(new EngineError('E_ABORTED', this.name, undefined, `received ${sig}`));
+    const onSignal = (sig: NodeJS.Signals): void => stop.fail(new EngineError('E_ABORTED', this.name, undefined, `received ${sig}`));
     if (this.opts.handleSignals) {
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
     }
     // An abort that does not come from a stage error (output consumer stopped).
-    signal.addEventListener('abort', () => fail(signal.reason), { once: true });
+    const { signal } = this.controller;
+    signal.addEventListener('abort', () => stop.fail(signal.reason), { once: true });
+    return () => {
+      this.opts.signal?.removeEventListener('abort', onExternalAbort);
+      if (this.opts.handleSignals) {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    };
+  }
 
-    // One channel per consumer edge.
+  /** One channel per consumer edge: each node's input channels and output channels; every channel also into `all`. */
+  private connect(all: Channel<unknown>[]): { ins: Map<Spec, Channel<unknown>[]>; outs: Map<Spec, Channel<unknown>[]> } {
     const outs = new Map<Spec, Channel<unknown>[]>();
     const ins = new Map<Spec, Channel<unknown>[]>();
     for (const s of this.nodes) {
@@ -306,54 +335,28 @@ export class Graph extends EventEmitter<GraphEvents> {
     for (const s of this.nodes) {
       for (const i of s.inputs) {
         const c = new Channel<unknown>(i.spec.hwm);
-        allChannels.push(c);
+        all.push(c);
         outs.get(i.spec)?.push(c);
         ins.get(s)?.push(c);
       }
     }
-    const metrics = this.nodes.map((s) => newMetrics(s.name));
-    const snapshot = (final: boolean): MetricsSnapshot => {
-      this.nodes.forEach((s, idx) => {
-        const m = metrics[idx] as StageMetrics;
-        const cs = outs.get(s) ?? [];
-        m.queueDepth = Math.max(0, ...cs.map((c) => c.depth));
-        m.maxQueueDepth = Math.max(m.maxQueueDepth, ...cs.map((c) => c.maxDepth));
-      });
-      return {
-        graph: this.name,
-        elapsedMs: performance.now() - t0,
-        stages: [...metrics, ...[...sub.values()].sort((a, b) => a.name.localeCompare(b.name))].map(copyMetrics),
-        tiles: { inUse: this.budget.inUse, maxInUse: this.budget.maxInUse, limit: this.budget.limit },
-        final,
-      };
-    };
-    const period = this.opts.metricsIntervalMs ?? 250;
-    const timer = period > 0 ? setInterval(() => this.emit('metrics', snapshot(false)), period) : undefined;
-    timer?.unref();
+    return { ins, outs };
+  }
 
-    try {
-      const runs = this.nodes.map((s, idx) => {
-        const ctx: StageContext = { signal, name: s.name, metrics: metrics[idx] as StageMetrics, tiles: this.budget };
-        return runNode(s, ctx, env, ins.get(s) ?? [], outs.get(s) ?? []).catch((e: unknown) => fail(e));
-      });
-      await Promise.all(runs);
-    } finally {
-      if (timer) clearInterval(timer);
-      this.opts.signal?.removeEventListener('abort', onExternalAbort);
-      if (this.opts.handleSignals) {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-      }
-      await rm(runDir, { recursive: true, force: true });
-    }
-    this.opts.collect?.(metrics.map(copyMetrics));
-    this.emit('metrics', snapshot(true));
-    if (firstError !== undefined && !(this.cancelledByOutput && isAbort(firstError))) throw firstError;
+  /** The run's metrics now: every node's (with its output edges' queue depths), then the workers' stages by name. */
+  private snapshot(metrics: StageMetrics[], outs: Map<Spec, Channel<unknown>[]>, sub: Map<string, StageMetrics>, t0: number, final: boolean): MetricsSnapshot {
+    this.nodes.forEach((s, idx) => {
+      const m = metrics[idx] as StageMetrics;
+      const cs = outs.get(s) ?? [];
+      m.queueDepth = Math.max(0, ...cs.map((c) => c.depth));
+      m.maxQueueDepth = Math.max(m.maxQueueDepth, ...cs.map((c) => c.maxDepth));
+    });
     return {
-      metrics: snapshot(true).stages.slice(),
-      tiles: { max: this.budget.maxInUse, limit: this.budget.limit },
-      items: { done, failed, replayed },
+      graph: this.name,
       elapsedMs: performance.now() - t0,
+      stages: [...metrics, ...[...sub.values()].sort((a, b) => a.name.localeCompare(b.name))].map(copyMetrics),
+      tiles: { inUse: this.budget.inUse, maxInUse: this.budget.maxInUse, limit: this.budget.limit },
+      final,
     };
   }
 
@@ -365,6 +368,48 @@ export class Graph extends EventEmitter<GraphEvents> {
       if (!s.sink && s.consumers === 0) {
         throw new EngineError('E_GRAPH', s.name, undefined, `output of stage is never consumed (add a sink or a consumer)`);
       }
+    }
+  }
+}
+
+/** First error wins: it aborts the run's signal and fails every edge; later errors are dropped. */
+class FirstError {
+  failed = false;
+  error: unknown;
+  /** Every edge of the run (filled once they exist; an error before that fails only the signal). */
+  readonly channels: Channel<unknown>[] = [];
+
+  constructor(private readonly controller: AbortController) {}
+
+  fail(e: unknown): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.error = e;
+    this.controller.abort(e);
+    for (const c of this.channels) c.fail(e);
+  }
+}
+
+/** What a run counts of its fan-outs' items, and the metrics of the stages that ran inside worker processes. */
+class RunTally {
+  done = 0;
+  replayed = 0;
+  readonly failed: ItemFailure[] = [];
+  /** Stages that ran inside worker processes, named `<fan-out stage>/<stage>`. */
+  readonly sub = new Map<string, StageMetrics>();
+
+  count(ev: ItemEvent): void {
+    if (ev.type === 'done') this.done++;
+    else if (ev.type === 'replayed') this.replayed++;
+    else if (ev.type === 'failed') this.failed.push({ stage: ev.stage, key: ev.key, error: ev.error });
+  }
+
+  addSub(parent: string, stages: readonly StageMetrics[]): void {
+    for (const m of stages) {
+      const name = `${parent}/${m.name}`;
+      let into = this.sub.get(name);
+      if (into === undefined) this.sub.set(name, (into = newMetrics(name)));
+      addMetrics(into, m);
     }
   }
 }

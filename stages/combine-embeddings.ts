@@ -49,37 +49,55 @@ export interface EmbeddingAcc {
 }
 
 export function combineEmbeddings(opts: { spillThresholdBytes?: number; memoryBudgetBytes?: number } = {}): CombineFn<TileEmbeddings, EmbeddingAcc, EmbeddingBag> {
-  const threshold = opts.spillThresholdBytes ?? DEFAULT_SPILL_THRESHOLD_BYTES;
-  const budget = opts.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES;
-  /** Row bytes in memory across this reducer's accumulators (extracted bags still count: the join holds them). */
-  let resident = 0;
-  /** Accumulators still taking rows: where a spill can free memory. */
-  const active = new Set<EmbeddingAcc>();
-  const fresh = (ctx: CombineContext): EmbeddingAcc => {
-    const acc: EmbeddingAcc = { ctx, dim: undefined, entries: [], memBytes: 0, spill: undefined, state: 'open' };
-    active.add(acc);
-    return acc;
+  const memory = new BagMemory(opts.spillThresholdBytes ?? DEFAULT_SPILL_THRESHOLD_BYTES, opts.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
+  return {
+    createAccumulator: (ctx) => memory.fresh(ctx),
+    addInput: (acc, g) => addGroup(memory, acc, g),
+    mergeAccumulators: (accs, ctx) => mergeAccumulators(memory, accs, ctx),
+    extractOutput: (acc) => extractBag(memory, acc),
+    dispose: (acc) => memory.dispose(acc),
   };
-  const spill = async (acc: EmbeddingAcc): Promise<void> => {
-    resident -= acc.memBytes;
-    await spillMemory(acc);
-  };
-  /** Past the shared budget, the accumulator holding the most rows in memory spills them. */
-  const enforceBudget = async (): Promise<void> => {
-    while (resident > budget) {
-      let largest: EmbeddingAcc | undefined;
-      for (const a of active) if (a.memBytes > (largest?.memBytes ?? 0)) largest = a;
-      if (largest === undefined) return; // what is left in memory belongs to extracted bags
-      await spill(largest);
-    }
-  };
-  const dispose = async (acc: EmbeddingAcc): Promise<void> => {
-    if (acc.state === 'open') resident -= acc.memBytes;
-    active.delete(acc);
-    await disposeAcc(acc);
-  };
+}
 
-  async function add(acc: EmbeddingAcc, ref: TileRef, avg: Float32Array, max: Float32Array): Promise<void> {
+/**
+ * One reducer's row memory: each accumulator spills past `threshold` bytes, and past `budget` bytes across all of
+ * them the one holding the most rows in memory spills.
+ */
+class BagMemory {
+  /** Row bytes in memory across this reducer's accumulators (extracted bags still count: the join holds them). */
+  private resident = 0;
+  /** Accumulators still taking rows: where a spill can free memory. */
+  private readonly active = new Set<EmbeddingAcc>();
+
+  constructor(
+    private readonly threshold: number,
+    private readonly budget: number,
+  ) {}
+
+  fresh(ctx: CombineContext): EmbeddingAcc {
+    const acc: EmbeddingAcc = { ctx, dim: undefined, entries: [], memBytes: 0, spill: undefined, state: 'open' };
+    this.active.add(acc);
+    return acc;
+  }
+
+  async spill(acc: EmbeddingAcc): Promise<void> {
+    this.resident -= acc.memBytes;
+    await spillMemory(acc);
+  }
+
+  /** The accumulator takes no more rows (its bag was extracted): its memory still counts, but it cannot spill. */
+  close(acc: EmbeddingAcc): void {
+    this.active.delete(acc);
+  }
+
+  async dispose(acc: EmbeddingAcc): Promise<void> {
+    if (acc.state === 'open') this.resident -= acc.memBytes;
+    this.active.delete(acc);
+    await disposeAcc(acc);
+  }
+
+  /** Adds one tile's rows (copied) to `acc`, then spills as the threshold and the budget say. */
+  async add(acc: EmbeddingAcc, ref: TileRef, avg: Float32Array, max: Float32Array): Promise<void> {
     if (acc.state !== 'open') throw new EngineError('E_ACCUMULATOR_STATE', STAGE, acc.ctx.key, `addInput on a ${acc.state} accumulator`);
     if (avg.length !== max.length || (acc.dim !== undefined && avg.length !== acc.dim) || avg.length === 0) {
       throw new EngineError('E_EMBEDDING_DIM', STAGE, acc.ctx.key, `tile (${ref.x}, ${ref.y}) of image ${ref.image_id}: avg has ${avg.length} and max ${max.length} values, expected ${acc.dim ?? 'equal non-zero'}`);
@@ -88,67 +106,79 @@ export function combineEmbeddings(opts: { spillThresholdBytes?: number; memoryBu
     // Copies: the input may be a view on a larger (batch) buffer that we must not keep alive.
     acc.entries.push({ ref, slot: -1, avg: avg.slice(), max: max.slice() });
     acc.memBytes += avg.byteLength * 2;
-    resident += avg.byteLength * 2;
-    if (acc.memBytes > threshold) await spill(acc);
-    else await enforceBudget();
+    this.resident += avg.byteLength * 2;
+    if (acc.memBytes > this.threshold) await this.spill(acc);
+    else await this.enforceBudget();
   }
 
-  return {
-    createAccumulator: fresh,
-    async addInput(acc, g) {
-      // A group of one slide's tiles, packed: each tile's rows are views here, copied by add.
-      const n = g.x.length;
-      if (g.y.length !== n || !(g.dim > 0) || g.avg.length !== n * g.dim || g.max.length !== n * g.dim) {
-        throw new EngineError('E_EMBEDDING_DIM', STAGE, acc.ctx.key, `a group of ${n} tile(s) of image ${g.image_id} has ${g.y.length} y positions and ${g.avg.length} avg / ${g.max.length} max values, expected ${n} x ${g.dim}`);
-      }
-      for (let i = 0; i < n; i++) {
-        const rows = [i * g.dim, (i + 1) * g.dim] as const;
-        await add(acc, { image_id: g.image_id, image_num: g.image_num, x: g.x[i]!, y: g.y[i]! }, g.avg.subarray(...rows), g.max.subarray(...rows));
-      }
-      return acc;
-    },
-    async mergeAccumulators(accs, ctx) {
-      const merged = fresh(ctx);
-      try {
-        for (const acc of accs) {
-          // Rows in memory move over; spilled rows are read back in runs and re-added (may re-spill).
-          const spilled = acc.entries.filter((e) => e.slot >= 0);
-          const dim = acc.dim ?? 0;
-          for (let i = 0; i < spilled.length; i += BAG_CHUNK_ROWS) {
-            const batch = spilled.slice(i, i + BAG_CHUNK_ROWS);
-            const slots = batch.map((e) => e.slot);
-            const avg = await acc.spill!.read('avg', slots, dim);
-            const max = await acc.spill!.read('max', slots, dim);
-            for (let j = 0; j < batch.length; j++) {
-              await add(merged, batch[j]!.ref, avg.subarray(j * dim, (j + 1) * dim), max.subarray(j * dim, (j + 1) * dim));
-            }
-          }
-          for (const e of acc.entries) if (e.slot < 0) await add(merged, e.ref, e.avg!, e.max!);
-        }
-      } catch (err) {
-        await dispose(merged);
-        throw err;
-      }
-      // The inputs are consumed: free their files now (dispose is idempotent if the engine calls it too).
-      for (const acc of accs) await dispose(acc);
-      return merged;
-    },
-    async extractOutput(acc) {
-      if (acc.state !== 'open') throw new EngineError('E_ACCUMULATOR_STATE', STAGE, acc.ctx.key, `extractOutput on a ${acc.state} accumulator`);
-      if (acc.spill !== undefined && acc.memBytes > 0) await spill(acc);
-      active.delete(acc);
-      const entries = [...acc.entries].sort(compareEntries);
-      for (let i = 1; i < entries.length; i++) {
-        if (compareEntries(entries[i - 1]!, entries[i]!) === 0) {
-          const r = entries[i]!.ref;
-          throw new EngineError('E_DUPLICATE_TILE', STAGE, acc.ctx.key, `patient ${acc.ctx.key}: tile (${r.x}, ${r.y}) of image ${r.image_id} was received twice`);
-        }
-      }
-      acc.state = 'extracted';
-      return makeBag(acc.ctx.key, acc.dim ?? 0, entries, acc.spill);
-    },
-    dispose,
-  };
+  /** Past the shared budget, the accumulator holding the most rows in memory spills them. */
+  private async enforceBudget(): Promise<void> {
+    while (this.resident > this.budget) {
+      let largest: EmbeddingAcc | undefined;
+      for (const a of this.active) if (a.memBytes > (largest?.memBytes ?? 0)) largest = a;
+      if (largest === undefined) return; // what is left in memory belongs to extracted bags
+      await this.spill(largest);
+    }
+  }
+}
+
+/** A group of one slide's tiles, packed: each tile's rows are views here, copied by add. */
+async function addGroup(memory: BagMemory, acc: EmbeddingAcc, g: TileEmbeddings): Promise<EmbeddingAcc> {
+  const n = g.x.length;
+  if (g.y.length !== n || !(g.dim > 0) || g.avg.length !== n * g.dim || g.max.length !== n * g.dim) {
+    throw new EngineError('E_EMBEDDING_DIM', STAGE, acc.ctx.key, `a group of ${n} tile(s) of image ${g.image_id} has ${g.y.length} y positions and ${g.avg.length} avg / ${g.max.length} max values, expected ${n} x ${g.dim}`);
+  }
+  for (let i = 0; i < n; i++) {
+    const rows = [i * g.dim, (i + 1) * g.dim] as const;
+    await memory.add(acc, { image_id: g.image_id, image_num: g.image_num, x: g.x[i]!, y: g.y[i]! }, g.avg.subarray(...rows), g.max.subarray(...rows));
+  }
+  return acc;
+}
+
+/** One accumulator holding every row of `accs`, which are disposed of (their files freed) once it is built. */
+async function mergeAccumulators(memory: BagMemory, accs: EmbeddingAcc[], ctx: CombineContext): Promise<EmbeddingAcc> {
+  const merged = memory.fresh(ctx);
+  try {
+    for (const acc of accs) await moveRows(memory, acc, merged);
+  } catch (err) {
+    await memory.dispose(merged);
+    throw err;
+  }
+  // The inputs are consumed: free their files now (dispose is idempotent if the engine calls it too).
+  for (const acc of accs) await memory.dispose(acc);
+  return merged;
+}
+
+/** Adds `acc`'s rows to `into`: spilled rows are read back in runs and re-added (may re-spill), then those in memory. */
+async function moveRows(memory: BagMemory, acc: EmbeddingAcc, into: EmbeddingAcc): Promise<void> {
+  const spilled = acc.entries.filter((e) => e.slot >= 0);
+  const dim = acc.dim ?? 0;
+  for (let i = 0; i < spilled.length; i += BAG_CHUNK_ROWS) {
+    const batch = spilled.slice(i, i + BAG_CHUNK_ROWS);
+    const slots = batch.map((e) => e.slot);
+    const avg = await acc.spill!.read('avg', slots, dim);
+    const max = await acc.spill!.read('max', slots, dim);
+    for (let j = 0; j < batch.length; j++) {
+      await memory.add(into, batch[j]!.ref, avg.subarray(j * dim, (j + 1) * dim), max.subarray(j * dim, (j + 1) * dim));
+    }
+  }
+  for (const e of acc.entries) if (e.slot < 0) await memory.add(into, e.ref, e.avg!, e.max!);
+}
+
+/** The patient's bag, sorted by (image_num, y, x); a tile received twice is E_DUPLICATE_TILE. */
+async function extractBag(memory: BagMemory, acc: EmbeddingAcc): Promise<EmbeddingBag> {
+  if (acc.state !== 'open') throw new EngineError('E_ACCUMULATOR_STATE', STAGE, acc.ctx.key, `extractOutput on a ${acc.state} accumulator`);
+  if (acc.spill !== undefined && acc.memBytes > 0) await memory.spill(acc);
+  memory.close(acc);
+  const entries = [...acc.entries].sort(compareEntries);
+  for (let i = 1; i < entries.length; i++) {
+    if (compareEntries(entries[i - 1]!, entries[i]!) === 0) {
+      const r = entries[i]!.ref;
+      throw new EngineError('E_DUPLICATE_TILE', STAGE, acc.ctx.key, `patient ${acc.ctx.key}: tile (${r.x}, ${r.y}) of image ${r.image_id} was received twice`);
+    }
+  }
+  acc.state = 'extracted';
+  return makeBag(acc.ctx.key, acc.dim ?? 0, entries, acc.spill);
 }
 
 function compareEntries(a: Entry, b: Entry): number {

@@ -1,0 +1,52 @@
+/**
+ * The suite's options (bench/run.ts's command line) and the places it works in. Options: --full, --json FILE,
+ * --only a,b (parts: stages, pipeline, memory, overhead; `scaling` runs only when named), --job-args "..." (extra
+ * flags for every job run: A/B of defaults), --repeat N (stage-cost and pipeline runs, medians; 3),
+ * --memory-repeat N (runs of each memory-series slide, the highest peak kept; 2).
+ */
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseRunOptions, type RunOptions } from '../stages/cli/options.js';
+
+/** The repository (dist/bench/*.js is two folders down). */
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const CACHE = join(ROOT, '.cache');
+/** The suite's generated slides (cached). */
+export const SLIDES = join(CACHE, 'bench');
+export const CORES = os.availableParallelism();
+
+export interface BenchOptions {
+  /** --full: the 100k memory slide and the short job too. */
+  readonly full: boolean;
+  /** --json FILE: where results.json (and results.svg beside it) go. */
+  readonly jsonOut: string | undefined;
+  /** Extra flags for every job the suite starts. */
+  readonly jobArgs: readonly string[];
+  /** Runs of the stage costs and of the pipeline; the figures are their medians (the machine is shared and noisy). */
+  readonly repeat: number;
+  /** Tiles per group in the jobs (their --group-size, default or from --job-args): the serialize stage takes groups this size. */
+  readonly jobGroupSize: number;
+  /** Runs of each memory-series slide; its figure is the highest peak (2). */
+  readonly memoryRepeat: number;
+  /** Whether a part runs: those named by --only, or every part but `scaling`. */
+  runs(part: string): boolean;
+}
+
+export function benchOptions(argv: readonly string[]): BenchOptions {
+  const flag = (name: string): string | undefined => {
+    const i = argv.indexOf(name);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const only = flag('--only')?.split(',');
+  const jobArgs = flag('--job-args')?.split(' ').filter(Boolean) ?? [];
+  return {
+    full: argv.includes('--full'),
+    jsonOut: flag('--json'),
+    jobArgs,
+    repeat: Number(flag('--repeat') ?? 3),
+    jobGroupSize: (parseRunOptions(jobArgs.filter((a) => a !== '--help' && a !== '-h')) as RunOptions).groupSize,
+    memoryRepeat: Math.max(1, Number(flag('--memory-repeat') ?? 2)),
+    runs: (part) => (only === undefined ? part !== 'scaling' : only.includes(part)),
+  };
+}
