@@ -1,0 +1,58 @@
+/**
+ * The job's folders, checked before any work: `--slides` must be a folder; `--out` and the work folder must be
+ * folders this process can create and write. Each refusal is a usage error (E_USAGE, exit code 2) naming the
+ * flag, the path and the errno.
+ */
+import { mkdir, open, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { errnoText, isSystemError } from './io.js';
+
+function usage(message: string): Error {
+  return Object.assign(new Error(message), { code: 'E_USAGE' });
+}
+
+function errnoOf(err: unknown): string {
+  if (isSystemError(err)) return errnoText(err);
+  throw err;
+}
+
+/** `--slides DIR`: an existing folder. */
+export async function checkSlidesDir(dir: string): Promise<void> {
+  const st = await stat(dir).catch((err: unknown) => {
+    throw usage(`--slides ${dir}: ${errnoOf(err)}: no such folder`);
+  });
+  if (!st.isDirectory()) throw usage(`--slides ${dir}: ENOTDIR: not a folder`);
+}
+
+/** `flag DIR`: created when missing, and written to (a probe file, removed): a read-only mount is found here. */
+export async function checkWritableDir(flag: string, dir: string): Promise<void> {
+  const st = await stat(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw usage(`${flag} ${dir}: ${errnoOf(err)}`);
+  });
+  if (st !== undefined && !st.isDirectory()) throw usage(`${flag} ${dir}: ENOTDIR: exists and is not a folder`);
+  await mkdir(dir, { recursive: true }).catch((err: unknown) => {
+    throw usage(`${flag} ${dir}: ${errnoOf(err)}: the folder cannot be created`);
+  });
+  const probe = join(dir, `.write-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    const fh = await open(probe, 'wx');
+    try {
+      await fh.write('probe\n');
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    throw usage(`${flag} ${dir}: ${errnoOf(err)}: the folder cannot be written`);
+  } finally {
+    await rm(probe, { force: true });
+  }
+}
+
+/** The main job's folders, before any work. */
+export async function checkJobPaths(p: { readonly slides: string | undefined; readonly out: string; readonly workDir: string }): Promise<void> {
+  if (p.slides !== undefined) await checkSlidesDir(p.slides);
+  await checkWritableDir('--out', p.out);
+  await checkWritableDir('--work-dir', p.workDir);
+}
