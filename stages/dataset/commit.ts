@@ -90,11 +90,10 @@ export async function discardStaging(staging: Staging): Promise<void> {
 }
 
 /**
- * Commits a staging folder whose files are complete: writes the manifest last, then the journal (the commit
- * point), then swaps. Returns once the new dataset is in place. An error after the commit point carries
- * `committed: true` (the next run finishes the swap).
+ * Steps 2 and 3: writes the manifest into the staging folder (last), then the journal, whose rename is the
+ * commit point. Returns the journal; the swap (rollForward) is still to do.
  */
-export async function commitStaging(staging: Staging, manifest: Manifest): Promise<void> {
+export async function prepareCommit(staging: Staging, manifest: Manifest): Promise<Journal> {
   const { outDir, dir, runId } = staging;
   await writeDurable(join(dir, MANIFEST), JSON.stringify(manifest, null, 2) + '\n', runId);
   await syncDir(dir);
@@ -108,9 +107,18 @@ export async function commitStaging(staging: Staging, manifest: Manifest): Promi
   const tmp = join(outDir, `${JOURNAL}.tmp-${runId}`);
   await writeSynced(tmp, JSON.stringify(journal, null, 2) + '\n');
   await renameCommitPoint(tmp, outDir, runId);
+  return journal;
+}
+
+/**
+ * Commits a staging folder whose files are complete: prepareCommit, then the swap. Returns once the new
+ * dataset is in place. An error after the commit point carries `committed: true` (the next run finishes the swap).
+ */
+export async function commitStaging(staging: Staging, manifest: Manifest): Promise<void> {
+  const journal = await prepareCommit(staging, manifest);
   try {
-    await syncDir(outDir);
-    await rollForward(outDir, journal);
+    await syncDir(staging.outDir);
+    await rollForward(staging.outDir, journal);
   } catch (err) {
     throw Object.assign(err as Error, { committed: true });
   }
