@@ -4,7 +4,8 @@
  * flag, the path and the errno.
  */
 import { mkdir, open, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errnoText, isSystemError } from './io.js';
 
@@ -32,7 +33,7 @@ export async function checkWritableDir(flag: string, dir: string): Promise<void>
     throw usage(`${flag} ${dir}: ${errnoOf(err)}`);
   });
   if (st !== undefined && !st.isDirectory()) throw usage(`${flag} ${dir}: ENOTDIR: exists and is not a folder`);
-  await mkdir(dir, { recursive: true }).catch((err: unknown) => {
+  await mkdirEach(dir).catch((err: unknown) => {
     throw usage(`${flag} ${dir}: ${errnoOf(err)}: the folder cannot be created`);
   });
   const probe = join(dir, `.write-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
@@ -47,6 +48,20 @@ export async function checkWritableDir(flag: string, dir: string): Promise<void>
     throw usage(`${flag} ${dir}: ${errnoOf(err)}: the folder cannot be written`);
   } finally {
     await rm(probe, { force: true });
+  }
+}
+
+/**
+ * mkdir -p, one level at a time: node's recursive mkdir reports a read-only parent as ENOENT, this gives the
+ * real errno (EROFS, EACCES, ENOSPC, ...).
+ */
+async function mkdirEach(dir: string): Promise<void> {
+  const missing: string[] = [];
+  for (let d = resolve(dir); !existsSync(d); d = dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    await mkdir(d).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
   }
 }
 
