@@ -139,7 +139,11 @@ async function renameCommitPoint(tmp: string, outDir: string, runId: string): Pr
 /** The files of the dataset now in outDir: its manifest's files, and any shard (a dataset from before manifests). */
 async function oldDatasetFiles(outDir: string): Promise<string[]> {
   const names = new Set<string>();
-  const old = await readManifest(outDir).catch(() => undefined);
+  // An unreadable old manifest only costs its list: the shards are still found by name below.
+  const old = await readManifest(outDir).catch((err: { code?: string }) => {
+    if (err.code === 'E_MANIFEST_INVALID') return undefined;
+    throw err;
+  });
   for (const f of [...(old?.shards ?? []), ...(old?.files ?? [])]) names.add(f.file);
   const pattern = shardPattern(PREFIX);
   for (const n of await naming('list', outDir, () => readdir(outDir))) if (pattern.test(n)) names.add(n);

@@ -59,7 +59,8 @@ export async function publish(p: PublishInput): Promise<Publication> {
       errors.push(messageOf(err));
       if ((err as { committed?: boolean }).committed === true) {
         errors.push(`The new dataset is committed in ${staging.outDir}, but its swap stopped: the next run into that folder finishes it.`);
-        return { committed: true, keptBecause: undefined, json: '', html: '', errors };
+        // The report is among the committed files: where it will be once the swap is finished.
+        return { committed: true, keptBecause: undefined, json: join(staging.outDir, 'report.json'), html: join(staging.outDir, 'report.html'), errors };
       }
     }
   }
