@@ -31,7 +31,8 @@ export interface Manifest {
   readonly shards: readonly ManifestShard[];
   /** The dataset's other files (report.json, report.html). */
   readonly files: readonly ManifestFile[];
-  readonly csv: { readonly path: string; readonly sha256: string };
+  /** sha256 null: the CSV was not a regular file (standard input, a FIFO), read once and not kept. */
+  readonly csv: { readonly path: string; readonly sha256: string | null };
   readonly params: Readonly<Record<string, unknown>>;
   readonly models: Readonly<Record<string, { readonly path: string; readonly sha256: string }>>;
 }
@@ -52,6 +53,15 @@ export async function sha256File(path: string): Promise<string> {
     for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
     return hash.digest('hex');
   });
+}
+
+/** A regular file's sha256; null for standard input or a FIFO, which cannot be read a second time. */
+async function csvSha256(file: string): Promise<string | null> {
+  const st = await stat(file).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined; // '-': standard input
+    throw err;
+  });
+  return st?.isFile() === true ? sha256File(file) : null;
 }
 
 async function describe(dir: string, file: string): Promise<ManifestFile> {
@@ -86,7 +96,7 @@ export async function buildManifest(dir: string, input: ManifestInput): Promise<
     records: shards.reduce((n, s) => n + s.records, 0),
     shards,
     files,
-    csv: { path: input.csvFile, sha256: await sha256File(input.csvFile) },
+    csv: { path: input.csvFile, sha256: await csvSha256(input.csvFile) },
     params: input.params,
     models,
   };

@@ -4,7 +4,7 @@
  * before the commit point the old dataset stays and dead runs' leftovers are removed.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
@@ -128,4 +128,16 @@ t.test('a journal that cannot be rolled forward is an error naming it', async (t
   const name = staging.dir.slice(out.length + 1);
   await writeFile(join(out, JOURNAL), JSON.stringify({ format: 1, run_id: 'x', staging: name, files: ['gone.tfrecord', 'manifest.json'], remove: [] }));
   await t.rejects(recover(out), { code: 'E_DATASET_SWAP', message: `names gone.tfrecord, which is neither in ${staging.dir} nor in ${out}` });
+});
+
+t.test('a CSV read from a FIFO or standard input: the manifest names it without a sha256 (it cannot be read twice)', async (t) => {
+  const root = await tempDir(t, 'commit-fifo-');
+  const fifo = join(root, 'in.fifo');
+  spawnSync('mkfifo', [fifo]);
+  if (!existsSync(fifo)) return t.skip('mkfifo is not available');
+  const dir = join(root, 'd');
+  await writeFiles(dir, NEW);
+  const m = await manifestFor(dir, NEW, fifo, 'r');
+  t.same(m.csv, { path: fifo, sha256: null }, 'a FIFO: not opened again (that would wait for a writer)');
+  t.same((await manifestFor(dir, NEW, '-', 'r')).csv, { path: '-', sha256: null }, 'standard input');
 });
