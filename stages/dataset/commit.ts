@@ -24,7 +24,8 @@
  * On a shared network file system (NFS): rename and unlink are single server operations, atomic for every
  * client; nothing relies on locks, hard links or mtimes. A rename whose reply is lost and is retransmitted can
  * answer ENOENT although it was done: each rename here checks its target before treating ENOENT as an error.
- * Files are fsynced before they are renamed (close-to-open consistency then gives other clients whole files).
+ * Files are fsynced before they are renamed (close-to-open consistency then gives other clients whole files),
+ * and the journal is found by opening it by name (an open revalidates the folder), never from a cached listing.
  * Leftovers of a run on another host are left for a run on that host (or for removal by hand): a run cannot
  * tell whether a process on another machine is still alive. Two runs into one `<out>` at once are kept apart
  * by the run lock (engine/lock.ts), not by this protocol.
