@@ -4,10 +4,10 @@
  * before the commit point the old dataset stays and dead runs' leftovers are removed.
  */
 import t from 'tap';
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { commitStaging, JOURNAL, openStaging, prepareCommit, readJournal, recover, swapSteps, type Staging } from '../../stages/dataset/commit.js';
 import { buildManifest, readManifest, verifyManifest } from '../../stages/dataset/manifest.js';
@@ -140,4 +140,33 @@ t.test('a CSV read from a FIFO or standard input: the manifest names it without 
   const m = await manifestFor(dir, NEW, fifo, 'r');
   t.same(m.csv, { path: fifo, sha256: null }, 'a FIFO: not opened again (that would wait for a writer)');
   t.same((await manifestFor(dir, NEW, '-', 'r')).csv, { path: '-', sha256: null }, 'standard input');
+});
+
+t.test('no space for the manifest or the journal: an E_OUTPUT_IO naming it, nothing left behind, the old dataset whole', async (t) => {
+  if (process.getuid?.() !== 0) return t.skip('needs root (to mount a small tmpfs)');
+  const root = await tempDir(t, 'commit-full-');
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', root], { stdio: 'pipe' });
+  } catch (err) {
+    return t.skip(`cannot mount a tmpfs here: ${(err as Error).message.split('\n')[0]}`);
+  }
+  t.teardown(() => execFileSync('umount', [root]));
+  const filler = join(root, 'filler');
+  const fillUntil = async (left: number): Promise<void> => {
+    await rm(filler, { force: true });
+    const s = await statfs(root);
+    await writeFile(filler, Buffer.alloc(s.bavail * s.bsize - left));
+  };
+  for (const [what, left] of [['manifest.json', 0], ['journal', 4096]] as const) {
+    await rm(join(root, 'out'), { recursive: true, force: true });
+    await rm(filler, { force: true });
+    const { out, staging, csv } = await setup(root);
+    const manifest = await manifestFor(staging.dir, NEW, csv, staging.runId);
+    await fillUntil(left);
+    const target = what === 'journal' ? join(out, `${JOURNAL}.tmp-${staging.runId}`) : join(staging.dir, 'manifest.json');
+    await t.rejects(commitStaging(staging, manifest), { code: 'E_OUTPUT_IO', message: `E_OUTPUT_IO: cannot write ${target}: ENOSPC (no space left on device)` }, `no space for the ${what}`);
+    t.same((await readdir(staging.dir)).filter((f) => f.includes('.tmp')), [], `${what}: no temporary file in the staging folder`);
+    t.same((await readdir(out)).filter((f) => f.startsWith(JOURNAL)), [], `${what}: no journal, no journal temporary`);
+    await verifies(t, out, OLD, `${what}: the old dataset`);
+  }
 });
