@@ -170,3 +170,15 @@ t.test('no space for the manifest or the journal: an E_OUTPUT_IO naming it, noth
     await verifies(t, out, OLD, `${what}: the old dataset`);
   }
 });
+
+t.test('a swap that fails after the commit point: the error says so (committed), the journal stays for the next run', async (t) => {
+  const root = await tempDir(t, 'commit-after-');
+  const { out, staging, csv } = await setup(root);
+  await mkdir(join(out, 'report.html', 'in-the-way'), { recursive: true }); // a folder where a staged file goes
+  const manifest = await manifestFor(staging.dir, NEW, csv, staging.runId);
+  await t.rejects(commitStaging(staging, manifest), { committed: true, code: 'E_OUTPUT_IO', message: new RegExp(`cannot move in ${join(out, 'report.html')}: EISDIR`) });
+  t.equal((await readJournal(out))?.run_id, staging.runId, 'the journal stays');
+  await rm(join(out, 'report.html'), { recursive: true });
+  t.equal((await recover(out)).rolledForward, staging.runId, 'the next run finishes the swap');
+  await verifies(t, out, NEW, 'after the recover');
+});
