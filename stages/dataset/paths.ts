@@ -1,9 +1,9 @@
 /**
  * The job's folders, checked before any work: `--slides` must be a folder; `--out` and the work folder must be
- * folders this process can create and write. Each refusal is a usage error (E_USAGE, exit code 2) naming the
+ * folders this process can create and write (checked by doing it; nothing is left behind). Each refusal is a usage error (E_USAGE, exit code 2) naming the
  * flag, the path and the errno.
  */
-import { mkdir, open, rm, stat } from 'node:fs/promises';
+import { mkdir, open, rm, rmdir, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -26,16 +26,33 @@ export async function checkSlidesDir(dir: string): Promise<void> {
   if (!st.isDirectory()) throw usage(`--slides ${dir}: ENOTDIR: not a folder`);
 }
 
-/** `flag DIR`: created when missing, and written to (a probe file, removed): a read-only mount is found here. */
+/**
+ * `flag DIR`: can be created and written (a probe file): a read-only mount is found here. Leaves nothing behind:
+ * the probe and the folders made for it are removed (the job makes its folders later, once past every check).
+ */
 export async function checkWritableDir(flag: string, dir: string): Promise<void> {
   const st = await stat(dir).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return undefined;
     throw usage(`${flag} ${dir}: ${errnoOf(err)}`);
   });
   if (st !== undefined && !st.isDirectory()) throw usage(`${flag} ${dir}: ENOTDIR: exists and is not a folder`);
-  await mkdirEach(dir).catch((err: unknown) => {
-    throw usage(`${flag} ${dir}: ${errnoOf(err)}: the folder cannot be created`);
-  });
+  const created: string[] = [];
+  try {
+    await mkdirEach(dir, created).catch((err: unknown) => {
+      throw usage(`${flag} ${dir}: ${errnoOf(err)}: the folder cannot be created`);
+    });
+    await probeWrite(flag, dir);
+  } finally {
+    for (const d of created.reverse()) {
+      await rmdir(d).catch((err: NodeJS.ErrnoException) => {
+        // Another process put something there meanwhile: its folder now, not ours to remove.
+        if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST' && err.code !== 'ENOENT') throw err;
+      });
+    }
+  }
+}
+
+async function probeWrite(flag: string, dir: string): Promise<void> {
   const probe = join(dir, `.write-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     const fh = await open(probe, 'wx');
@@ -55,13 +72,18 @@ export async function checkWritableDir(flag: string, dir: string): Promise<void>
  * mkdir -p, one level at a time: node's recursive mkdir reports a read-only parent as ENOENT, this gives the
  * real errno (EROFS, EACCES, ENOSPC, ...).
  */
-async function mkdirEach(dir: string): Promise<void> {
+async function mkdirEach(dir: string, created: string[]): Promise<void> {
   const missing: string[] = [];
   for (let d = resolve(dir); !existsSync(d); d = dirname(d)) missing.unshift(d);
   for (const d of missing) {
-    await mkdir(d).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EEXIST') throw err;
-    });
+    const made = await mkdir(d).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+        return false;
+      },
+    );
+    if (made) created.push(d);
   }
 }
 

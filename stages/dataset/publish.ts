@@ -4,15 +4,18 @@
  * manifest; otherwise discard the staging folder, keep the dataset in `--out` as it was, and write the run
  * report into the work folder, or the system's temporary folder when that cannot be written either).
  */
+import { mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeReport, type RunReport, type SlidePictures } from '../report/report.js';
 import type { WriteSummary } from '../write-tfrecords.js';
 import { commitStaging, discardStaging, openStaging, recover, type Staging } from './commit.js';
 import { buildManifest } from './manifest.js';
+import { naming } from './io.js';
 
 /** Before the run: an interrupted swap finished (said on `tell`), dead runs' leftovers removed, a staging folder. */
 export async function openDataset(outDir: string, tell: (line: string) => void): Promise<Staging> {
+  await naming('create', outDir, () => mkdir(outDir, { recursive: true }));
   const r = await recover(outDir);
   if (r.rolledForward !== undefined) tell(`Finished swapping in the dataset that run ${r.rolledForward} had committed in ${outDir}.`);
   return openStaging(outDir);

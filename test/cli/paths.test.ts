@@ -40,6 +40,7 @@ if (unavailable) {
     await refused(t, ['--slides', slides, '--out', aFile], `--out ${aFile}: ENOTDIR: exists and is not a folder`);
     await refused(t, ['--slides', slides, '--out', join(aFile, 'sub')], `--out ${join(aFile, 'sub')}: ENOTDIR`);
     await refused(t, ['--slides', slides, '--out', join(cwd, 'o3'), '--work-dir', aFile], `--work-dir ${aFile}: ENOTDIR: exists and is not a folder`);
+    t.notOk(existsSync(join(cwd, 'o3')), 'a refused run leaves no folder it made for its checks');
   });
 
   t.test('--out or --work-dir on a read-only file system', async (t) => {
