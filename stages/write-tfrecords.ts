@@ -17,6 +17,8 @@
  * Crash safety: everything is written under hidden `.*.tmp` names, fsynced, and renamed to the final
  * names only once complete; on failure the temporary files are removed. After the rename, stale shards
  * with the same prefix from an earlier run (other shard counts) are removed so the folder holds one dataset.
+ * The job points outDir at a fresh staging folder: the dataset is swapped in as a whole (stages/dataset/).
+ * A file-system error (ENOSPC, EIO, ...) is one E_OUTPUT_IO error naming the file and the errno.
  */
 import { mkdir, open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -24,6 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { EngineError, type Sink } from '../engine/types.js';
 import type { EncodedExample } from './tfrecord/example.js';
 import { TfrecordWriter } from './tfrecord/framing.js';
+import { errnoText, isSystemError } from './dataset/io.js';
 
 export const DEFAULT_TARGET_SHARD_BYTES = 256 * 1024 * 1024;
 
@@ -103,7 +106,9 @@ export function writeTfrecords(opts: WriteTfrecordsOptions): Sink<EncodedExample
     const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
     const stagingPath = join(opts.outDir, `.${prefix}.staging-${tag}.tmp`);
     const temps: string[] = [stagingPath];
-    let staging: TfrecordWriter | undefined = await TfrecordWriter.create(stagingPath);
+    /** The file being written: named by a file-system error. */
+    let current = stagingPath;
+    let staging: TfrecordWriter | undefined = await createWriter(stagingPath, name);
     let committed = false;
     try {
       const placed: Placed[] = [];
@@ -147,6 +152,7 @@ export function writeTfrecords(opts: WriteTfrecordsOptions): Sink<EncodedExample
         try {
           for (const shard of shards) {
             temps.push(shard.temp);
+            current = shard.temp;
             await copyRecords(input, shard.records, shard.temp, ctx.signal);
           }
         } finally {
@@ -154,7 +160,10 @@ export function writeTfrecords(opts: WriteTfrecordsOptions): Sink<EncodedExample
         }
       }
       ctx.signal.throwIfAborted();
-      for (const shard of shards) await rename(shard.temp, join(opts.outDir, shard.file));
+      for (const shard of shards) {
+        current = join(opts.outDir, shard.file);
+        await rename(shard.temp, current);
+      }
       committed = true;
       await rm(stagingPath, { force: true });
       await removeStaleShards(opts.outDir, prefix, new Set(shards.map((s) => s.file)));
@@ -168,11 +177,26 @@ export function writeTfrecords(opts: WriteTfrecordsOptions): Sink<EncodedExample
       };
       ctx.metrics.custom['shards'] = count;
       opts.onSummary?.(summary);
+    } catch (err) {
+      throw ioFailure(err, name, current);
     } finally {
       if (staging !== undefined) await staging.abandon();
       if (!committed) await Promise.all(temps.map((p) => rm(p, { force: true })));
     }
   };
+}
+
+async function createWriter(path: string, stage: string): Promise<TfrecordWriter> {
+  try {
+    return await TfrecordWriter.create(path);
+  } catch (err) {
+    throw ioFailure(err, stage, path);
+  }
+}
+
+/** A file-system error as E_OUTPUT_IO naming `path` and the errno; any other error unchanged. */
+function ioFailure(err: unknown, stage: string, path: string): unknown {
+  return isSystemError(err) ? new EngineError('E_OUTPUT_IO', stage, undefined, `cannot write ${path}: ${errnoText(err)}`, { cause: err }) : err;
 }
 
 /** Copies `records` (framed records in the staging file) into a new file, coalescing adjacent ranges. */

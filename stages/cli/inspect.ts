@@ -3,11 +3,14 @@
  * tf.train.Example and checks its features agree with each other; prints per-shard (records, bytes)
  * and per-patient (tiles, label, center, images) summaries. Returns the exit code: 0 when everything is
  * sound, 1 on any corruption or inconsistency (each named with its file and byte offset), 2 on usage errors.
+ * The folder is checked against its manifest.json first (stages/dataset/manifest.ts): no manifest, a listed
+ * shard missing or of another size or sha256, an unlisted shard, a 0-byte shard or a half-done swap is a problem.
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExampleType } from '../tfrecord/example-proto.js';
 import { readTfrecords } from '../tfrecord/framing.js';
+import { datasetProblems } from '../dataset/verify.js';
 
 export interface InspectIo {
   log(line: string): void;
@@ -74,6 +77,7 @@ export async function inspect(argv: readonly string[] | string, io: InspectIo = 
     set.add(Number(m[2]));
     groups.set(key, set);
   }
+  for (const line of await datasetProblems(dir, shards)) problem(line);
   if (shards.length === 0) {
     problem(`E_TFRECORD_MISSING: no ${prefix ?? '*'}-NNNNN-of-NNNNN.tfrecord shards in ${dir}`);
     return 1;

@@ -13,7 +13,7 @@ import type { PipelineConfig, PipelineHooks, SlideConfig } from '../../graph.js'
 import { HELP, parseRunOptions, type RunOptions } from './options.js';
 import { createProgress } from './progress.js';
 import { sampleTreeRss } from './proc-tree.js';
-import { writeReport, type RunReport } from '../report/report.js';
+import type { RunReport } from '../report/report.js';
 import { NOT_PROCESSED, RunRecord } from './run-record.js';
 import { CsvError, readCsv } from '../csv/read.js';
 import { checkPatients } from '../csv/patients.js';
@@ -25,6 +25,8 @@ import type { CsvRow } from '../types.js';
 import { findCommitted } from '../../engine/staging.js';
 import { slideTask, slideCheckpointKey } from '../slide-tasks.js';
 import { lockRun } from './run-lock.js';
+import { checkJobPaths } from '../dataset/paths.js';
+import { openDataset, publish, type Publication } from '../dataset/publish.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
@@ -50,6 +52,8 @@ export async function runJob(argv: readonly string[], deps: MainDeps): Promise<n
     console.log(HELP);
     return 0;
   }
+  // The folders, before any work: --slides a folder; --out and the work folder creatable and writable (exit 2).
+  await checkJobPaths({ slides: parsed.slides, out: parsed.out, workDir: parsed.workDir ?? join(parsed.out, '.work') });
   // Before anything is written: a second run into the same --out or work folder stops here (E_LOCKED, exit 2).
   const lock = await lockRun(parsed);
   try {
@@ -78,12 +82,14 @@ async function runLocked(opts: RunOptions, deps: MainDeps): Promise<number> {
   const models = await prepareModels(opts, inputs.workDir, cacheDir);
   const slide = await slideConfig(opts, models, workers, cacheDir);
   const checkpointDir = await openCheckpoints(opts, inputs.workDir, slide, models.report);
+  // The run writes into a staging folder; the dataset in --out is replaced only as a whole (stages/dataset/).
+  const staging = await openDataset(opts.out, (line) => console.error(line));
   const config: PipelineConfig = {
     rows: inputs.rows,
     slidesDir: inputs.slidesDir,
     slide,
     withLabel: inputs.withLabel,
-    outDir: opts.out,
+    outDir: staging.dir,
     ...(opts.shards !== undefined && { shards: opts.shards }),
     workers,
     retries: 1,
@@ -96,7 +102,8 @@ async function runLocked(opts: RunOptions, deps: MainDeps): Promise<number> {
   const record = new RunRecord(inputs.rows, opts.tileSize, createProgress(opts.progress, inputs.rows.length));
   const outcome = await runGraph(deps, config, opts, inputs.workDir, record);
   const report = runReport({ opts, inputs, slide, workers, models: models.report, record, outcome, started, elapsedMs: performance.now() - t0, peakRssBytes: rss.stop() });
-  const paths = await writeReport(opts.out, report, record.pictures);
+  const finished = outcome.fatal === undefined && outcome.stoppedBy === undefined;
+  const paths = await publish({ staging, workDir: inputs.workDir, report, pictures: record.pictures, written: record.written, finished, csvFile: inputs.csvFile });
   await tellUser({ opts, inputs, checkpointDir, record, outcome, report, paths });
   return report.exit_code;
 }
@@ -221,10 +228,10 @@ async function runGraph(deps: MainDeps, config: PipelineConfig, opts: RunOptions
   return { result, fatal, stoppedBy, maxInflight };
 }
 
-/** The exit code: 130 / 143 after a signal, 1 after a fatal error or a failed slide, else 0. */
+/** The exit code: 130 / 143 after a signal, 1 after a fatal error, a failed slide or no patient written, else 0. */
 function exitCodeOf(outcome: RunOutcome, record: RunRecord): number {
   if (outcome.stoppedBy !== undefined) return outcome.stoppedBy === 'SIGTERM' ? 143 : 130;
-  return outcome.fatal !== undefined || record.failed().length > 0 ? 1 : 0;
+  return outcome.fatal !== undefined || record.failed().length > 0 || (record.written?.records ?? 0) === 0 ? 1 : 0;
 }
 
 interface ReportParts {
@@ -275,7 +282,7 @@ interface Ending {
   readonly record: RunRecord;
   readonly outcome: RunOutcome;
   readonly report: RunReport;
-  readonly paths: { html: string };
+  readonly paths: Publication;
 }
 
 /** Failed slides on stderr; then either what was written, or why the run stopped and how to resume it. */
@@ -297,8 +304,10 @@ async function tellUser(e: Ending): Promise<void> {
     const message = (outcome.fatal as Error | undefined)?.message;
     if (message !== undefined && !failed.some((s) => s.error === message)) console.error(`error: ${message}`);
     if (outcome.stoppedBy !== undefined) console.error(`Stopped. ${checkpointed} finished slide(s) are checkpointed in ${e.checkpointDir}; run the same command again to resume.`);
+    tellKept(e);
     return;
   }
+  if (tellKept(e)) return;
   const { dropped, written } = record;
   console.log(`\nWrote ${report.patients.written} patients (${report.tiles_written} tiles) to ${written?.shards.length ?? 0} shard(s) in ${e.opts.out}`);
   if (dropped.length > 0) console.log(`Dropped ${dropped.length} patient(s) without tiles: ${dropped.map((d) => d.patient_id).join(', ')}`);
@@ -308,6 +317,15 @@ async function tellUser(e: Ending): Promise<void> {
     console.log('  node graph.js --csv train.csv --slides /path/to/slides --out out/train --normalizer StainNet.pth --embedder efficientnet_b0.pth');
     console.log('  node graph.js --help    for every option; node graph.js inspect out/train    to check the output');
   }
+}
+
+/** Output errors, and where the report went when the dataset in --out was kept; true when it was kept. */
+function tellKept(e: Ending): boolean {
+  for (const line of e.paths.errors) console.error(`error: ${line}`);
+  if (e.paths.keptBecause === undefined) return false;
+  const where = e.paths.html === '' ? 'no report could be written' : `this run's report: ${e.paths.html} (and report.json)`;
+  console.error(`The dataset in ${e.opts.out} was left as it was (${e.paths.keptBecause}); ${where}`);
+  return true;
 }
 
 /**

@@ -16,7 +16,8 @@ export type { MainDeps } from './job.js';
 /** Errors that mean "bad input, nothing was done": exit code 2 (E_LOCKED: another run holds --out or the work folder). */
 function isUsageError(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;
-  return code === 'E_USAGE' || code === 'E_CSV' || code === 'E_WEIGHTS' || code === 'E_MODEL' || code === 'E_LOCKED' || code === 'E_LOCK';
+  // E_OUTPUT_IO, E_DATASET_SWAP: only from openDataset, before any slide (the job catches them afterwards).
+  return code === 'E_USAGE' || code === 'E_CSV' || code === 'E_WEIGHTS' || code === 'E_MODEL' || code === 'E_LOCKED' || code === 'E_LOCK' || code === 'E_OUTPUT_IO' || code === 'E_DATASET_SWAP';
 }
 export async function main(argv: readonly string[], deps: MainDeps): Promise<number> {
   const [command, ...rest] = argv;

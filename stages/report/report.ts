@@ -1,11 +1,12 @@
 /**
  * The run report: `report.json` (machine-readable) and `report.html` (per slide: thumbnail, background
- * mask and kept-tile grid; per stage: timings). Both are written atomically (temp file, then rename).
+ * mask and kept-tile grid; per stage: timings). Both are written atomically (temp file, fsync, then rename).
  */
-import { writeFile, rename, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import type { SlideSummary } from '../types.js';
+import { naming, writeDurable } from '../dataset/io.js';
 
 export interface SlideReport {
   image_id: string;
@@ -184,18 +185,15 @@ ${figures.join('\n')}
 `;
 }
 
-async function writeAtomic(path: string, data: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, data);
-  await rename(tmp, path);
-}
-
-/** Writes report.json and report.html into `outDir`; returns their paths. */
+/**
+ * Writes report.json and report.html into `outDir`; returns their paths. A file-system error is one E_OUTPUT_IO
+ * line naming the path and the errno; no temporary file stays behind (stages/dataset/io.ts).
+ */
 export async function writeReport(outDir: string, report: RunReport, pictures: SlidePictures): Promise<{ json: string; html: string }> {
-  await mkdir(outDir, { recursive: true });
+  await naming('create', outDir, () => mkdir(outDir, { recursive: true }));
   const json = join(outDir, 'report.json');
   const html = join(outDir, 'report.html');
-  await writeAtomic(json, JSON.stringify(report, null, 2) + '\n');
-  await writeAtomic(html, await renderHtml(report, pictures));
+  await writeDurable(json, JSON.stringify(report, null, 2) + '\n');
+  await writeDurable(html, await renderHtml(report, pictures));
   return { json, html };
 }

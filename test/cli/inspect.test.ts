@@ -4,15 +4,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from '../../stages/cli/inspect.js';
 import { toExample } from '../../stages/to-example.js';
-import { writeTfrecords } from '../../stages/write-tfrecords.js';
+import { writeTfrecords, type WriteSummary } from '../../stages/write-tfrecords.js';
+import { buildManifest } from '../../stages/dataset/manifest.js';
+import { openStaging, prepareCommit } from '../../stages/dataset/commit.js';
 import { frameRecord } from '../../stages/tfrecord/framing.js';
 import { fromArray, patientRecord, stageContext } from '../helpers/examples.js';
 
+/** A dataset as the job leaves it: shards and their manifest.json. */
 async function dataset(t: Tap.Test, shards: number): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'insp-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const records = Array.from({ length: 6 }, (_, i) => patientRecord(`P${i}`, i + 1, i % 2 ? 'MSS' : 'MSI').record);
-  await writeTfrecords({ outDir: dir, shards })(toExample({ withLabel: true })(fromArray(records), stageContext('to-example')), stageContext('write'));
+  let summary: WriteSummary | undefined;
+  await writeTfrecords({ outDir: dir, shards, onSummary: (s) => (summary = s) })(toExample({ withLabel: true })(fromArray(records), stageContext('to-example')), stageContext('write'));
+  const csv = `${dir}.csv`;
+  await writeFile(csv, 'image_id,center_id,patient_id,image_num\n');
+  t.teardown(() => rm(csv, { force: true }));
+  const manifest = await buildManifest(dir, { runId: 'test', shards: summary!.shards, csvFile: csv, params: {}, models: {} });
+  await writeFile(join(dir, 'manifest.json'), JSON.stringify(manifest));
   return dir;
 }
 
@@ -84,4 +93,64 @@ t.test('missing shards, invalid Examples, duplicates, no shards, usage', async (
   t.equal(await inspect([dir, '--what'], capture().io), 2);
   t.equal(await inspect([join(empty, 'nope')], capture().io), 2);
   t.same((await readdir(empty)), []);
+});
+
+t.test('the manifest: a 0-byte, missing, unlisted or changed shard, no manifest, a half-done swap', async (t) => {
+  const run = async (dir: string): Promise<{ code: number; err: string }> => {
+    const c = capture();
+    const code = await inspect([dir], c.io);
+    return { code, err: c.err.join('\n') };
+  };
+  const dir = await dataset(t, 2);
+  const first = join(dir, 'data-00000-of-00002.tfrecord');
+  const good = await readFile(first);
+
+  // A rerun that once wrote an empty shard over a good one: the shard is 0 bytes and not what the manifest says.
+  await writeFile(first, '');
+  let r = await run(dir);
+  t.equal(r.code, 1);
+  t.match(r.err, `E_TFRECORD_EMPTY: ${first} is 0 bytes`);
+  t.match(r.err, `E_MANIFEST_MISMATCH: ${first} is 0 bytes, manifest.json says ${good.length}`);
+
+  const changed = Buffer.from(good);
+  changed[changed.length - 1]! ^= 1;
+  await writeFile(first, changed);
+  r = await run(dir);
+  t.equal(r.code, 1);
+  t.match(r.err, `E_MANIFEST_MISMATCH: ${first}: sha256 differs from manifest.json's`);
+
+  await unlink(first);
+  r = await run(dir);
+  t.equal(r.code, 1);
+  t.match(r.err, `E_TFRECORD_MISSING: ${first} is listed in manifest.json but missing`);
+  await writeFile(first, good);
+  t.equal((await run(dir)).code, 0, 'restored: no problem');
+
+  const stray = join(dir, 'data-00000-of-00001.tfrecord');
+  await writeFile(stray, await readFile(join(dir, 'data-00001-of-00002.tfrecord')));
+  r = await run(dir);
+  t.equal(r.code, 1);
+  t.match(r.err, `E_TFRECORD_UNLISTED: ${stray} is not listed in manifest.json`);
+  await unlink(stray);
+
+  await unlink(join(dir, 'manifest.json'));
+  r = await run(dir);
+  t.equal(r.code, 1);
+  t.match(r.err, `E_MANIFEST_MISSING: ${join(dir, 'manifest.json')} is missing`);
+
+  await writeFile(join(dir, 'manifest.json'), '{"format": 1, "shards": "no"}');
+  r = await run(dir);
+  t.equal(r.code, 1);
+  t.match(r.err, `E_MANIFEST_INVALID: ${join(dir, 'manifest.json')}: not a manifest this version reads`);
+});
+
+t.test('a committed swap not yet done is a problem until a run finishes it', async (t) => {
+  const dir = await dataset(t, 1);
+  const staging = await openStaging(dir);
+  await writeFile(join(staging.dir, 'data-00000-of-00001.tfrecord'), await readFile(join(dir, 'data-00000-of-00001.tfrecord')));
+  const shard = { file: 'data-00000-of-00001.tfrecord', records: 6, bytes: (await readFile(join(dir, 'data-00000-of-00001.tfrecord'))).length };
+  await prepareCommit(staging, await buildManifest(staging.dir, { runId: staging.runId, shards: [shard], csvFile: `${dir}.csv`, params: {}, models: {} }));
+  const c = capture();
+  t.equal(await inspect([dir], c.io), 1);
+  t.match(c.err.join('\n'), `E_DATASET_SWAP_PENDING: ${join(dir, '.dataset-commit.json')}: run ${staging.runId}'s dataset is committed but not yet swapped in`);
 });

@@ -192,7 +192,8 @@ if (unavailable) {
     t.match(r.stderr, /\d of 5 slide\(s\) finished and checkpointed/);
     t.equal(r.stderr.split('E_SLIDE_FORMAT').length, 2, 'the failure is said once');
     t.same(await shardFiles(out), [], 'no shards from a stopped run');
-    t.equal((await readReport(out)).exit_code, 1);
+    t.match(r.stderr, `was left as it was (the run did not finish); this run's report: ${join(out, '.work', 'report.html')}`);
+    t.equal((await readReport(join(out, '.work'))).exit_code, 1, 'the report of a run that did not finish: in the work folder');
   });
 
   t.test('inspect through the CLI: passes on the output, fails with file and offset on a flipped byte', async (t) => {
