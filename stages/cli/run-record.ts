@@ -71,7 +71,8 @@ export class RunRecord {
       r.workers = (r.workers ?? 1) + 1;
       this.runningOn.set(e.pid, e.key);
     } else if (e.type === 'retry') {
-      const f = errorFacts(e.error);
+      // The job retries only attempts whose worker process died (errorRetries 0): the engine's error has no code then.
+      const f = errorFacts(e.error, 'E_WORKER_CRASH');
       (r.failed_attempts ??= []).push({ attempt: e.attempt, code: f.code, error: f.message });
     } else if (e.type === 'progress') {
       // Results stream in while the slide is processed: the summary first (tiles to come), then the embeddings, a group of tiles at a time.

@@ -44,7 +44,7 @@ function innermost(err: unknown): { error: unknown; code: string | undefined } {
  * of an error: without `[Stage key=...]` prefixes, "item failed after N attempt(s): " and the code itself, and
  * `slide "id" (/slides/c0.tif): ` shortened to `c0.tif: `.
  */
-export function errorFacts(err: unknown): ErrorFacts {
+export function errorFacts(err: unknown, fallbackCode = 'E_UNKNOWN'): ErrorFacts {
   const { error, code } = innermost(err);
   const full = error instanceof Error ? error.message : String(error);
   let message = full;
@@ -57,7 +57,7 @@ export function errorFacts(err: unknown): ErrorFacts {
       .replace(/^slide "(?:[^"\\]|\\.)*" \(([^)]*)\):\s*/, (_m, path: string) => `${basename(path)}: `);
     again = message !== before;
   }
-  return { code: code ?? 'E_UNKNOWN', message: message === '' ? full : message, full: stripWrappers(full) };
+  return { code: code ?? fallbackCode, message: message === '' ? full : message, full: stripWrappers(full) };
 }
 
 /** A message without the leading `[Stage key=...]` and "item failed after N attempt(s): " wrappers. */
