@@ -46,7 +46,8 @@ function innermost(err: unknown): { error: unknown; code: string | undefined } {
  */
 export function errorFacts(err: unknown, fallbackCode = 'E_UNKNOWN'): ErrorFacts {
   const { error, code } = innermost(err);
-  const full = error instanceof Error ? error.message : String(error);
+  // One line each: a libvips error comes as several lines (its message, then the decoder's).
+  const full = (error instanceof Error ? error.message : String(error)).trim().replace(/\s*\n\s*/g, ' / ');
   let message = full;
   for (let again = true; again; ) {
     const before = message;

@@ -136,17 +136,23 @@ function slideFigure(slide: SlideReport, picture: SlidePicture): string {
 /** Caps that keep report.html usable for big runs (report.json always lists every slide). */
 export const HTML_LIMITS = { slideRows: 500, figures: 100, dropped: 200 } as const;
 
-/** A slide that needs looking at: failed (not merely left unprocessed), retried, or its worker printed messages. */
-function needsLook(s: SlideReport): boolean {
-  return (s.status === 'failed' && s.code !== 'E_NOT_PROCESSED') || (s.failed_attempts?.length ?? 0) > 0 || s.warnings !== undefined;
+/**
+ * How much a slide needs looking at: 0 retried or its worker printed messages (nothing else says so), 1 failed
+ * (not merely left unprocessed; the failures are also summarised by code), 2 the rest.
+ */
+function lookRank(s: SlideReport): number {
+  if ((s.failed_attempts?.length ?? 0) > 0 || s.warnings !== undefined) return 0;
+  return s.status === 'failed' && s.code !== 'E_NOT_PROCESSED' ? 1 : 2;
 }
 
-/** The slides to list or draw, at most `limit`: those that need looking at first, then the others, in report order. */
+/** The slides to list or draw, at most `limit`: those that need looking at most first, each rank in report order. */
 function firstSlides(slides: readonly SlideReport[], limit: number, keep: (s: SlideReport) => boolean = () => true): SlideReport[] {
-  const out = slides.filter((s) => keep(s) && needsLook(s)).slice(0, limit);
-  for (const s of slides) {
-    if (out.length >= limit) break;
-    if (keep(s) && !needsLook(s)) out.push(s);
+  const out: SlideReport[] = [];
+  for (let rank = 0; rank <= 2 && out.length < limit; rank++) {
+    for (const s of slides) {
+      if (out.length >= limit) break;
+      if (lookRank(s) === rank && keep(s)) out.push(s);
+    }
   }
   return out;
 }

@@ -5,7 +5,9 @@
  */
 import t from 'tap';
 import { readdirSync, readlinkSync, statSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { open, writeFile } from 'node:fs/promises';
+import sharp from 'sharp';
+import { parseTiff } from '../../stages/slides/tiff-parse.js';
 import { join } from 'node:path';
 import { descendants } from '../../stages/cli/proc-tree.js';
 import { e2eUnavailable, makeSlides, readReport, runCli, startCli, tempDir, TILE, TILE_FLAGS, waitFor, writeCsv } from '../helpers/e2e.js';
@@ -28,6 +30,26 @@ function holderOf(root: number, file: string): number | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * Overwrites the entropy-coded data of JPEG tile / strip `index` of the first page, from 100 bytes past its start of
+ * scan up to its end-of-image marker, with zeros: libjpeg reads it as "Corrupt JPEG data: premature end of data segment".
+ */
+async function corruptJpeg(file: string, index: number): Promise<void> {
+  const fh = await open(file, 'r+');
+  try {
+    const ifd = (await parseTiff(fh)).ifds[0]!;
+    const offset = ifd.offsets[index]!;
+    const jpeg = Buffer.alloc(ifd.byteCounts[index]!);
+    await fh.read(jpeg, 0, jpeg.length, offset);
+    const sos = jpeg.indexOf(Buffer.from([0xff, 0xda]));
+    if (sos < 0) throw new Error(`no start of scan in JPEG ${index} of ${file}`);
+    jpeg.fill(0, sos + 2 + jpeg.readUInt16BE(sos + 2) + 100, jpeg.length - 2);
+    await fh.write(jpeg, 0, jpeg.length, offset);
+  } finally {
+    await fh.close();
+  }
 }
 
 const unavailable = e2eUnavailable();
@@ -83,7 +105,8 @@ if (unavailable) {
     t.ok(Buffer.byteLength(r.stdout) < 2048, `stdout stays short too (${Buffer.byteLength(r.stdout)} bytes)`);
 
     const jsonBytes = statSync(join(out, 'report.json')).size;
-    t.ok(jsonBytes < 300 * n, `report.json is lean: ${(jsonBytes / n).toFixed(0)} bytes per slide`);
+    // Before: ~670 bytes per slide (each slide's nested error text, every field on its own line).
+    t.ok(jsonBytes < 400 * n, `report.json is lean: ${(jsonBytes / n).toFixed(0)} bytes per slide (its row and its dropped patient)`);
     const report = await readReport(out);
     t.equal(report.slides.length, n, 'every slide is in report.json');
     t.ok(report.slides.every((s, i) => s.image_id === `gone-${i}` && s.status === 'failed' && s.code === 'E_SLIDE_MISSING' && s.error === `gone-${i}: no slide file`), 'each with its code and a short message');
@@ -97,5 +120,39 @@ if (unavailable) {
     t.match(html, `<h3>E_SLIDE_MISSING: ${n} slide(s)</h3>`, 'failed slides summarised by code');
     t.match(html, `${n - 500} more slide(s) not listed`, 'the slide table is capped, with a note');
     t.match(html, `<h2>Dropped patients (${n})</h2>`);
+  });
+
+  t.test('corrupt JPEG data: what the decoder says reaches the user naming the slide', async (t) => {
+    const slidesDir = join(cwd, 'slides-corrupt');
+    const tissue = [{ kind: 'rect' as const, x: 0, y: 0, w: 8 * T, h: 8 * T }];
+    await makeSlides(slidesDir, [{ image_id: 'tiled', width: 8 * T, height: 8 * T, seed: 3, tissue }, { image_id: 'clean', width: 8 * T, height: 8 * T, seed: 3, tissue }]);
+    // A tiled JPEG TIFF (the generator's): one level-0 tile corrupted.
+    await corruptJpeg(join(slidesDir, 'tiled.tiff'), 5);
+    // A strip JPEG TIFF (one level, 256-row strips): one strip corrupted.
+    const w = 8 * T;
+    const pixels = Buffer.alloc(w * w * 3);
+    for (let i = 0; i < pixels.length; i++) pixels[i] = 60 + ((i * 7 + (i >> 11)) % 120);
+    await sharp(pixels, { raw: { width: w, height: w, channels: 3 } }).tiff({ compression: 'jpeg', quality: 85, tile: false }).toFile(join(slidesDir, 'strips.tiff'));
+    await corruptJpeg(join(slidesDir, 'strips.tiff'), 2);
+    const csv = join(cwd, 'corrupt.csv');
+    await writeCsv(csv, ['tiled', 'clean', 'strips'].map((id, i) => ({ image_id: id, center_id: 0, patient_id: `p${i}`, image_num: 0, label: '1' })), true);
+    const out = join(cwd, 'out-corrupt');
+    const r = await runCli(['--csv', csv, '--slides', slidesDir, '--out', out, ...TILE_FLAGS, '--workers', '2', '--progress', 'none'], cwd);
+    t.equal(r.code, 1, 'a failed slide: exit code 1');
+    const slides = new Map((await readReport(out)).slides.map((s) => [s.image_id, s]));
+    // libvips 8.17 (sharp 0.34) decodes a JPEG tile of a tiled TIFF itself and says nothing about corrupt entropy
+    // data (measured: no warning event, nothing on stderr): the slide is read, the damaged tile with wrong pixels.
+    const tiled = slides.get('tiled')!;
+    t.equal(tiled.status, 'ok', 'the tiled slide is read');
+    t.equal(tiled.tiles_kept, slides.get('clean')!.tiles_kept, 'the same tiles kept as its clean twin');
+    t.same([tiled.warnings, slides.get('clean')!.warnings], [undefined, undefined], 'no message from its worker');
+    // Strips go through libtiff's JPEG codec, whose warning sharp turns into an error (failOn 'warning').
+    const strips = slides.get('strips')!;
+    t.equal(strips.status, 'failed');
+    t.equal(strips.code, 'E_SLIDE_READ');
+    t.match(strips.error, /^strips\.tiff: .*Corrupt JPEG data: premature end of data segment/, 'the decoder\'s words, on one line');
+    t.match(r.stderr, /^1 slide\(s\) failed:\n {2}slide strips \(patient p2\) failed: E_SLIDE_READ: slide "strips" \(.+strips\.tiff\): .*Corrupt JPEG data/m, 'stderr names the slide');
+    const unattributed = r.stderr.split('\n').filter((l) => /Corrupt JPEG|VipsJpeg/.test(l) && !/slide (strips|tiled)\b/.test(l));
+    t.same(unattributed, [], 'no decoder line without its slide');
   });
 }
