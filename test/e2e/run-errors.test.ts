@@ -8,6 +8,7 @@ import { readdirSync, readlinkSync, statSync } from 'node:fs';
 import { open, writeFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { parseTiff } from '../../stages/slides/tiff-parse.js';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { descendants } from '../../stages/cli/proc-tree.js';
 import { e2eUnavailable, makeSlides, readReport, runCli, startCli, tempDir, TILE, TILE_FLAGS, waitFor, writeCsv } from '../helpers/e2e.js';
@@ -154,5 +155,20 @@ if (unavailable) {
     t.match(r.stderr, /^1 slide\(s\) failed:\n {2}slide strips \(patient p2\) failed: E_SLIDE_READ: slide "strips" \(.+strips\.tiff\): .*Corrupt JPEG data/m, 'stderr names the slide');
     const unattributed = r.stderr.split('\n').filter((l) => /Corrupt JPEG|VipsJpeg/.test(l) && !/slide (strips|tiled)\b/.test(l));
     t.same(unattributed, [], 'no decoder line without its slide');
+  });
+
+  t.test('--workers above the cores and a small --tile-budget: warned before the run; below one tile per worker: exit 2', async (t) => {
+    const csv = join(cwd, 'one-missing.csv');
+    await writeCsv(csv, [{ image_id: 'nowhere', center_id: 0, patient_id: 'p0', image_num: 0, label: '1' }], true);
+    const workers = availableParallelism() + 1;
+    const base = ['--csv', csv, '--slides', join(cwd, 'slides-none'), ...TILE_FLAGS, '--progress', 'none', '--workers', String(workers)];
+    const r = await runCli([...base, '--out', join(cwd, 'out-warn'), '--tile-budget', String(workers)], cwd);
+    t.equal(r.code, 1, 'the run ran (its one slide is missing)');
+    t.match(r.stderr, `warning: --workers ${workers} is more than the ${availableParallelism()} core(s) of this machine`);
+    t.match(r.stderr, `warning: --tile-budget ${workers} leaves each of the ${workers} worker(s) 1 tile(s), fewer than a group (--group-size 8)`);
+    t.equal((await readReport(join(cwd, 'out-warn'))).warnings?.length, 2, 'report.json keeps them');
+    const usage = await runCli([...base, '--out', join(cwd, 'out-usage'), '--tile-budget', String(workers - 1)], cwd);
+    t.equal(usage.code, 2, 'a usage error');
+    t.match(usage.stderr, `--tile-budget ${workers - 1} is below --workers ${workers}: each worker holds at least 1 tile, so the run needs --tile-budget ${workers} or more`);
   });
 }
