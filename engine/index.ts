@@ -7,7 +7,7 @@ export { batchStage, realClock, type BatchOptions, type Clock } from './batch.js
 export { compareKeys } from './combine.js';
 export type { JoinOutput } from './join.js';
 export type { FanOutOptions } from './fanout.js';
-export { prestartWorkers, stopPrestarted } from './worker-proc.js';
+export { onWorkerStderr, prestartWorkers, stopPrestarted, type StderrSink } from './worker-proc.js';
 export type { ItemFn } from './worker.js';
 export type { ItemEvent, WorkerEvent, ItemFailure } from './events.js';
 export type { MetricsSnapshot } from './metrics.js';

@@ -34,11 +34,56 @@ interface Attempt {
 const entry = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url));
 
 /**
- * The options every worker process is forked with: fd 3 is the data pipe, then the IPC channel; the environment
- * adds the allocator settings of engine/allocator.ts.
+ * The options every worker process is forked with: stderr is piped (each line goes to the stderr sink, see
+ * onWorkerStderr), fd 3 is the data pipe, then the IPC channel; the environment adds the allocator settings of
+ * engine/allocator.ts.
  */
 function forkWorker(execArgv: string[], args: string[] = []): ChildProcess {
-  return fork(entry, args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe', 'ipc'], serialization: 'advanced', execArgv, env: workerEnv() });
+  const child = fork(entry, args, { stdio: ['inherit', 'inherit', 'pipe', 'pipe', 'ipc'], serialization: 'advanced', execArgv, env: workerEnv() });
+  pipeStderr(child);
+  return child;
+}
+
+/** Receives each line a worker process writes on stderr (its own or a native library's, e.g. a libvips warning). */
+export type StderrSink = (pid: number, line: string) => void;
+
+const toOwnStderr: StderrSink = (_pid, line) => void process.stderr.write(`${line}\n`);
+let stderrSink: StderrSink = toOwnStderr;
+
+/**
+ * Routes the worker processes' stderr, a line at a time, to `sink` (so the caller can say which item a message is
+ * about); without a sink, lines go to this process's stderr unchanged. Applies to every worker, running or not.
+ */
+export function onWorkerStderr(sink?: StderrSink): void {
+  stderrSink = sink ?? toOwnStderr;
+}
+
+/** Longest stderr line passed on whole; a longer run of bytes without a newline is passed on in pieces. */
+const MAX_LINE = 64 * 1024;
+
+function pipeStderr(child: ChildProcess): void {
+  const stream = child.stderr;
+  if (stream === null) return;
+  const pid = child.pid ?? 0;
+  let rest = '';
+  const emit = (line: string): void => {
+    const text = line.endsWith('\r') ? line.slice(0, -1) : line;
+    if (text.trim() !== '') stderrSink(pid, text);
+  };
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    const lines = (rest + chunk).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) emit(line);
+    if (rest.length > MAX_LINE) {
+      emit(rest);
+      rest = '';
+    }
+  });
+  stream.on('end', () => {
+    emit(rest);
+    rest = '';
+  });
 }
 
 /** Processes forked ahead of need by prestartWorkers, each waiting for its init message. */

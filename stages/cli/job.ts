@@ -8,13 +8,14 @@ import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
-import { Graph, prestartWorkers, type RunResult } from '../../engine/index.js';
+import { Graph, onWorkerStderr, prestartWorkers, type RunResult } from '../../engine/index.js';
 import type { PipelineConfig, PipelineHooks, SlideConfig } from '../../graph.js';
-import { HELP, parseRunOptions, type RunOptions } from './options.js';
+import { BATCH_WAIT_MS, HELP, optionWarnings, parseRunOptions, type RunOptions } from './options.js';
 import { createProgress } from './progress.js';
 import { sampleTreeRss } from './proc-tree.js';
 import type { RunReport } from '../report/report.js';
-import { NOT_PROCESSED, RunRecord } from './run-record.js';
+import { E_NOT_PROCESSED, RunRecord } from './run-record.js';
+import { attentionSummary, failureSummary } from '../report/failures.js';
 import { CsvError, readCsv } from '../csv/read.js';
 import { checkPatients } from '../csv/patients.js';
 import { makeDemo } from './make-demo.js';
@@ -65,6 +66,7 @@ export async function runJob(argv: readonly string[], deps: MainDeps): Promise<n
 
 /** runJob's steps, under the run lock. */
 async function runLocked(opts: RunOptions, deps: MainDeps): Promise<number> {
+  for (const w of optionWarnings(opts)) console.error(`warning: ${w}`);
   const started = new Date();
   const t0 = performance.now();
   // Every 500 ms: each sample reads /proc for the whole tree (~1 ms of the parent's CPU); the bench samples finer.
@@ -100,6 +102,7 @@ async function runLocked(opts: RunOptions, deps: MainDeps): Promise<number> {
   };
 
   const record = new RunRecord(inputs.rows, opts.tileSize, createProgress(opts.progress, inputs.rows.length));
+  onWorkerStderr((pid, line) => record.onWorkerLine(pid, line)); // a worker's messages name the slide it runs
   const outcome = await runGraph(deps, config, opts, inputs.workDir, record);
   const report = runReport({ opts, inputs, slide, workers, models: models.report, record, outcome, started, elapsedMs: performance.now() - t0, peakRssBytes: rss.stop() });
   const finished = outcome.fatal === undefined && outcome.stoppedBy === undefined;
@@ -170,7 +173,7 @@ async function slideConfig(opts: RunOptions, models: JobModels, workers: number,
     },
     batchSize: opts.batchSize,
     groupSize: opts.groupSize,
-    batchMaxWaitMs: 50,
+    batchMaxWaitMs: BATCH_WAIT_MS,
     normalizer: models.normalizer,
     embedder: models.embedder,
     lutCacheDir,
@@ -272,6 +275,8 @@ function runReport(p: ReportParts): RunReport {
     max_tiles_in_flight: Math.max(outcome.maxInflight, outcome.result?.tiles.max ?? 0),
     tile_budget: opts.tileBudget,
     tiles_written: record.tilesWritten(),
+    failures: record.failureGroups(),
+    warnings: optionWarnings(opts),
   };
 }
 
@@ -291,18 +296,19 @@ async function tellUser(e: Ending): Promise<void> {
   // When the run stopped early (Ctrl-C, --fail-fast, a fatal error) the slides it never finished are not
   // failures of their own: count them instead of listing each one.
   const stoppedEarly = outcome.fatal !== undefined || outcome.stoppedBy !== undefined;
-  const patientOf = new Map(e.inputs.rows.map((r) => [r.image_id, r.patient_id]));
   const failed = record.failed();
-  for (const s of failed) {
-    if (stoppedEarly && s.error === NOT_PROCESSED) continue;
-    console.error(`slide ${s.image_id} (patient ${patientOf.get(s.image_id)}) failed: ${s.error}`);
-  }
+  // Summarised: counts by code, the first few in full; report.json lists every slide.
+  const groups = (report.failures ?? []).filter((g) => !(stoppedEarly && g.code === E_NOT_PROCESSED));
+  for (const line of failureSummary(groups, join(e.opts.out, 'report.json'))) console.error(line);
+  for (const line of attentionSummary(record.slides.values())) console.error(line);
   if (stoppedEarly) {
     const checkpointed = await countCheckpointed(e.inputs, e.checkpointDir);
     console.error(`${checkpointed} of ${record.slides.size} slide(s) finished and checkpointed.`);
     // --fail-fast: the fatal error is the failed slide's, already listed above.
     const message = (outcome.fatal as Error | undefined)?.message;
-    if (message !== undefined && !failed.some((s) => s.error === message)) console.error(`error: ${message}`);
+    const key = (outcome.fatal as { key?: unknown } | undefined)?.key;
+    const listed = typeof key === 'string' && failed.some((s) => s.image_id === key && s.code !== E_NOT_PROCESSED);
+    if (message !== undefined && !listed) console.error(`error: ${message}`);
     if (outcome.stoppedBy !== undefined) console.error(`Stopped. ${checkpointed} finished slide(s) are checkpointed in ${e.checkpointDir}; run the same command again to resume.`);
     tellKept(e);
     return;
@@ -310,7 +316,10 @@ async function tellUser(e: Ending): Promise<void> {
   if (tellKept(e)) return;
   const { dropped, written } = record;
   console.log(`\nWrote ${report.patients.written} patients (${report.tiles_written} tiles) to ${written?.shards.length ?? 0} shard(s) in ${e.opts.out}`);
-  if (dropped.length > 0) console.log(`Dropped ${dropped.length} patient(s) without tiles: ${dropped.map((d) => d.patient_id).join(', ')}`);
+  if (dropped.length > 0) {
+    const named = dropped.slice(0, 20).map((d) => d.patient_id).join(', ');
+    console.log(`Dropped ${dropped.length} patient(s) without tiles: ${named}${dropped.length > 20 ? `, ... and ${dropped.length - 20} more (report.json)` : ''}`);
+  }
   console.log(`Report: ${e.paths.html} (and report.json); ${report.elapsed_s.toFixed(1)} s, peak RSS ${report.peak_rss_mb.toFixed(0)} MB, max ${report.max_tiles_in_flight} tiles in flight`);
   if (e.inputs.demo) {
     console.log('\nThis was the demo (synthetic slides, untrained demo models). On your data:');

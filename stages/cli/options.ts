@@ -152,6 +152,13 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
   // 8 tiles go through each stage one after another (each stage's code and tables stay in the caches), run by
   // EfficientNet one model batch at a time: 5-9% less CPU per tile than one tile at a time (bench/RESULTS.md, 26).
   const groupSize = Math.max(batchSize, positiveInt('group-size', v['group-size'], 8));
+  const workers = positiveInt('workers', v.workers, availableParallelism());
+  const tileBudget = positiveInt('tile-budget', v['tile-budget'], 256);
+  // Each worker gets floor(budget / workers) tiles and decodes at least one at a time: below one per worker the
+  // budget could not hold (the run would keep more tiles in memory than asked).
+  if (tileBudget < workers) {
+    throw new UsageError(`--tile-budget ${tileBudget} is below --workers ${workers}: each worker holds at least 1 tile, so the run needs --tile-budget ${workers} or more (or fewer --workers)`);
+  }
   return {
     ...(v.csv !== undefined && { csv: v.csv === '-' ? '-' : resolve(v.csv) }),
     ...(v.slides !== undefined && { slides: resolve(v.slides) }),
@@ -162,7 +169,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     backgroundThreshold: threshold,
     maxBackground: fraction('max-background', v['max-background'], 0.1),
     ...(v['max-tiles'] !== undefined && { maxTiles: positiveInt('max-tiles', v['max-tiles'], undefined) }),
-    workers: positiveInt('workers', v.workers, availableParallelism()),
+    workers,
     batchSize,
     groupSize,
     ...(v.normalizer !== undefined && { normalizer: v.normalizer === 'none' ? 'none' : resolve(v.normalizer) }),
@@ -171,8 +178,32 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     failFast: v['fail-fast'] ?? false,
     resume: !v['no-resume'],
     shareSlides: !v['no-share'],
-    tileBudget: positiveInt('tile-budget', v['tile-budget'], 256),
+    tileBudget,
     bagMemoryMb: positiveInt('bag-memory-mb', v['bag-memory-mb'], 256),
     progress,
   };
+}
+
+/**
+ * What the options will cost without stopping the run, said before it starts: more workers than cores (they
+ * share the cores: more memory, no more speed), and a tile budget too small for full groups of tiles. Each worker
+ * gets floor(budget / workers) tiles (engine/fanout.ts) and ProduceTiles holds one per decoded tile until it is
+ * embedded; the Batch stage waits for --group-size tiles, so with fewer per worker every group is cut short by
+ * the batch's wait (BATCH_WAIT_MS) and the models run on partial groups.
+ */
+/** How long the Batch stage waits for a full group of tiles (the job's batchMaxWaitMs, stages/cli/job.ts). */
+export const BATCH_WAIT_MS = 50;
+
+export function optionWarnings(opts: Pick<RunOptions, 'workers' | 'tileBudget' | 'groupSize'>, cores = availableParallelism()): string[] {
+  const warnings: string[] = [];
+  if (opts.workers > cores) warnings.push(`--workers ${opts.workers} is more than the ${cores} core(s) of this machine: the workers share the cores (more memory, no faster)`);
+  const perWorker = Math.floor(opts.tileBudget / opts.workers);
+  if (perWorker < opts.groupSize) {
+    warnings.push(
+      `--tile-budget ${opts.tileBudget} leaves each of the ${opts.workers} worker(s) ${perWorker} tile(s), fewer than a group (--group-size ${opts.groupSize}): ` +
+        `each group is cut short and waits up to ${BATCH_WAIT_MS} ms for tiles the budget holds back (at most ${Math.floor((perWorker * 1000) / BATCH_WAIT_MS)} tiles/s per worker); ` +
+        `--tile-budget ${opts.workers * opts.groupSize} or more avoids that`,
+    );
+  }
+  return warnings;
 }

@@ -7,11 +7,13 @@ import type { ItemEvent } from '../../engine/index.js';
 import type { PipelineHooks } from '../../graph.js';
 import type { CsvRow, SlideResult, SlideSummary } from '../types.js';
 import type { WriteSummary } from '../write-tfrecords.js';
-import { failureCode, slidePicture, type RunReport, type SlidePictures, type SlideReport } from '../report/report.js';
+import { slidePicture, type RunReport, type SlidePictures, type SlideReport } from '../report/report.js';
+import { errorFacts, FIRST_FAILURES, FIRST_MESSAGES, groupFailures, PRINTED_MESSAGES, type FailureGroup } from '../report/failures.js';
 import type { Progress } from './progress.js';
 
 /** The error of a slide the run never finished (interrupted, or stopped by another failure). */
 export const NOT_PROCESSED = 'not processed';
+export const E_NOT_PROCESSED = 'E_NOT_PROCESSED';
 
 export class RunRecord {
   readonly slides: Map<string, SlideReport>;
@@ -19,6 +21,13 @@ export class RunRecord {
   readonly dropped: RunReport['patients']['dropped'] = [];
   written: WriteSummary | undefined;
   readonly hooks: PipelineHooks;
+  /** The full error message of the first few failures of each code (the slides keep a short one). */
+  private readonly fullErrors = new Map<string, string>();
+  private readonly fullPerCode = new Map<string, number>();
+  /** Per code, the trailing note of its first failure's message (see withoutCommonNote). */
+  private readonly notes = new Map<string, string>();
+  /** The slide each worker process runs (or last ran), from the 'started' and 'joined' events: whom its stderr lines are about. */
+  private readonly runningOn = new Map<number, string>();
 
   constructor(
     private readonly rows: readonly CsvRow[],
@@ -26,7 +35,7 @@ export class RunRecord {
     readonly progress: Progress,
   ) {
     this.slides = new Map(
-      rows.map((r) => [r.image_id, { image_id: r.image_id, patient_id: r.patient_id, status: 'failed', error: NOT_PROCESSED, width: null, height: null, tiles_total: null, tiles_kept: null, seconds: null }]),
+      rows.map((r) => [r.image_id, { image_id: r.image_id, patient_id: r.patient_id, status: 'failed', error: NOT_PROCESSED, code: E_NOT_PROCESSED, width: null, height: null, tiles_total: null, tiles_kept: null, seconds: null }]),
     );
     this.hooks = {
       onSummary: (s) => this.onSummary(s),
@@ -56,19 +65,69 @@ export class RunRecord {
     if (e.type === 'started') {
       this.progress.slideStarted(e.key);
       r.workers = 1;
-    } else if (e.type === 'joined') r.workers = (r.workers ?? 1) + 1;
-    else if (e.type === 'progress') {
+      r.attempts = e.attempt;
+      this.runningOn.set(e.pid, e.key);
+    } else if (e.type === 'joined') {
+      r.workers = (r.workers ?? 1) + 1;
+      this.runningOn.set(e.pid, e.key);
+    } else if (e.type === 'retry') {
+      // The job retries only attempts whose worker process died (errorRetries 0): the engine's error has no code then.
+      const f = errorFacts(e.error, 'E_WORKER_CRASH');
+      (r.failed_attempts ??= []).push({ attempt: e.attempt, code: f.code, error: f.message });
+    } else if (e.type === 'progress') {
       // Results stream in while the slide is processed: the summary first (tiles to come), then the embeddings, a group of tiles at a time.
       const value = e.value as SlideResult;
       if (value.kind === 'summary') this.progress.slideTotal(e.key, value.tiles_kept);
       else if (value.kind === 'embeddings') this.progress.slideTiles(e.key, value.x.length);
     } else if (e.type === 'done' || e.type === 'replayed') {
       Object.assign(r, { status: 'ok', error: null, seconds: e.type === 'done' ? e.durationMs / 1000 : 0, resumed: e.type === 'replayed' });
+      delete r.code;
       this.progress.slideDone(e.key, r.tiles_kept ?? 0, r.seconds ?? 0, e.type === 'replayed');
     } else if (e.type === 'failed') {
-      Object.assign(r, { status: 'failed', error: e.error.message, code: failureCode(e.error) });
-      this.progress.slideFailed(e.key, e.error.message);
+      const f = errorFacts(e.error);
+      Object.assign(r, { status: 'failed', error: this.withoutCommonNote(f.code, f.message), code: f.code });
+      const stored = this.fullPerCode.get(f.code) ?? 0;
+      if (stored < FIRST_FAILURES) {
+        this.fullPerCode.set(f.code, stored + 1);
+        this.fullErrors.set(e.key, f.full);
+      }
+      this.progress.slideFailed(e.key, `${f.code}: ${f.message}`);
     }
+  }
+
+  /**
+   * A line a worker process printed on stderr (libvips or another library's warning, say): counted for the slide
+   * that worker runs and printed naming it (the first few per slide; all are counted in report.json).
+   */
+  onWorkerLine(pid: number, line: string): void {
+    const key = this.runningOn.get(pid);
+    const r = key === undefined ? undefined : this.slides.get(key);
+    if (r === undefined) {
+      console.error(`worker ${pid}: ${line}`);
+      return;
+    }
+    const w = (r.warnings ??= { count: 0, first: [] });
+    w.count++;
+    if (w.first.length < FIRST_MESSAGES) w.first.push(line);
+    if (w.count <= PRINTED_MESSAGES) console.error(`slide ${r.image_id} (worker ${pid}): ${line}`);
+    else if (w.count === PRINTED_MESSAGES + 1) console.error(`slide ${r.image_id} (worker ${pid}): more messages; counted in report.json`);
+  }
+
+  /**
+   * A short message without its trailing parenthesised note when that note is the one the code's first failure had
+   * (e.g. the extensions tried for a missing slide): said once, in report.json's `failures`, not once per slide.
+   */
+  private withoutCommonNote(code: string, message: string): string {
+    const m = /^(.*\S) (\([^()]{30,}\))$/.exec(message);
+    if (m === null) return message;
+    const first = this.notes.get(code);
+    if (first === undefined) this.notes.set(code, m[2]!);
+    return first === undefined || first === m[2] ? m[1]! : message;
+  }
+
+  /** Failed slides by code, the first few of each in full. */
+  failureGroups(): FailureGroup[] {
+    return groupFailures(this.slides.values(), this.fullErrors);
   }
 
   failed(): SlideReport[] {

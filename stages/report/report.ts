@@ -7,14 +7,13 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import type { SlideSummary } from '../types.js';
 import { naming, writeDurable } from '../dataset/io.js';
+import type { FailureGroup } from './failures.js';
 
 export interface SlideReport {
   image_id: string;
   patient_id: string;
   status: 'ok' | 'failed';
   error: string | null;
-  /** A failed slide's E_ code (failureCode): the slide's own (E_SLIDE_FORMAT...), else the engine's (E_WORKER_CRASH...). */
-  code?: string;
   width: number | null;
   height: number | null;
   tiles_total: number | null;
@@ -27,6 +26,14 @@ export interface SlideReport {
   resumed?: boolean;
   /** Worker processes that read the slide's tiles: more than 1 when idle workers joined it (--no-share: always 1). */
   workers?: number;
+  /** The error's code (the slide's own, e.g. E_SLIDE_MISSING; E_NOT_PROCESSED when the run stopped first); `error` is then its short message. */
+  code?: string;
+  /** Attempts the slide took (more than 1 when its worker process died and it was retried). */
+  attempts?: number;
+  /** Why each attempt before the last one failed. */
+  failed_attempts?: Array<{ attempt: number; code: string; error: string }>;
+  /** Lines the worker process printed on stderr while it ran the slide (decoder warnings...): a count and the first few. */
+  warnings?: { count: number; first: string[] };
 }
 
 export interface StageReport {
@@ -54,18 +61,10 @@ export interface RunReport {
   max_tiles_in_flight: number;
   tile_budget: number;
   tiles_written: number;
-}
-
-/**
- * The code a failed slide is reported with: that of the error the slide's worker threw (the engine error's
- * cause: E_SLIDE_FORMAT, E_SLIDE_READ...) when it has one, else the engine's own (E_WORKER_CRASH when the
- * worker died, E_WORKER_ITEM for an error without a code).
- */
-export function failureCode(err: Error): string {
-  const own = (err.cause as { code?: unknown } | undefined)?.code;
-  if (typeof own === 'string' && own.startsWith('E_')) return own;
-  const engine = (err as { code?: unknown }).code;
-  return typeof engine === 'string' && engine.startsWith('E_') ? engine : 'E_UNKNOWN';
+  /** Failed slides by code, the largest group first, each with its first few failures in full. */
+  failures?: FailureGroup[];
+  /** Warnings about the run's options (e.g. more workers than cores), also printed when the run started. */
+  warnings?: string[];
 }
 
 /** What a slide's figure is drawn from: its summary's PNGs and kept-tile positions. */
@@ -135,54 +134,135 @@ function slideFigure(slide: SlideReport, picture: SlidePicture): string {
 <figcaption>${escapeHtml(slide.image_id)} &mdash; ${slide.tiles_kept} of ${slide.tiles_total} tiles kept</figcaption>`;
 }
 
+/** Caps that keep report.html usable for big runs (report.json always lists every slide). */
+export const HTML_LIMITS = { slideRows: 500, figures: 100, dropped: 200 } as const;
+
+/**
+ * How much a slide needs looking at: 0 retried or its worker printed messages (nothing else says so), 1 failed
+ * (not merely left unprocessed; the failures are also summarised by code), 2 the rest.
+ */
+function lookRank(s: SlideReport): number {
+  if ((s.failed_attempts?.length ?? 0) > 0 || s.warnings !== undefined) return 0;
+  return s.status === 'failed' && s.code !== 'E_NOT_PROCESSED' ? 1 : 2;
+}
+
+/** The slides to list or draw, at most `limit`: those that need looking at most first, each rank in report order. */
+function firstSlides(slides: readonly SlideReport[], limit: number, keep: (s: SlideReport) => boolean = () => true): SlideReport[] {
+  const out: SlideReport[] = [];
+  for (let rank = 0; rank <= 2 && out.length < limit; rank++) {
+    for (const s of slides) {
+      if (out.length >= limit) break;
+      if (lookRank(s) === rank && keep(s)) out.push(s);
+    }
+  }
+  return out;
+}
+
+/** A slide's notes: failed attempts before the last one, and what its worker printed. */
+function slideNotes(s: SlideReport): string {
+  const notes: string[] = [];
+  if (s.code !== undefined) notes.push(`${s.code}: ${s.error ?? ''}`);
+  else if (s.error) notes.push(s.error);
+  for (const a of s.failed_attempts ?? []) notes.push(`attempt ${a.attempt} failed: ${a.code}: ${a.error}`);
+  if (s.warnings !== undefined) notes.push(`${s.warnings.count} worker message(s): ${s.warnings.first.join(' | ')}`);
+  return escapeHtml(notes.join('; '));
+}
+
+function slideRows(report: RunReport): string {
+  const shown = firstSlides(report.slides, HTML_LIMITS.slideRows);
+  const rows = shown.map(
+    (s) => `<tr class="${s.status}"><td>${escapeHtml(s.image_id)}</td><td>${escapeHtml(s.patient_id)}</td><td>${s.status}${s.warnings ? ' (messages)' : ''}</td>` +
+      `<td>${s.width ?? ''}&times;${s.height ?? ''}</td><td>${s.tiles_kept ?? ''} / ${s.tiles_total ?? ''}</td>` +
+      `<td>${s.seconds?.toFixed(1) ?? ''}</td><td>${s.workers ?? ''}</td><td>${s.attempts ?? ''}</td><td>${slideNotes(s)}</td></tr>`,
+  );
+  const more = report.slides.length - shown.length;
+  const note = more > 0 ? `<p class="note">${more} more slide(s) not listed (the table shows ${shown.length}: those that need looking at first); report.json lists every slide.</p>` : '';
+  return `<table><tr><th>image_id</th><th>patient</th><th>status</th><th>size</th><th>kept / grid</th><th>s</th><th>workers</th><th>attempts</th><th>error / notes</th></tr>
+${rows.join('\n')}</table>
+${note}`;
+}
+
+/** Failed slides by code: how many, and the first few in full. */
+function failureSection(report: RunReport): string {
+  const groups = report.failures ?? [];
+  if (groups.length === 0) return '';
+  const items = groups.map((g) => {
+    const first = g.first.map((f) => `<li>${escapeHtml(f.image_id)} (patient ${escapeHtml(f.patient_id)}): ${escapeHtml(f.error)}</li>`).join('');
+    const more = g.count > g.first.length ? `<li>... and ${g.count - g.first.length} more (report.json)</li>` : '';
+    return `<h3>${escapeHtml(g.code)}: ${g.count} slide(s)</h3><ul>${first}${more}</ul>`;
+  });
+  return `<h2>Failed slides</h2>\n${items.join('\n')}`;
+}
+
+async function figureSection(report: RunReport, pictures: SlidePictures): Promise<string> {
+  const drawn = firstSlides(report.slides, HTML_LIMITS.figures, (s) => pictures.has(s.image_id));
+  const figures: string[] = [];
+  for (const slide of drawn) {
+    // A picture that could not be made costs the report its figure, not the report.
+    const figure = await pictures.get(slide.image_id)!.then((p) => slideFigure(slide, p), (err: Error) => `<figcaption>${escapeHtml(slide.image_id)}: no picture (${escapeHtml(err.message)})</figcaption>`);
+    figures.push(`<figure>${figure}</figure>`);
+  }
+  let withPicture = 0;
+  for (const s of report.slides) if (pictures.has(s.image_id)) withPicture++;
+  const more = withPicture - drawn.length;
+  const note = more > 0 ? `<p class="note">${more} more slide(s) have a tile selection that is not drawn here (at most ${HTML_LIMITS.figures} figures; slides that need looking at first).</p>` : '';
+  return `${figures.join('\n')}\n${note}`;
+}
+
+function droppedSection(report: RunReport): string {
+  const all = report.patients.dropped;
+  if (all.length === 0) return '';
+  const items = all.slice(0, HTML_LIMITS.dropped).map((d) => `<li>${escapeHtml(d.patient_id)}: ${escapeHtml(d.reason)}</li>`).join('');
+  const more = all.length > HTML_LIMITS.dropped ? `<li>... and ${all.length - HTML_LIMITS.dropped} more (report.json)</li>` : '';
+  return `<h2>Dropped patients (${all.length})</h2><ul>${items}${more}</ul>`;
+}
+
 export async function renderHtml(report: RunReport, pictures: SlidePictures): Promise<string> {
-  const rows = report.slides
-    .map(
-      (s) => `<tr class="${s.status}"><td>${escapeHtml(s.image_id)}</td><td>${escapeHtml(s.patient_id)}</td><td>${s.status}</td>` +
-        `<td>${s.width ?? ''}&times;${s.height ?? ''}</td><td>${s.tiles_kept ?? ''} / ${s.tiles_total ?? ''}</td>` +
-        `<td>${s.seconds?.toFixed(1) ?? ''}</td><td>${s.workers ?? ''}</td><td>${escapeHtml(s.error ?? '')}</td></tr>`,
-    )
-    .join('\n');
   const stages = report.stages
     .map(
       (s) => `<tr><td>${escapeHtml(s.name)}</td><td>${s.elements_in}</td><td>${s.elements_out}</td><td>${(s.busy_ms / 1000).toFixed(2)}</td>` +
         `<td>${(s.blocked_ms / 1000).toFixed(2)}</td><td>${s.max_queue_depth}</td><td>${s.throughput_per_s.toFixed(1)}</td></tr>`,
     )
     .join('\n');
-  const figures: string[] = [];
-  for (const slide of report.slides) {
-    const picture = pictures.get(slide.image_id);
-    if (!picture) continue;
-    // A picture that could not be made costs the report its figure, not the report.
-    const drawn = await picture.then((p) => slideFigure(slide, p), (err: Error) => `<figcaption>${escapeHtml(slide.image_id)}: no picture (${escapeHtml(err.message)})</figcaption>`);
-    figures.push(`<figure>${drawn}</figure>`);
-  }
-  const dropped = report.patients.dropped.map((d) => `<li>${escapeHtml(d.patient_id)}: ${escapeHtml(d.reason)}</li>`).join('');
+  const warnings = (report.warnings ?? []).map((w) => `<li>${escapeHtml(w)}</li>`).join('');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>WSI dataset run report</title>
 <style>
 body{font:14px system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}tr.failed td{background:#fee}
+td:first-child,th:first-child{text-align:left}td:last-child{text-align:left}tr.failed td{background:#fee}
 figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figcaption{font-size:12px}
-svg.slide{border:1px solid #999;background:#fff}
+svg.slide{border:1px solid #999;background:#fff}.note{color:#555;font-style:italic}
 </style></head><body>
 <h1>Run report</h1>
 <p>Started ${escapeHtml(report.started_at)}; ${report.elapsed_s.toFixed(1)} s; exit code ${report.exit_code};
 ${report.tiles_written} tiles written for ${report.patients.written} patients; peak RSS (all processes) ${report.peak_rss_mb.toFixed(0)} MB;
 max tiles in flight ${report.max_tiles_in_flight} (budget ${report.tile_budget}).</p>
-<h2>Slides</h2>
-<table><tr><th>image_id</th><th>patient</th><th>status</th><th>size</th><th>kept / grid</th><th>s</th><th>workers</th><th>error</th></tr>
-${rows}</table>
-${dropped ? `<h2>Dropped patients</h2><ul>${dropped}</ul>` : ''}
+${warnings ? `<h2>Warnings</h2><ul>${warnings}</ul>` : ''}
+${failureSection(report)}
+<h2>Slides (${report.slides.length})</h2>
+${slideRows(report)}
+${droppedSection(report)}
 <h2>Stages</h2>
 <table><tr><th>stage</th><th>in</th><th>out</th><th>busy s</th><th>blocked s</th><th>max queue</th><th>out/busy s</th></tr>
 ${stages}</table>
 <h2>Tile selection</h2>
 <p>Blue: background on the thumbnail; green: kept tiles.</p>
-${figures.join('\n')}
+${await figureSection(report, pictures)}
 </body></html>
 `;
+}
+
+/** Marks a row to print on one line in report.json (a NUL never occurs in the report's own text). */
+const ROW = '\u0000';
+
+/**
+ * report.json's text: indented, except that each slide and each dropped patient is one line (a run of 100,000
+ * slides is then ~250 bytes per slide rather than ~600, and still one slide per line for grep and diff).
+ */
+export function reportJsonText(report: RunReport): string {
+  const text = JSON.stringify(report, (key, value: unknown) => ((key === 'slides' || key === 'dropped') && Array.isArray(value) ? value.map((row) => ROW + JSON.stringify(row) + ROW) : value), 2);
+  return text.replace(/"\\u0000(?:[^"\\]|\\.)*\\u0000"/g, (literal) => (JSON.parse(literal) as string).slice(1, -1)) + '\n';
 }
 
 /**
@@ -193,7 +273,7 @@ export async function writeReport(outDir: string, report: RunReport, pictures: S
   await naming('create', outDir, () => mkdir(outDir, { recursive: true }));
   const json = join(outDir, 'report.json');
   const html = join(outDir, 'report.html');
-  await writeDurable(json, JSON.stringify(report, null, 2) + '\n');
+  await writeDurable(json, reportJsonText(report));
   await writeDurable(html, await renderHtml(report, pictures));
   return { json, html };
 }

@@ -1,7 +1,7 @@
 /** A failed slide's code in report.json: the slide's own (the cause the worker threw), else the engine's. */
 import t from 'tap';
 import { EngineError } from '../../engine/types.js';
-import { failureCode } from '../../stages/report/report.js';
+import { failureCode } from '../../stages/report/failures.js';
 
 t.test("the slide's own code, from the engine error's cause", async (t) => {
   const cause = Object.assign(new Error('E_SLIDE_FORMAT: slide "x" (/s/x.tif): TIFF directory 0, tile 3 ...'), { code: 'E_SLIDE_FORMAT' });
