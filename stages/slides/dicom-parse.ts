@@ -253,16 +253,18 @@ async function indexFragments(fh: FileHandle, size: number, dataOffset: number, 
 
 /** Walks items from `pos` to the sequence delimiter (or the end of the file); returns where the items end. */
 async function walkFragments(fh: FileHandle, size: number, pos: number, onFragment: (pos: number, soi: boolean) => void): Promise<number> {
-  const head = Buffer.alloc(2);
+  const head = Buffer.alloc(10); // the item header and the fragment's first two bytes, in one read
   while (pos + 8 <= size) {
-    const item = await readItem(fh, pos, size);
-    if (item.tag === SEQ_END) return pos;
-    if (item.tag !== ITEM) throw new DicomFormatError('damaged', `Pixel Data fragment expected at byte ${pos}, found tag ${item.tag.toString(16)}`);
-    if (item.length > DICOM_LIMITS.frameBytes) throw new DicomFormatError('damaged', `Pixel Data fragment of ${item.length} bytes at byte ${pos} (limit ${DICOM_LIMITS.frameBytes})`);
     head.fill(0);
-    if (item.length >= 2) await fh.read(head, 0, 2, pos + 8);
-    onFragment(pos, head[0] === 0xff && head[1] === 0xd8);
-    pos += 8 + item.length;
+    await fh.read(head, 0, Math.min(10, size - pos), pos);
+    const tag = ((head.readUInt16LE(0) << 16) | head.readUInt16LE(2)) >>> 0;
+    const length = head.readUInt32LE(4);
+    if (tag === SEQ_END) return pos;
+    if (tag !== ITEM) throw new DicomFormatError('damaged', `Pixel Data fragment expected at byte ${pos}, found tag ${tag.toString(16)}`);
+    if (length > DICOM_LIMITS.frameBytes) throw new DicomFormatError('damaged', `Pixel Data fragment of ${length} bytes at byte ${pos} (limit ${DICOM_LIMITS.frameBytes})`);
+    if (pos + 8 + length > size) throw new DicomFormatError('damaged', `Pixel Data fragment at byte ${pos} (${length} bytes) runs past the end of the file (truncated?)`);
+    onFragment(pos, length >= 2 && head[8] === 0xff && head[9] === 0xd8);
+    pos += 8 + length;
   }
   return pos;
 }

@@ -41,6 +41,24 @@ export async function resolveSlidePath(slidesDir: string, image_id: string): Pro
   throw new SlideError('E_SLIDE_MISSING', image_id, join(root, image_id), `no slide file (tried .${SLIDE_EXTENSIONS.join(', .')}, the exact name and a DICOM folder)`);
 }
 
+/**
+ * What a slide's results depend on in its file(s), for checkpoint keys: `size:mtime` of a file; for a DICOM
+ * series folder, its `.dcm` files' total size, latest mtime and count (a level replaced changes it).
+ */
+export async function slideFileStamp(path: string): Promise<string> {
+  const st = await stat(path);
+  if (!st.isDirectory()) return `${st.size}:${st.mtimeMs}`;
+  let size = 0;
+  let mtime = 0;
+  const names = (await readdir(path)).filter((n) => n.toLowerCase().endsWith('.dcm'));
+  for (const n of names) {
+    const f = await stat(join(path, n));
+    size += f.size;
+    mtime = Math.max(mtime, f.mtimeMs);
+  }
+  return `${size}:${mtime}:${names.length} dcm`; // size first: largest-first.ts orders by it
+}
+
 /** Formats users have that no backend reads, by extension. */
 const UNSUPPORTED_FORMATS: Record<string, string> = {
   qptiff: 'PerkinElmer/Akoya QPTIFF (multiplex fluorescence)',

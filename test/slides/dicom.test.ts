@@ -1,9 +1,9 @@
 import t from 'tap';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openSlide } from '../../stages/slides/open.js';
-import { resolveSlidePath } from '../../stages/slides/resolve.js';
+import { resolveSlidePath, slideFileStamp } from '../../stages/slides/resolve.js';
 import { generateSlide } from '../../stages/slides/synthetic.js';
 import { DEFAULT_TILE_PARAMS } from '../../stages/slides/tile-params.js';
 import { produceTiles } from '../../stages/produce-tiles.js';
@@ -257,4 +257,15 @@ t.test('a file with the slide name in a format we do not read: E_SLIDE_UNSUPPORT
   // Through the real stage, before any work on the slide.
   const stage = produceTiles(DEFAULT_TILE_PARAMS)(from([{ image_id: 'slide', patient_id: 'P', image_num: 0, slidesDir: slides }]), makeCtx());
   await t.rejects(collect(stage), { code: 'E_SLIDE_UNSUPPORTED', image_id: 'slide' });
+});
+
+t.test('a series folder is stamped by its .dcm files (checkpoint key), size first', async (t) => {
+  const folder = join(dir, 'stamp');
+  await writeSeries(join(folder, 's'));
+  const a = await slideFileStamp(join(folder, 's'));
+  const total = readdirSync(join(folder, 's')).reduce((n, f) => n + statSync(join(folder, 's', f)).size, 0);
+  t.equal(Number(a.split(':')[0]), total, 'first field: the total size (largest-first orders by it)');
+  writeFileSync(join(folder, 's', 'level-2.dcm'), Buffer.concat([readFileSync(join(folder, 's', 'level-2.dcm')), Buffer.alloc(2)]));
+  t.not(await slideFileStamp(join(folder, 's')), a, 'a changed level changes the stamp');
+  t.equal(await slideFileStamp(tiffMulti), `${statSync(tiffMulti).size}:${statSync(tiffMulti).mtimeMs}`, 'a file keeps its size:mtime stamp');
 });
