@@ -15,7 +15,11 @@ import { chooseLevel, findLevels, thumbnailSource, type RgbImage, type SlideLeve
 import { DicomFormatError, readDicomInstance, readFrameBytes, type DicomInstance } from './dicom-parse.js';
 
 /** Decoded frames kept for the next regions (neighbouring tiles share frames). */
-export const FRAME_CACHE_BYTES = 48 * 1024 * 1024;
+export const FRAME_CACHE_BYTES = 16 * 1024 * 1024;
+/** Above this many source pixels, thumbnail() resizes in bands of BAND_ROWS thumbnail rows (bounded memory). */
+export const THUMBNAIL_WHOLE_PIXELS = 32 * 1024 * 1024;
+const BAND_ROWS = 64;
+const BAND_HALO = 8;
 
 interface OpenInstance {
   readonly inst: DicomInstance;
@@ -23,7 +27,7 @@ interface OpenInstance {
 }
 
 /** Opens a `.dcm` file or a series folder of `.dcm` files. Errors are SlideErrors naming the file. */
-export async function openDicomSlide(path: string, image_id: string): Promise<SlideReader> {
+export async function openDicomSlide(path: string, image_id: string, limits: { thumbnailWholePixels?: number } = {}): Promise<SlideReader> {
   const files = await dicomFiles(path, image_id);
   const opened: OpenInstance[] = [];
   try {
@@ -40,7 +44,7 @@ export async function openDicomSlide(path: string, image_id: string): Promise<Sl
     const used = idx.map((i) => volumes[i]!);
     for (const o of opened) if (!used.includes(o)) await o.fh.close();
     opened.length = 0;
-    return new DicomSlide(image_id, path, used);
+    return new DicomSlide(image_id, path, used, limits.thumbnailWholePixels ?? THUMBNAIL_WHOLE_PIXELS);
   } finally {
     for (const o of opened) await o.fh.close();
   }
@@ -90,6 +94,7 @@ class DicomSlide implements SlideReader {
     readonly image_id: string,
     readonly path: string,
     private readonly instances: readonly OpenInstance[],
+    private readonly thumbnailWholePixels: number,
   ) {
     const l0 = instances[0]!.inst;
     this.width = l0.width;
@@ -149,15 +154,33 @@ class DicomSlide implements SlideReader {
     if (width < 1 || height < 1) throw new SlideError('E_SLIDE_TOO_SMALL', this.image_id, this.path, `smaller than one thumbnail pixel at 1/${downsample}`);
     const level = chooseLevel(this.levels, downsample);
     const src = thumbnailSource(this.width, this.height, this.levels[level]!, width, height, downsample);
-    // The source is the part of the coarsest suitable level the thumbnail covers: about its own size.
-    const pixels = await this.readRegion(level, 0, 0, src.width, src.height);
-    if (src.width === width && src.height === height) return { image: { width, height, data: pixels }, level };
     try {
-      const data = await sharp(pixels, { raw: { width: src.width, height: src.height, channels: 3 }, limitInputPixels: false }).resize(width, height, { fit: 'fill' }).raw().toBuffer();
+      if (src.width * src.height <= this.thumbnailWholePixels) return { image: { width, height, data: await this.resized(level, 0, src.width, src.height, width, height) }, level };
+      // A big source (a slide without a suitable coarser level): bands of thumbnail rows, each resized from its
+      // source rows plus a halo (cut off afterwards), so memory is O(thumbnail width x band), not O(source).
+      const data = Buffer.alloc(width * height * 3);
+      const f = src.height / height;
+      for (let a = 0; a < height; a += BAND_ROWS) {
+        const b = Math.min(height, a + BAND_ROWS);
+        const k0 = Math.max(0, a - BAND_HALO);
+        const k1 = Math.min(height, b + BAND_HALO);
+        const s0 = Math.round(k0 * f);
+        const s1 = Math.min(src.height, Math.round(k1 * f));
+        const band = await this.resized(level, s0, src.width, s1 - s0, width, k1 - k0);
+        band.copy(data, a * width * 3, (a - k0) * width * 3, (b - k0) * width * 3);
+      }
       return { image: { width, height, data }, level };
     } catch (err) {
+      if (err instanceof SlideError) throw err;
       throw new SlideError('E_SLIDE_READ', this.image_id, this.path, `thumbnail from level ${level}: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  /** Level rows y .. y+h-1 (columns 0 .. w-1) resized to tw x th. */
+  private async resized(level: number, y: number, w: number, h: number, tw: number, th: number): Promise<Buffer> {
+    const pixels = await this.readRegion(level, 0, y, w, h);
+    if (w === tw && h === th) return Buffer.from(pixels.buffer, pixels.byteOffset, pixels.length);
+    return sharp(pixels, { raw: { width: w, height: h, channels: 3 }, limitInputPixels: false }).resize(tw, th, { fit: 'fill' }).raw().toBuffer();
   }
 
   async close(): Promise<void> {

@@ -3,6 +3,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openSlide } from '../../stages/slides/open.js';
+import { openDicomSlide } from '../../stages/slides/backend-dicom.js';
 import { resolveSlidePath, slideFileStamp } from '../../stages/slides/resolve.js';
 import { generateSlide } from '../../stages/slides/synthetic.js';
 import { DEFAULT_TILE_PARAMS } from '../../stages/slides/tile-params.js';
@@ -88,6 +89,16 @@ t.test('one file like the real one: JPEG baseline RGB, 42 frames of 500x500, no 
       const th = await s.thumbnail(16);
       t.same([th.image.width, th.image.height, th.level], [Math.floor(REAL_W / 16), Math.floor(REAL_H / 16), 0], 'thumbnail from level 0');
     });
+  }
+  // A big thumbnail source is resized in bands: the same size, nearly the same pixels as one resize.
+  const banded = await openDicomSlide(join(dir, 'real.dcm'), 'b', { thumbnailWholePixels: 1000 });
+  t.teardown(() => banded.close());
+  for (const ds of [10, 7.3]) {
+    const whole = await withSlide(join(dir, 'real.dcm'), 'w', (s) => s.thumbnail(ds));
+    const band = await banded.thumbnail(ds);
+    t.same([band.image.width, band.image.height], [whole.image.width, whole.image.height], `1/${ds}: same size`);
+    const d = diff(band.image.data, whole.image.data);
+    t.ok(d.max <= 8 && d.mean < 0.2, `1/${ds}: banded thumbnail within a few levels of the whole one (max ${d.max}, mean ${d.mean.toFixed(3)})`);
   }
   // Both frame-finding paths (offset table, fragment walk) give the same pixels.
   const a = await withSlide(join(dir, 'real.dcm'), 'a', (s) => s.readRegion(0, 0, 0, REAL_W, 600));
