@@ -21,6 +21,7 @@ const REAL_W = 3236;
 const REAL_H = 2638;
 const LONG_MANUFACTURER = `Generated-Scanner-Company ${'x'.repeat(100)}`; // LO allows 64 characters
 const LONG_STATION = 'station-name-longer-than-sixteen'; // SH allows 16
+const LONG_FRAMES = '+00000000000042'; // NumberOfFrames is IS: 12 characters at most
 
 async function withSlide<T>(path: string, id: string, f: (s: SlideReader) => Promise<T>): Promise<T> {
   const s = await openSlide(path, id);
@@ -41,6 +42,20 @@ function diff(a: Uint8Array, b: Uint8Array): { max: number; mean: number } {
     if (d > max) max = d;
   }
   return { max, mean: sum / a.length };
+}
+
+/** Replaces a short-length explicit-VR string element's value in a file (no group lengths in dcmjs's data sets). */
+function setExplicitString(path: string, group: number, element: number, value: string): void {
+  const b = readFileSync(path);
+  const tag = Buffer.alloc(4);
+  tag.writeUInt16LE(group, 0);
+  tag.writeUInt16LE(element, 2);
+  const at = b.indexOf(tag, 132);
+  if (at < 0) throw new Error('element not found');
+  const v = Buffer.from(value.length % 2 === 1 ? `${value} ` : value, 'latin1');
+  const head = Buffer.from(b.subarray(at, at + 8));
+  head.writeUInt16LE(v.length, 6);
+  writeFileSync(path, Buffer.concat([b.subarray(0, at), head, v, b.subarray(at + 8 + b.readUInt16LE(at + 6))]));
 }
 
 /** The empty-BOT variant of an encapsulated file: the Basic Offset Table's contents cut out (length 0). */
@@ -71,8 +86,9 @@ t.test('one file like the real one: JPEG baseline RGB, 42 frames of 500x500, no 
   t.equal(frames.length, 42, '7 x 6 frames');
   const path = join(dir, 'real.dcm');
   writeInstance(spec({ path, frames, organisation: undefined, oneFragment: true, extra: { Manufacturer: LONG_MANUFACTURER, StationName: LONG_STATION } }));
+  setExplicitString(path, 0x0028, 0x0008, LONG_FRAMES); // dcmjs trims IS values, so the long one is set here
   const bytes = readFileSync(path);
-  t.ok(bytes.includes(LONG_MANUFACTURER) && bytes.includes(LONG_STATION), 'the file really holds the over-long values');
+  t.ok(bytes.includes(LONG_MANUFACTURER) && bytes.includes(LONG_STATION) && bytes.includes(LONG_FRAMES), 'the file really holds the over-long values');
   t.notOk(bytes.includes('TILED_FULL'), 'no DimensionOrganizationType in the file');
   withoutOffsetTable(path, join(dir, 'real-nobot.dcm'));
   for (const file of ['real.dcm', 'real-nobot.dcm']) {
