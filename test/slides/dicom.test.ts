@@ -11,6 +11,7 @@ import { produceTiles } from '../../stages/produce-tiles.js';
 import type { SlideReader } from '../../stages/slides/reader.js';
 import type { SlideSummary, Tile } from '../../stages/types.js';
 import { from, makeCtx } from '../helpers/ctx.js';
+import { e2eUnavailable, readExamples, readReport, runCli, tempDir, TILE_FLAGS, writeCsv } from '../helpers/e2e.js';
 import { cutFrames, EXPLICIT_LE, IMPLICIT_LE, JPEG_BASELINE, tiffLevels, writeInstance, type InstanceSpec } from '../helpers/dicom.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dicom-test-'));
@@ -295,4 +296,35 @@ t.test('a series folder is stamped by its .dcm files (checkpoint key), size firs
   writeFileSync(join(folder, 's', 'level-2.dcm'), Buffer.concat([readFileSync(join(folder, 's', 'level-2.dcm')), Buffer.alloc(2)]));
   t.not(await slideFileStamp(join(folder, 's')), a, 'a changed level changes the stamp');
   t.equal(await slideFileStamp(tiffMulti), `${statSync(tiffMulti).size}:${statSync(tiffMulti).mtimeMs}`, 'a file keeps its size:mtime stamp');
+});
+
+t.test('through the real job (compiled CLI): a DICOM series gives the records of the same pixels as a TIFF; a .qptiff fails alone with E_SLIDE_UNSUPPORTED', async (t) => {
+  const unavailable = e2eUnavailable();
+  if (unavailable !== undefined) return t.skip(unavailable);
+  const cwd = await tempDir(t, 'dicom-e2e-');
+  const slides = join(cwd, 'slides');
+  await writeSeries(join(slides, 'dcm'));
+  copyFileSync(tiffMulti, join(slides, 'tif.tiff'));
+  writeFileSync(join(slides, 'bad.qptiff'), Buffer.from('II*\0'));
+  const csv = join(cwd, 'in.csv');
+  await writeCsv(csv, [
+    { image_id: 'tif', center_id: 0, patient_id: 'pt', image_num: 0, label: '1' },
+    { image_id: 'dcm', center_id: 0, patient_id: 'pd', image_num: 0, label: '1' },
+    { image_id: 'bad', center_id: 0, patient_id: 'pq', image_num: 0, label: '1' },
+  ], true);
+  const out = join(cwd, 'out');
+  const r = await runCli(['--csv', csv, '--slides', slides, '--out', out, ...TILE_FLAGS, '--progress', 'none', '--workers', '1'], cwd);
+  t.equal(r.code, 1, 'one slide failed: exit code 1');
+  const report = await readReport(out);
+  const by = new Map(report.slides.map((s) => [s.image_id, s]));
+  t.match(by.get('dcm'), { status: 'ok', backend: 'dicom' });
+  t.ok(by.get('tif')!.tiles_kept! > 0, `the TIFF keeps tiles (${by.get('tif')!.tiles_kept})`);
+  t.same([by.get('dcm')!.tiles_total, by.get('dcm')!.tiles_kept], [by.get('tif')!.tiles_total, by.get('tif')!.tiles_kept], 'same tile counts as the TIFF');
+  t.match(by.get('bad'), { status: 'failed', code: 'E_SLIDE_UNSUPPORTED', error: /bad\.qptiff, PerkinElmer\/Akoya QPTIFF/ });
+  const examples = await readExamples(out);
+  t.equal(examples.length, 2, 'one record per written patient');
+  const [a, b] = examples;
+  const features = a!.names.filter((n) => a!.floats[n] !== undefined);
+  t.ok(features.length > 0, `float features compared: ${features.join(', ')}`);
+  for (const n of features) t.same(a!.floats[n], b!.floats[n], `${n}: the same values from the DICOM and the TIFF`);
 });
