@@ -83,11 +83,13 @@ const UNSUPPORTED_FORMATS: Record<string, string> = {
  */
 async function refuseUnsupported(root: string, image_id: string): Promise<void> {
   const names = await readdir(root).catch(() => [] as string[]);
-  const name = names.filter((n) => n.startsWith(`${image_id}.`)).sort()[0];
+  // `<image_id>.<ext>` with one extension (`a.b.svs` is slide `a.b`'s file, not slide `a`'s), or a known one.
+  const ours = (n: string): boolean => n.startsWith(`${image_id}.`) && (!n.slice(image_id.length + 1).includes('.') || UNSUPPORTED_FORMATS[n.split('.').pop()!.toLowerCase()] !== undefined);
+  const name = names.filter(ours).sort()[0];
   if (name === undefined) return;
   const path = join(root, name);
   const ext = name.slice(image_id.length + 1);
-  const format = UNSUPPORTED_FORMATS[ext.toLowerCase()] ?? (await sniffFormat(path)) ?? `'.${ext}' files`;
+  const format = UNSUPPORTED_FORMATS[name.split('.').pop()!.toLowerCase()] ?? (await sniffFormat(path)) ?? `'.${ext}' files`;
   throw new SlideError('E_SLIDE_UNSUPPORTED', image_id, path, `found ${name}, ${format}: this format is not supported (supported: .${SLIDE_EXTENSIONS.join(', .')} and DICOM folders)`);
 }
 

@@ -282,6 +282,11 @@ t.test('a file with the slide name in a format we do not read: E_SLIDE_UNSUPPORT
   await t.rejects(resolveSlidePath(slides, 'zeiss'), { code: 'E_SLIDE_UNSUPPORTED', message: /found zeiss\.czi, Zeiss CZI/ });
   await t.rejects(resolveSlidePath(slides, 'renamed'), { code: 'E_SLIDE_UNSUPPORTED', message: /found renamed\.scan, a BigTIFF with an extension we do not read/ });
   await t.rejects(resolveSlidePath(slides, 'absent'), { code: 'E_SLIDE_MISSING', message: /no slide file/ });
+  writeFileSync(join(slides, 'case.7.svs'), Buffer.from('II*\0'));
+  writeFileSync(join(slides, 'case.notes.txt'), 'x');
+  await t.rejects(resolveSlidePath(slides, 'case'), { code: 'E_SLIDE_MISSING' }, "other slides' files (case.7.svs, case.notes.txt) are not slide case's");
+  writeFileSync(join(slides, 'odd.v2'), 'not a slide');
+  await t.rejects(resolveSlidePath(slides, 'odd'), { code: 'E_SLIDE_UNSUPPORTED', message: /found odd\.v2, '\.v2' files: this format is not supported/ });
   // Through the real stage, before any work on the slide.
   const stage = produceTiles(DEFAULT_TILE_PARAMS)(from([{ image_id: 'slide', patient_id: 'P', image_num: 0, slidesDir: slides }]), makeCtx());
   await t.rejects(collect(stage), { code: 'E_SLIDE_UNSUPPORTED', image_id: 'slide' });
