@@ -233,6 +233,11 @@ t.test('refused and damaged files: clear E_SLIDE_FORMAT naming the file', async 
   const j2k = join(dir, 'j2k.dcm');
   writeInstance({ ...base, path: j2k, transferSyntax: '1.2.840.10008.1.2.4.91' });
   await t.rejects(openSlide(j2k, 'j2k'), { code: 'E_SLIDE_FORMAT', path: j2k, message: /transfer syntax 1\.2\.840\.10008\.1\.2\.4\.91 \(JPEG 2000\) is not read/ });
+  // A header bigger than the first read (256 KiB): the prefix grows until Pixel Data is reached.
+  const bigHeader = join(dir, 'big-header.dcm');
+  writeInstance({ ...base, path: bigHeader, transferSyntax: JPEG_BASELINE, extra: { ImageComments: 'c'.repeat(700_000) } });
+  t.ok(readFileSync(bigHeader).indexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])) > 700_000, 'Pixel Data starts past 700 kB');
+  await withSlide(bigHeader, 'big-header', async (s) => t.same([s.width, s.height], [base.width, base.height], 'a 700 kB header is read'));
   const few = join(dir, 'few.dcm');
   writeInstance({ ...base, path: few, frames: l0.frames.slice(0, 5), transferSyntax: JPEG_BASELINE });
   await t.rejects(openSlide(few, 'few'), { code: 'E_SLIDE_FORMAT', path: few, message: /TILED_FULL needs 10x6 = 60 frames .* found 5/ });
