@@ -1,7 +1,6 @@
 /** Stage: turns CSV rows into slide tasks, stamped with the slide file's size and mtime (for checkpoint keys). */
-import { stat } from 'node:fs/promises';
 import type { Stage } from '../engine/types.js';
-import { resolveSlidePath } from './slides/resolve.js';
+import { resolveSlidePath, slideFileStamp } from './slides/resolve.js';
 import type { CsvRow, SlideTask } from './types.js';
 
 /**
@@ -18,8 +17,7 @@ export function slideTasks(slidesDir: string): Stage<CsvRow, SlideTask> {
 export async function slideTask(slidesDir: string, row: CsvRow): Promise<SlideTask> {
   let fileStamp = 'unresolved';
   try {
-    const file = await stat(await resolveSlidePath(slidesDir, row.image_id));
-    fileStamp = `${file.size}:${file.mtimeMs}`;
+    fileStamp = await slideFileStamp(await resolveSlidePath(slidesDir, row.image_id));
   } catch {
     // Deliberately ignored: see above; the worker raises the slide's error with its code and path.
   }

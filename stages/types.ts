@@ -109,7 +109,7 @@ export interface SlideSummary {
   readonly image_id: string;
   readonly patient_id: string;
   readonly path: string;
-  readonly backend: 'sharp' | 'openslide';
+  readonly backend: 'sharp' | 'openslide' | 'dicom';
   readonly width: number;
   readonly height: number;
   /** Downsample factor of each pyramid level, level 0 first. */

@@ -15,19 +15,24 @@ export interface OpenSlideOptions {
   /** Path or name of libopenslide for the OpenSlide backend (default 'libopenslide.so.0'). */
   readonly openslideLibrary?: string;
   /** Force a backend (tests, benchmarks); default: sharp, then OpenSlide when sharp cannot decode. */
-  readonly backend?: 'sharp' | 'openslide';
+  readonly backend?: 'sharp' | 'openslide' | 'dicom';
 }
 
 /**
- * Opens a slide with the right backend: OpenSlide for OpenSlide-only extensions, otherwise sharp, falling
- * back to OpenSlide when sharp cannot decode the file (e.g. JPEG 2000 SVS). Errors are SlideErrors.
+ * Opens a slide with the right backend: DICOM for a `.dcm` file or a folder (a DICOM series), OpenSlide
+ * for OpenSlide-only extensions, otherwise sharp, falling back to OpenSlide when sharp cannot decode the
+ * file (e.g. JPEG 2000 SVS). Errors are SlideErrors.
  */
 export async function openSlide(path: string, image_id: string, opts: OpenSlideOptions = {}): Promise<SlideReader> {
   const st = await stat(path).catch(() => undefined);
-  if (st === undefined || !st.isFile()) throw new SlideError('E_SLIDE_MISSING', image_id, path, 'file not found');
+  if (st === undefined || !(st.isFile() || st.isDirectory())) throw new SlideError('E_SLIDE_MISSING', image_id, path, 'file not found');
+  const ext = extname(path).toLowerCase();
+  if (opts.backend === 'dicom' || ext === '.dcm' || st.isDirectory()) {
+    const { openDicomSlide } = await import('./backend-dicom.js');
+    return openDicomSlide(path, image_id);
+  }
   const { openSharpSlide } = await import('./backend-sharp.js');
   const { openOpenSlide } = await import('./backend-openslide.js');
-  const ext = extname(path).toLowerCase();
   if (opts.backend === 'openslide' || OPENSLIDE_ONLY.has(ext)) return openOpenSlide(path, image_id, opts.openslideLibrary);
   if (opts.backend === 'sharp') return openSharpSlide(path, image_id);
   try {

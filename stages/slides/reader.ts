@@ -1,6 +1,6 @@
 /**
  * The slide-reader interface every backend implements (backend-sharp.ts: libvips for TIFF-family files;
- * backend-openslide.ts: the formats only OpenSlide reads), and the pure pyramid helpers they share.
+ * backend-openslide.ts: the formats only OpenSlide reads; backend-dicom.ts: DICOM WSI), and the pure pyramid helpers they share.
  * Choosing a backend for a file is open.ts's job; this file imports no backend.
  */
 
@@ -21,7 +21,7 @@ export interface RgbImage {
 export interface SlideReader {
   readonly image_id: string;
   readonly path: string;
-  readonly backend: 'sharp' | 'openslide';
+  readonly backend: 'sharp' | 'openslide' | 'dicom';
   /** Level-0 size. */
   readonly width: number;
   readonly height: number;
