@@ -299,7 +299,8 @@ async function tellUser(e: Ending): Promise<void> {
   const failed = record.failed();
   // Summarised: counts by code, the first few in full; report.json lists every slide.
   const groups = (report.failures ?? []).filter((g) => !(stoppedEarly && g.code === E_NOT_PROCESSED));
-  for (const line of failureSummary(groups, join(e.opts.out, 'report.json'))) console.error(line);
+  // The report's real place: --out when the dataset was replaced, else the work folder (stages/dataset/publish.ts).
+  for (const line of failureSummary(groups, e.paths.json === '' ? join(e.opts.out, 'report.json') : e.paths.json)) console.error(line);
   for (const line of attentionSummary(record.slides.values())) console.error(line);
   if (stoppedEarly) {
     const checkpointed = await countCheckpointed(e.inputs, e.checkpointDir);

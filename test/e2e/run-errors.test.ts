@@ -102,22 +102,24 @@ if (unavailable) {
     t.ok(Buffer.byteLength(r.stderr) < 4096, `stderr stays short (${Buffer.byteLength(r.stderr)} bytes for ${n} failures)`);
     t.match(r.stderr, `${n} slide(s) failed: ${n} E_SLIDE_MISSING`, 'counts by code');
     t.equal(r.stderr.match(/^ {2}slide gone-\d+ \(patient p\d+\) failed: E_SLIDE_MISSING: slide "gone-\d+" \(.+\): no slide file \(tried .+\)$/gm)?.length, 5, 'the first five in full');
-    t.match(r.stderr, `... and ${n - 5} more E_SLIDE_MISSING; see ${join(out, 'report.json')}`);
+    // No patient written: the dataset folder is left as it was and the run's report goes to the work folder.
+    const reports = join(out, '.work');
+    t.match(r.stderr, `... and ${n - 5} more E_SLIDE_MISSING; see ${join(reports, 'report.json')}`);
     t.ok(Buffer.byteLength(r.stdout) < 2048, `stdout stays short too (${Buffer.byteLength(r.stdout)} bytes)`);
 
-    const jsonBytes = statSync(join(out, 'report.json')).size;
+    const jsonBytes = statSync(join(reports, 'report.json')).size;
     // Before: ~670 bytes per slide (each slide's nested error text, every field on its own line).
     t.ok(jsonBytes < 400 * n, `report.json is lean: ${(jsonBytes / n).toFixed(0)} bytes per slide (its row and its dropped patient)`);
-    const report = await readReport(out);
+    const report = await readReport(reports);
     t.equal(report.slides.length, n, 'every slide is in report.json');
     t.ok(report.slides.every((s, i) => s.image_id === `gone-${i}` && s.status === 'failed' && s.code === 'E_SLIDE_MISSING' && s.error === `gone-${i}: no slide file`), 'each with its code and a short message');
     t.equal(report.failures?.length, 1);
     t.equal(report.failures?.[0]?.count, n);
     t.match(report.failures?.[0]?.first[0]?.error, /^E_SLIDE_MISSING: slide "gone-\d+" \(.+\): no slide file \(tried \.svs, /, 'the full message, once per code');
 
-    const htmlBytes = statSync(join(out, 'report.html')).size;
+    const htmlBytes = statSync(join(reports, 'report.html')).size;
     t.ok(htmlBytes < 200_000, `report.html is bounded (${htmlBytes} bytes)`);
-    const html = await import('node:fs/promises').then((fs) => fs.readFile(join(out, 'report.html'), 'utf8'));
+    const html = await import('node:fs/promises').then((fs) => fs.readFile(join(reports, 'report.html'), 'utf8'));
     t.match(html, `<h3>E_SLIDE_MISSING: ${n} slide(s)</h3>`, 'failed slides summarised by code');
     t.match(html, `${n - 500} more slide(s) not listed`, 'the slide table is capped, with a note');
     t.match(html, `<h2>Dropped patients (${n})</h2>`);
@@ -166,7 +168,7 @@ if (unavailable) {
     t.equal(r.code, 1, 'the run ran (its one slide is missing)');
     t.match(r.stderr, `warning: --workers ${workers} is more than the ${availableParallelism()} core(s) of this machine`);
     t.match(r.stderr, `warning: --tile-budget ${workers} leaves each of the ${workers} worker(s) 1 tile(s), fewer than a group (--group-size 8)`);
-    t.equal((await readReport(join(cwd, 'out-warn'))).warnings?.length, 2, 'report.json keeps them');
+    t.equal((await readReport(join(cwd, 'out-warn', '.work'))).warnings?.length, 2, 'report.json keeps them (in the work folder: no patient was written)');
     const usage = await runCli([...base, '--out', join(cwd, 'out-usage'), '--tile-budget', String(workers - 1)], cwd);
     t.equal(usage.code, 2, 'a usage error');
     t.match(usage.stderr, `--tile-budget ${workers - 1} is below --workers ${workers}: each worker holds at least 1 tile, so the run needs --tile-budget ${workers} or more`);
