@@ -24,7 +24,7 @@
 import sharp from 'sharp';
 import { SlideError } from './errors.js';
 import { chooseLevel, thumbnailSource, type RgbImage, type SlideReader } from './reader.js';
-import { DEFAULT_THUMBNAIL_THREADS, JpegThumbnail, jpegThumbnailApplies } from './thumbnail-jpeg.js';
+import { DEFAULT_THUMBNAIL_THREADS, GROUP_PX, JpegThumbnail, jpegThumbnailApplies } from './thumbnail-jpeg.js';
 
 /** Thumbnail rows of context each side of a resized band: lanczos3 after the box shrink reaches ~3-4 rows. */
 export const HALO = 8;
@@ -39,10 +39,12 @@ export interface ThumbnailBand {
 
 /** The memory limits of the thumbnail (bytes), stated once; every read below is sized or refused by them. */
 export const THUMBNAIL_LIMITS = {
-  /** Source pixels one band read may hold (a 'resize' band's rows, a chunk of them, a 'jpeg' group of thumbnail rows). */
-  bandBytes: 64 * 2 ** 20,
+  /** Source pixels one exact band read may hold (a 'resize' band's rows and read-ahead, a 'chunked' chunk). */
+  bandBytes: 16 * 2 ** 20,
+  /** Thumbnail rows held at once at full thumbnail width: a band, a 'jpeg' group (a wider slide is refused). */
+  rowsBytes: 64 * 2 ** 20,
   /** A 'whole' read (level pixels plus thumbnail), and a decoder's unit (one strip or tile of the level). */
-  wholeBytes: 256 * 2 ** 20,
+  wholeBytes: 512 * 2 ** 20,
 } as const;
 
 /** Options of the thumbnail path. */
@@ -68,7 +70,7 @@ export interface ThumbnailPlan {
    * 'jpeg': from level 0's JPEG tiles at reduced scale; 'whole': read whole, then cut.
    */
   readonly method: 'rows' | 'resize' | 'chunked' | 'jpeg' | 'whole';
-  /** Bytes of source pixels one band read may hold ('chunked' sizes its chunks by it). */
+  /** Bytes of source pixels one exact band read may hold ('chunked' sizes its chunks by it). */
   readonly bandBytes: number;
   readonly threads: number;
 }
@@ -97,14 +99,14 @@ export function thumbnailPlan(slide: SlideReader, ds: number, opts: ThumbnailOpt
   if (storage !== undefined && storage.unitBytes > THUMBNAIL_LIMITS.wholeBytes) {
     tooLarge(`one strip/tile of level ${level} decodes to ${mib(storage.unitBytes)}, over the ${mib(THUMBNAIL_LIMITS.wholeBytes)} limit`);
   }
-  if (width * 3 * (bandRows + 2 * HALO) > bandBytes) {
-    tooLarge(`a ${bandRows}-row band of its ${width}x${height} thumbnail is over the ${mib(bandBytes)} band limit`);
+  if (width * 3 * (bandRows + 2 * HALO) > THUMBNAIL_LIMITS.rowsBytes) {
+    tooLarge(`a ${bandRows}-row band of its ${width}x${height} thumbnail is over the ${mib(THUMBNAIL_LIMITS.rowsBytes)} limit of thumbnail rows held at once`);
   }
   if (source.width === width && source.height === height) return { ...base, method: 'rows' };
   const resizable = Number.isInteger(f) && (f & (f - 1)) === 0;
   if (level === 0 && opts.exact !== true && jpegThumbnailApplies(storage?.jpeg, ds)) {
-    const groupRows = Math.max(1, Math.floor(4096 / storage!.jpeg!.tileHeight)) * (storage!.jpeg!.tileHeight / ds);
-    if (width * 3 * groupRows <= bandBytes) return { ...base, method: 'jpeg' };
+    const groupRows = Math.max(1, Math.floor(GROUP_PX / storage!.jpeg!.tileHeight)) * (storage!.jpeg!.tileHeight / ds);
+    if (width * 3 * groupRows <= THUMBNAIL_LIMITS.rowsBytes) return { ...base, method: 'jpeg' };
   }
   if (resizable) {
     // RowWindow: the band's source rows (halo included), plus a chunk of read-ahead, twice while it grows.
