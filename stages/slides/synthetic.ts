@@ -49,6 +49,8 @@ export interface SyntheticSlideSpec {
   readonly chroma?: '4:2:0' | '4:4:4';
   /** 'single': level 0 only, no pyramid (the slides whose thumbnail is made from level 0). Default 'pyramid'. */
   readonly levels?: 'pyramid' | 'single';
+  /** Huffman tables optimised per tile (default true); false: the standard tables, the same in every tile, as scanners write. */
+  readonly optimiseCoding?: boolean;
 }
 
 export interface GeneratedLevel {
@@ -201,7 +203,7 @@ export async function generateSlide(spec: SyntheticSlideSpec): Promise<Generated
   // Tiles that are all background repeat (the gradient is constant per tile): encode each kind once.
   const bgCache = new Map<string, Buffer>();
   const encode = (raw: Uint8Array): Promise<Buffer> =>
-    sharp(raw, { raw: { width: T, height: T, channels: 3 } }).jpeg({ quality, chromaSubsampling: chroma }).toBuffer();
+    sharp(raw, { raw: { width: T, height: T, channels: 3 } }).jpeg({ quality, chromaSubsampling: chroma, optimiseCoding: spec.optimiseCoding ?? true }).toBuffer();
 
   const writer = await BigTiffWriter.create(spec.path);
   try {
