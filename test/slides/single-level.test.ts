@@ -1,5 +1,5 @@
 import t from 'tap';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -216,4 +216,26 @@ t.test('a strip TIFF stored as one huge strip is refused (its decoder unit is ov
   const err = thrown(() => thumbnailPlan(s, 16, { bandRows: 29 }));
   t.equal(err.code, 'E_SLIDE_TOO_LARGE');
   t.match(err.message, /"onestrip".*one strip\/tile of level 0 decodes to 572 MiB, over the 512 MiB limit/);
+});
+
+t.test('shared slides read as level 0 only: the JPEG path decodes them, selection close to the exact path', async (t) => {
+  const CMU = new URL('../../../shared/testdata/slides/cmu-1-small-region.svs', import.meta.url).pathname;
+  if (!existsSync(CMU)) {
+    t.skip('test data missing: ../shared/testdata/slides/cmu-1-small-region.svs');
+    return;
+  }
+  const s = await openSlide(CMU, 'cmu');
+  t.teardown(() => s.close());
+  const pick = async (opts: ThumbnailOptions): Promise<{ method: string; keys: Set<string> }> => {
+    const sel = new BandSelector(s.width, s.height, DEFAULT_TILE_PARAMS);
+    const plan = thumbnailPlan(s, 16, opts);
+    for await (const b of thumbnailBands(s, 16, sel.cuts(), plan)) if (!sel.done) sel.addBand(b.y, b.image);
+    return { method: plan.method, keys: new Set(sel.positions.map((p) => p.join(','))) };
+  };
+  const fast = await pick({});
+  const exact = await pick({ exact: true });
+  t.equal(fast.method, 'jpeg');
+  t.equal(exact.method, 'resize');
+  const differ = [...fast.keys].filter((k) => !exact.keys.has(k)).length + [...exact.keys].filter((k) => !fast.keys.has(k)).length;
+  t.ok(exact.keys.size > 0 && differ <= Math.max(2, exact.keys.size * 0.05), `${differ} tiles differ in keep/drop (exact keeps ${exact.keys.size})`);
 });
