@@ -5,17 +5,20 @@
  * full-width band path: exact, no band limit) and after (the default: level 0's JPEG tiles at 1/8 scale), runs
  * alternated in the same session, medians. Each measurement is a fresh child process with the workers' glibc
  * allocator settings (engine/allocator.ts); its peak RSS is its own maxRSS, its CPU its own user + system time.
- * Run: npx tsc -p . && node dist/bench/single-level.js [--memory-only | --thumbnail-only] [--runs N]
+ * Also: how many tiles the JPEG path keeps or drops differently from the exact path, on the shared slides read as
+ * level 0 only and on generated single-level slides.
+ * Run: npx tsc -p . && node dist/bench/single-level.js [--keep-drop-only | --memory-only | --thumbnail-only] [--runs N]
  * Returns (and prints) the figures; slides are cached in .cache/bench-single-level.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { workerEnv } from '../engine/allocator.js';
 import { configureSharpForWorker } from '../stages/slides/backend-sharp.js';
 import { openSlide } from '../stages/slides/open.js';
+import type { SlideReader } from '../stages/slides/reader.js';
 import { generateRepeatedTileSlide, generateSlide } from '../stages/slides/synthetic.js';
 import { thumbnailBands, thumbnailPlan, type ThumbnailOptions } from '../stages/slides/thumbnail-bands.js';
 import { BandSelector } from '../stages/slides/tile-select.js';
@@ -91,25 +94,90 @@ async function memorySlides(w: number): Promise<Record<string, string>> {
     'single tiled': await cached(join(DIR, `single-${w}.tiff`), (p) => generateRepeatedTileSlide({ path: p, width: w, height: HEIGHT, tissue: rectTissue(w, HEIGHT) })),
     'single strip': await cached(join(DIR, `strip-${w}.tif`), (p) =>
       sharp({ create: { width: w, height: HEIGHT, channels: 3, background: { r: 246, g: 244, b: 247 } }, limitInputPixels: false })
-        .composite([{ input: { create: { width: Math.round(w * 0.6), height: Math.round(HEIGHT * 0.6), channels: 3, background: { r: 120, g: 60, b: 160 } } }, left: Math.round(w * 0.2), top: Math.round(HEIGHT * 0.2) }])
+        .composite([{ input: { create: { width: Math.round(w * 0.6), height: Math.round(HEIGHT * 0.6), channels: 3, background: { r: 120, g: 60, b: 160 } } }, left: Math.round(w * 0.2), top: Math.round(HEIGHT * 0.2), limitInputPixels: false }])
         .tiff({ compression: 'lzw' })
         .toFile(p)),
   };
 }
 
+/** A slide seen as level 0 only (its pyramid hidden), as a single-level slide of the same pixels. */
+function levelZeroOnly(s: SlideReader): SlideReader {
+  return {
+    image_id: s.image_id, path: s.path, backend: s.backend, width: s.width, height: s.height, levels: s.levels.slice(0, 1),
+    readRegion: (level, x, y, w, h) => s.readRegion(level, x, y, w, h),
+    thumbnail: () => Promise.reject(new Error('level-0-only view: no whole thumbnail')),
+    storage: (level) => s.storage?.(level),
+    close: () => s.close(),
+  };
+}
+
+export interface KeepDrop {
+  readonly slide: string;
+  readonly tiles_total: number;
+  readonly kept_exact: number;
+  readonly kept_jpeg: number;
+  /** Tiles kept by one path and dropped by the other. */
+  readonly differ: number;
+}
+
+/** Tiles kept by the exact path and by the JPEG path, and how many differ, on one slide read as level 0 only. */
+async function keepDrop(path: string, label: string): Promise<KeepDrop | undefined> {
+  const s = levelZeroOnly(await openSlide(path, label));
+  try {
+    if (s.width < 448 || s.height < 448) return undefined;
+    const pick = async (opts: ThumbnailOptions): Promise<{ method: string; total: number; keys: Set<string> }> => {
+      const sel = new BandSelector(s.width, s.height, DEFAULT_TILE_PARAMS);
+      const plan = thumbnailPlan(s, 16, { bandRows: 29, ...opts });
+      for await (const b of thumbnailBands(s, 16, sel.cuts(), plan)) if (!sel.done) sel.addBand(b.y, b.image);
+      return { method: plan.method, total: sel.total, keys: new Set(sel.positions.map((p) => p.join(','))) };
+    };
+    const fast = await pick({});
+    if (fast.method !== 'jpeg') return undefined;
+    const exact = await pick({ exact: true });
+    const differ = [...fast.keys].filter((k) => !exact.keys.has(k)).length + [...exact.keys].filter((k) => !fast.keys.has(k)).length;
+    return { slide: label, tiles_total: exact.total, kept_exact: exact.keys.size, kept_jpeg: fast.keys.size, differ };
+  } finally {
+    await s.close();
+  }
+}
+
+export async function benchKeepDrop(): Promise<KeepDrop[]> {
+  const out: KeepDrop[] = [];
+  const shared = new URL('../../../shared/testdata/slides/', import.meta.url).pathname;
+  const files = existsSync(shared) ? readdirSync(shared).map((f) => [join(shared, f), `shared ${f}`] as const) : [];
+  if (files.length === 0) console.log('keep/drop: ../shared/testdata/slides missing, generated slides only');
+  const generated: Array<readonly [string, string]> = [];
+  for (const [n, seed, T] of [[8192, 1, 256], [8192, 2, 512], [12_000, 3, 256], [16_384, 4, 512]] as const) {
+    const path = await cached(join(DIR, `kd-${n}-${seed}-${T}.tiff`), (p) => generateSlide({ path: p, width: n, height: n, seed, levels: 'single', tileSize: T, optimiseCoding: false }));
+    generated.push([path, `generated ${n}x${n} seed ${seed}, ${T} px JPEG tiles`]);
+  }
+  for (const [path, label] of [...files, ...generated]) {
+    const r = await keepDrop(path, label).catch((err: Error) => {
+      console.log(`keep/drop ${label}: ${err.message}`);
+      return undefined;
+    });
+    if (r === undefined) continue;
+    out.push(r);
+    console.log(`keep/drop ${label}: ${r.tiles_total} tiles, kept exact ${r.kept_exact} / jpeg ${r.kept_jpeg}, ${r.differ} differ`);
+  }
+  return out;
+}
+
 export interface SingleLevelFigures {
+  keepDrop?: KeepDrop[];
   memory: Array<{ width: number; height: number; kind: string; mode: string } & ChildFigures>;
   thumbnail?: { slide: string; runs: Record<string, ChildFigures[]>; median_cpu_s: Record<string, number>; median_wall_s: Record<string, number> };
 }
 
-export async function benchSingleLevel(opts: { memory?: boolean; thumbnail?: boolean; runs?: number } = {}): Promise<SingleLevelFigures> {
+export async function benchSingleLevel(opts: { keepDrop?: boolean; memory?: boolean; thumbnail?: boolean; runs?: number } = {}): Promise<SingleLevelFigures> {
   mkdirSync(DIR, { recursive: true });
   const figures: SingleLevelFigures = { memory: [] };
+  if (opts.keepDrop ?? true) figures.keepDrop = await benchKeepDrop();
   if (opts.memory ?? true) {
     for (const w of [16384, 100_000]) {
       const slides = await memorySlides(w);
       for (const [kind, path] of Object.entries(slides)) {
-        for (const mode of kind === 'single tiled' ? ['after', 'exact'] : ['after']) {
+        for (const mode of kind === 'single tiled' ? ['before', 'after', 'exact'] : kind === 'single strip' ? ['before', 'after'] : ['after']) {
           const f = run(path, mode, 100);
           figures.memory.push({ width: w, height: HEIGHT, kind, mode, ...f });
           console.log(`memory ${w}x${HEIGHT} ${kind} (${mode}, ${f.method}): peak RSS ${f.peak_rss_mb.toFixed(0)} MB, ${f.kept} tiles, ${f.cpu_s.toFixed(1)} CPU s, ${f.wall_s.toFixed(1)} s`);
@@ -143,5 +211,6 @@ if (argv[0] === '--child') {
   console.log(JSON.stringify(f));
 } else if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
   const runsAt = argv.indexOf('--runs');
-  await benchSingleLevel({ memory: !argv.includes('--thumbnail-only'), thumbnail: !argv.includes('--memory-only'), runs: runsAt >= 0 ? Number(argv[runsAt + 1]) : 3 });
+  const only = argv.find((a) => a.endsWith('-only'));
+  await benchSingleLevel({ keepDrop: only === undefined || only === '--keep-drop-only', memory: only === undefined || only === '--memory-only', thumbnail: only === undefined || only === '--thumbnail-only', runs: runsAt >= 0 ? Number(argv[runsAt + 1]) : 3 });
 }
