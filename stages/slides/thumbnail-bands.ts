@@ -113,6 +113,9 @@ export function thumbnailPlan(slide: SlideReader, ds: number, opts: ThumbnailOpt
     const windowBytes = source.width * 3 * ((bandRows + 2 * HALO) * f + CHUNK_ROWS) * 2;
     if (windowBytes <= bandBytes) return { ...base, method: 'resize' };
     if (source.width === width * f && chunkColumns(bandRows, f, bandBytes) >= 1) return { ...base, method: 'chunked' };
+    // A level whose width is not exactly f thumbnails (a rounded pyramid level) cannot be chunked exactly: full-width
+    // bands, as before, up to the whole-read limit.
+    if (windowBytes <= THUMBNAIL_LIMITS.wholeBytes) return { ...base, method: 'resize' };
     return tooLarge(`a band of level ${level} (${source.width} px wide, resized ${f}x) would hold ${mib(windowBytes)}, over the ${mib(bandBytes)} band limit`);
   }
   const wholeBytes = (source.width * source.height + width * height) * 3;
