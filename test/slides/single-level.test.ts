@@ -1,10 +1,12 @@
 import t from 'tap';
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { generateRepeatedTileSlide, generateSlide } from '../../stages/slides/synthetic.js';
 import { openSlide } from '../../stages/slides/open.js';
+import { parseTiff } from '../../stages/slides/tiff-parse.js';
 import type { SlideReader } from '../../stages/slides/reader.js';
 import { THUMBNAIL_LIMITS, thumbnailBands, thumbnailPlan, type ThumbnailOptions, type ThumbnailStats } from '../../stages/slides/thumbnail-bands.js';
 import { BandSelector } from '../../stages/slides/tile-select.js';
@@ -238,4 +240,31 @@ t.test('shared slides read as level 0 only: the JPEG path decodes them, selectio
   t.equal(exact.method, 'resize');
   const differ = [...fast.keys].filter((k) => !exact.keys.has(k)).length + [...exact.keys].filter((k) => !fast.keys.has(k)).length;
   t.ok(exact.keys.size > 0 && differ <= Math.max(2, exact.keys.size * 0.05), `${differ} tiles differ in keep/drop (exact keeps ${exact.keys.size})`);
+});
+
+t.test('a damaged JPEG tile fails the thumbnail with E_SLIDE_READ naming the slide and the tile', async (t) => {
+  const path = join(dir, 'damaged.tiff');
+  await generateRepeatedTileSlide({ path, width: 2048, height: 2048, tissue: [] });
+  const fh = await open(path, 'r+');
+  try {
+    const ifd = (await parseTiff(fh)).ifds[0]!;
+    await fh.write(Buffer.from([0, 0]), 0, 2, ifd.offsets[0]!); // every tile shares this stream: its SOI is gone
+  } finally {
+    await fh.close();
+  }
+  const s = await openSlide(path, 'damaged');
+  t.teardown(() => s.close());
+  await t.rejects(bands(s, {}), { code: 'E_SLIDE_READ', message: /"damaged".*JPEG tile 0 \(column 0, row 0\): JPEG tile does not start with SOI/ });
+});
+
+t.test('a chunked band taller than its limit allows is refused, not read', async (t) => {
+  const path = join(dir, 'single-2000.tiff');
+  const s = await openSlide(path, 'tall');
+  t.teardown(() => s.close());
+  // Chunks of one thumbnail column for 29-row bands; one band of the whole height (93 rows) cannot fit.
+  const plan = thumbnailPlan(s, 16, { exact: true, bandRows: 29, bandBytes: 3 * 16 * 16 * (29 + 16) * 17 });
+  t.equal(plan.method, 'chunked');
+  await t.rejects(async () => {
+    for await (const _ of thumbnailBands(s, 16, [0, plan.height], plan)) void _;
+  }, { code: 'E_SLIDE_TOO_LARGE', message: /"tall".*band 0-93/ });
 });
