@@ -17,7 +17,9 @@
  *   wide single-level slide: 100k px x 704 rows is 211 MB) is cut into column chunks too, each read with
  *   HALO thumbnail columns each side on multiples of f (exact, as the rows are; strips are re-read per chunk);
  * - 'jpeg': level 0 of a JPEG-tiled slide with no usable pyramid level, by default, is made from its
- *   compressed tiles at reduced scale (thumbnail-jpeg.ts: ~5x less CPU, not bit-identical; `exact: true` opts out);
+ *   compressed tiles at reduced scale (thumbnail-jpeg.ts: ~4x less CPU, not bit-identical; `exact: true` opts out);
+ * - 'box': level 0 without JPEG tiles (strips...) where the exact path would need chunks, by default: full-width
+ *   rows read once, a few thumbnail rows at a time, box-averaged (thumbnail-box.ts; `exact: true` opts out);
  * - a slide whose thumbnail band, 'whole' read, or decoder unit (a strip) exceeds its limit is refused
  *   (E_SLIDE_TOO_LARGE, naming the limit), never read into memory.
  */
@@ -25,6 +27,7 @@ import sharp from 'sharp';
 import { SlideError } from './errors.js';
 import { chooseLevel, thumbnailSource, type RgbImage, type SlideReader } from './reader.js';
 import { DEFAULT_THUMBNAIL_THREADS, GROUP_PX, JpegThumbnail, jpegThumbnailApplies } from './thumbnail-jpeg.js';
+import { BoxThumbnail } from './thumbnail-box.js';
 
 /** Thumbnail rows of context each side of a resized band: lanczos3 after the box shrink reaches ~3-4 rows. */
 export const HALO = 8;
@@ -67,9 +70,10 @@ export interface ThumbnailPlan {
   readonly source: { readonly width: number; readonly height: number };
   /**
    * 'rows': no resize; 'resize': power-of-two vertical factor, banded; 'chunked': the same in column chunks;
-   * 'jpeg': from level 0's JPEG tiles at reduced scale; 'whole': read whole, then cut.
+   * 'jpeg': from level 0's JPEG tiles at reduced scale; 'box': level 0 box-averaged from full-width rows read once
+   * (strips, non-JPEG tiles, where 'chunked' would re-read them per chunk); 'whole': read whole, then cut.
    */
-  readonly method: 'rows' | 'resize' | 'chunked' | 'jpeg' | 'whole';
+  readonly method: 'rows' | 'resize' | 'chunked' | 'jpeg' | 'box' | 'whole';
   /** Bytes of source pixels one exact band read may hold ('chunked' sizes its chunks by it). */
   readonly bandBytes: number;
   readonly threads: number;
@@ -112,6 +116,8 @@ export function thumbnailPlan(slide: SlideReader, ds: number, opts: ThumbnailOpt
     // RowWindow: the band's source rows (halo included), plus a chunk of read-ahead, twice while it grows.
     const windowBytes = source.width * 3 * ((bandRows + 2 * HALO) * f + CHUNK_ROWS) * 2;
     if (windowBytes <= bandBytes) return { ...base, method: 'resize' };
+    const boxable = level === 0 && opts.exact !== true && Number.isInteger(ds) && width * ds * ds * 3 <= bandBytes;
+    if (boxable) return { ...base, method: 'box' };
     if (source.width === width * f && chunkColumns(bandRows, f, bandBytes) >= 1) return { ...base, method: 'chunked' };
     // A level whose width is not exactly f thumbnails (a rounded pyramid level) cannot be chunked exactly: full-width
     // bands, as before, up to the whole-read limit.
@@ -144,7 +150,17 @@ export async function* thumbnailBands(slide: SlideReader, ds: number, cuts: read
     stats.maxReadBytes = Math.max(stats.maxReadBytes, read);
     stats.maxBandBytes = Math.max(stats.maxBandBytes, band);
   };
-  const bands = plan.method === 'whole' ? wholeBands(slide, ds, cuts, plan, count) : plan.method === 'jpeg' ? jpegBands(slide, ds, cuts, plan, count) : plan.method === 'chunked' ? chunkedBands(slide, cuts, plan, count) : windowBands(slide, cuts, plan, count);
+  const groups = (): Groups => {
+    if (plan.method === 'box') return new BoxThumbnail(slide, ds, plan.width, plan.height, plan.bandBytes);
+    const jpeg = slide.storage?.(0)?.jpeg;
+    if (jpeg === undefined) throw new RangeError(`slide ${slide.image_id}: level 0 has no JPEG tiles`);
+    return new JpegThumbnail(slide, jpeg, ds, plan.width, plan.height, plan.threads);
+  };
+  const bands =
+    plan.method === 'whole' ? wholeBands(slide, ds, cuts, plan, count)
+    : plan.method === 'jpeg' || plan.method === 'box' ? groupBands(groups(), cuts, plan, count)
+    : plan.method === 'chunked' ? chunkedBands(slide, cuts, plan, count)
+    : windowBands(slide, cuts, plan, count);
   yield* bands;
 }
 
@@ -209,12 +225,16 @@ async function* chunkedBands(slide: SlideReader, cuts: readonly number[], plan: 
   }
 }
 
-/** 'jpeg': groups of thumbnail rows made from level 0's JPEG tiles (thumbnail-jpeg.ts), cut at `cuts`. */
-async function* jpegBands(slide: SlideReader, ds: number, cuts: readonly number[], plan: ThumbnailPlan, count: Count): AsyncGenerator<ThumbnailBand> {
-  const { width: tw, height: th } = plan;
-  const jpeg = slide.storage?.(0)?.jpeg;
-  if (jpeg === undefined) throw new RangeError(`slide ${slide.image_id}: level 0 has no JPEG tiles`);
-  const thumb = new JpegThumbnail(slide, jpeg, ds, tw, th, plan.threads);
+/** What 'jpeg' and 'box' make: the thumbnail in fixed groups of rows, full width. */
+interface Groups {
+  readonly groupRows: number;
+  group(g: number): Promise<Uint8Array>;
+  readonly maxDecodedBytes?: number;
+}
+
+/** 'jpeg' and 'box': groups of thumbnail rows (thumbnail-jpeg.ts, thumbnail-box.ts), cut at `cuts`. */
+async function* groupBands(thumb: Groups, cuts: readonly number[], plan: ThumbnailPlan, count: Count): AsyncGenerator<ThumbnailBand> {
+  const tw = plan.width;
   const G = thumb.groupRows;
   let cur = -1;
   let data: Uint8Array = new Uint8Array(0);
@@ -227,7 +247,9 @@ async function* jpegBands(slide: SlideReader, ds: number, cuts: readonly number[
         const held = data.length; // the previous group is alive until the new one replaces it
         data = await thumb.group(g);
         cur = g;
-        count(held + data.length + thumb.maxDecodedBytes, out.length);
+        // 'box' reads groupRows x ds full-width source rows (<= bandBytes) for each group.
+        const read = plan.method === 'box' ? Math.min(G, plan.height - g * G) * plan.width * 3 * (plan.source.height / plan.height) ** 2 : (thumb.maxDecodedBytes ?? 0);
+        count(held + data.length + read, out.length);
       }
       const r0 = Math.max(a, g * G);
       const r1 = Math.min(b, (g + 1) * G);
