@@ -116,7 +116,7 @@ export function thumbnailPlan(slide: SlideReader, ds: number, opts: ThumbnailOpt
     // RowWindow: the band's source rows (halo included), plus a chunk of read-ahead, twice while it grows.
     const windowBytes = source.width * 3 * ((bandRows + 2 * HALO) * f + CHUNK_ROWS) * 2;
     if (windowBytes <= bandBytes) return { ...base, method: 'resize' };
-    const boxable = level === 0 && opts.exact !== true && Number.isInteger(ds) && width * ds * ds * 3 <= bandBytes;
+    const boxable = level === 0 && opts.exact !== true && Number.isInteger(ds) && width * ds * ds * 3 <= THUMBNAIL_LIMITS.rowsBytes;
     if (boxable) return { ...base, method: 'box' };
     if (source.width === width * f && chunkColumns(bandRows, f, bandBytes) >= 1) return { ...base, method: 'chunked' };
     // A level whose width is not exactly f thumbnails (a rounded pyramid level) cannot be chunked exactly: full-width
@@ -151,7 +151,8 @@ export async function* thumbnailBands(slide: SlideReader, ds: number, cuts: read
     stats.maxBandBytes = Math.max(stats.maxBandBytes, band);
   };
   const groups = (): Groups => {
-    if (plan.method === 'box') return new BoxThumbnail(slide, ds, plan.width, plan.height, plan.bandBytes);
+    // libvips reads a strip TIFF from its top for every region: fewer, larger reads (up to rowsBytes) cost less.
+    if (plan.method === 'box') return new BoxThumbnail(slide, ds, plan.width, plan.height, THUMBNAIL_LIMITS.rowsBytes);
     const jpeg = slide.storage?.(0)?.jpeg;
     if (jpeg === undefined) throw new RangeError(`slide ${slide.image_id}: level 0 has no JPEG tiles`);
     return new JpegThumbnail(slide, jpeg, ds, plan.width, plan.height, plan.threads);
