@@ -7,7 +7,7 @@ import type { SlideReader } from './slides/reader.js';
 import { resolveSlidePath } from './slides/resolve.js';
 import { checkTileParams } from './slides/tile-params.js';
 import { ReportPictures } from './report/pictures.js';
-import { thumbnailBands, thumbnailPlan } from './slides/thumbnail-bands.js';
+import { thumbnailBands, thumbnailPlan, type ThumbnailOptions, type ThumbnailStats } from './slides/thumbnail-bands.js';
 import { BandSelector } from './slides/tile-select.js';
 
 export interface ProduceTilesOptions {
@@ -22,6 +22,10 @@ export interface ProduceTilesOptions {
    * Every participant selects the same tiles; the summary and the selection counters are the first one's.
    */
   share?: ItemShare;
+  /** The thumbnail path (exact or reduced-scale JPEG for single-level slides, band limit, threads). */
+  thumbnail?: ThumbnailOptions;
+  /** Filled with the thumbnail's counted sizes (largest read, largest band), over all slides. */
+  thumbnailStats?: ThumbnailStats;
   /** Replaces openSlide (tests use it to watch close()). */
   open?(path: string, image_id: string, opts: OpenSlideOptions): Promise<SlideReader>;
 }
@@ -46,10 +50,10 @@ export function produceTiles(params: TileParams, opts: ProduceTilesOptions = {})
           throw new SlideError('E_SLIDE_TOO_SMALL', task.image_id, path, `${slide.width}x${slide.height} is smaller than one ${T}x${T} tile`);
         }
         // Selection (and the report's pictures) band by band: one tile row of thumbnail at a time.
-        const plan = thumbnailPlan(slide, params.downsample);
+        const plan = thumbnailPlan(slide, params.downsample, { bandRows: Math.ceil(T / params.downsample) + 1, ...opts.thumbnail });
         const sel = new BandSelector(slide.width, slide.height, params);
         const pictures = onSummary === undefined ? undefined : new ReportPictures(plan.width, plan.height, REPORT_PICTURE_PX, params.backgroundThreshold);
-        for await (const band of thumbnailBands(slide, params.downsample, sel.cuts(), plan)) {
+        for await (const band of thumbnailBands(slide, params.downsample, sel.cuts(), plan, opts.thumbnailStats)) {
           if (!sel.done) sel.addBand(band.y, band.image);
           pictures?.add(band.y, band.image);
           if (sel.done && pictures === undefined) break;

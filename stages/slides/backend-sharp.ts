@@ -6,7 +6,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import sharp from 'sharp';
 import { SlideError } from './errors.js';
-import { chooseLevel, findLevels, thumbnailSource, type RgbImage, type SlideLevel, type SlideReader } from './reader.js';
+import { chooseLevel, findLevels, thumbnailSource, type LevelStorage, type RgbImage, type SlideLevel, type SlideReader } from './reader.js';
 import { parseTiff, TiffFormatError, type TiffIfd } from './tiff-parse.js';
 import { canReadTiles, readTiledRegion } from './tiff-region.js';
 
@@ -105,6 +105,28 @@ class SharpSlide implements SlideReader {
     } catch (err) {
       throw new SlideError('E_SLIDE_READ', this.image_id, this.path, `thumbnail from level ${level}: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  storage(level: number): LevelStorage | undefined {
+    const ifd = this.pages[level];
+    if (ifd === undefined) return undefined;
+    const tiled = ifd.tileWidth !== undefined && ifd.tileHeight !== undefined;
+    // A strip image's rows per strip, from its strip count (the tag itself is not kept by the parse).
+    const unitRows = tiled ? ifd.tileHeight! : Math.ceil(ifd.height / Math.max(1, ifd.offsets.length));
+    const unitBytes = (tiled ? ifd.tileWidth! : ifd.width) * unitRows * 3;
+    if (!canReadTiles(ifd)) return { unitBytes };
+    const across = Math.ceil(ifd.width / ifd.tileWidth!);
+    const read = async (index: number): Promise<Buffer> => {
+      const n = ifd.byteCounts[index] ?? 0;
+      const off = ifd.offsets[index];
+      if (off === undefined || n === 0) throw new Error(`tile ${index} of TIFF page ${ifd.index} has no data`);
+      const buf = Buffer.alloc(n);
+      const { bytesRead } = await this.fh.read(buf, 0, n, off);
+      if (bytesRead !== n) throw new Error(`truncated TIFF: tile ${index} of page ${ifd.index} is cut short`);
+      return buf;
+    };
+    const jpeg = { tileWidth: ifd.tileWidth!, tileHeight: ifd.tileHeight!, across, down: Math.ceil(ifd.height / ifd.tileHeight!), photometric: ifd.photometric, tables: ifd.jpegTables, read };
+    return { unitBytes, jpeg };
   }
 
   async close(): Promise<void> {

@@ -7,6 +7,7 @@ export type SlideErrorCode =
   | 'E_SLIDE_READ' // unreadable file (I/O error), or pixels the decoder rejects
   | 'E_SLIDE_FORMAT' // not a format or codec any backend reads, or a damaged TIFF (an offset, count or size outside the file or past a limit, e.g. truncated)
   | 'E_SLIDE_TOO_SMALL' // smaller than one tile
+  | 'E_SLIDE_TOO_LARGE' // its thumbnail (or a decoder's unit: a strip, a tile) would not fit the stated memory limits
   | 'E_OPENSLIDE_MISSING'; // the file needs OpenSlide and libopenslide is not installed
 
 export class SlideError extends Error {

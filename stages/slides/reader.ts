@@ -34,7 +34,35 @@ export interface SlideReader {
    * at or above that resolution (never level 0 when a suitable level exists). Returns the level used.
    */
   thumbnail(downsample: number): Promise<{ image: RgbImage; level: number }>;
+  /**
+   * How a level is stored, where the backend knows (sharp: our TIFF parse): the compressed JPEG tiles, which
+   * the thumbnail of a slide with no usable pyramid level decodes at reduced scale, and the decoder's unit.
+   */
+  storage?(level: number): LevelStorage | undefined;
   close(): Promise<void>;
+}
+
+/** A level's storage (see SlideReader.storage). */
+export interface LevelStorage {
+  /** RGB bytes a decoder holds to read any pixel of the level: one tile, or one strip (full width x rows per strip). */
+  readonly unitBytes: number;
+  /** The level's JPEG tiles, when it is JPEG-tiled (8-bit, 3-channel, RGB or YCbCr). */
+  readonly jpeg?: JpegTiles;
+}
+
+/** A JPEG-tiled level: its tile grid and each tile's compressed stream. */
+export interface JpegTiles {
+  readonly tileWidth: number;
+  readonly tileHeight: number;
+  /** Tiles across the level (row-major index = row * across + column). */
+  readonly across: number;
+  readonly down: number;
+  /** TIFF photometric: 2 RGB (Aperio's RGB-in-JPEG), 6 YCbCr. */
+  readonly photometric: number;
+  /** The level's shared JPEGTables (quantization and Huffman tables), if any. */
+  readonly tables?: Uint8Array;
+  /** The tile's stream as stored (abbreviated when `tables` is set). */
+  read(index: number): Promise<Buffer>;
 }
 
 /** A level may be up to this fraction coarser than asked (levels are floor-rounded sizes). */

@@ -5,7 +5,7 @@
  * so memory stays bounded at any size (100,000 x 100,000 and more).
  */
 import sharp from 'sharp';
-import { BigTiffWriter } from './tiff-write.js';
+import { BigTiffWriter, type TileRef } from './tiff-write.js';
 import { mulberry32 } from '../../models/prng.js';
 
 export type Rgb = readonly [r: number, g: number, b: number];
@@ -47,6 +47,10 @@ export interface SyntheticSlideSpec {
   readonly tissueColor?: Rgb;
   /** JPEG chroma subsampling (default '4:2:0'); '4:4:4' keeps flat-colour edges exact. */
   readonly chroma?: '4:2:0' | '4:4:4';
+  /** 'single': level 0 only, no pyramid (the slides whose thumbnail is made from level 0). Default 'pyramid'. */
+  readonly levels?: 'pyramid' | 'single';
+  /** Huffman tables optimised per tile (default true); false: the standard tables, the same in every tile, as scanners write. */
+  readonly optimiseCoding?: boolean;
 }
 
 export interface GeneratedLevel {
@@ -192,14 +196,14 @@ export async function generateSlide(spec: SyntheticSlideSpec): Promise<Generated
   const boxes = shapes.map(bbox);
   const texture = spec.texture ?? true;
   const flat = spec.tissueColor ?? [120, 60, 160];
-  const levels = pyramidLevels(spec.width, spec.height, T);
+  const levels = spec.levels === 'single' ? pyramidLevels(spec.width, spec.height, T).slice(0, 1) : pyramidLevels(spec.width, spec.height, T);
   const noiseRand = rng(spec.seed ^ 0x5eed);
   const noise = new Int8Array(T * T);
   for (let i = 0; i < noise.length; i++) noise[i] = Math.round((noiseRand() * 2 - 1) * bg.noise);
   // Tiles that are all background repeat (the gradient is constant per tile): encode each kind once.
   const bgCache = new Map<string, Buffer>();
   const encode = (raw: Uint8Array): Promise<Buffer> =>
-    sharp(raw, { raw: { width: T, height: T, channels: 3 } }).jpeg({ quality, chromaSubsampling: chroma }).toBuffer();
+    sharp(raw, { raw: { width: T, height: T, channels: 3 } }).jpeg({ quality, chromaSubsampling: chroma, optimiseCoding: spec.optimiseCoding ?? true }).toBuffer();
 
   const writer = await BigTiffWriter.create(spec.path);
   try {
@@ -273,3 +277,49 @@ function fillBackground(T: number, base: readonly number[], noise: Int8Array): U
 }
 
 const clamp = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : v);
+
+/** A slide whose tiles are each one of two JPEGs, stored once: any size in a file of a few kB (offset tables). */
+export interface RepeatedTileSlideSpec {
+  readonly path: string;
+  readonly width: number;
+  readonly height: number;
+  /** TIFF tile side (default 512). */
+  readonly tileSize?: number;
+  /** A tile is a flat tissue tile when its centre is inside a shape (default: randomTissue of seed 1). */
+  readonly tissue?: readonly TissueShape[];
+  /** Default 'single'. */
+  readonly levels?: 'pyramid' | 'single';
+}
+
+/**
+ * Writes a JPEG-tiled BigTIFF (level 0 only by default) whose tiles all point to one of two streams written
+ * once: off-white background, or flat tissue colour (120,60,160). Returns its levels.
+ */
+export async function generateRepeatedTileSlide(spec: RepeatedTileSlideSpec): Promise<GeneratedLevel[]> {
+  const T = spec.tileSize ?? 512;
+  const shapes = spec.tissue ?? randomTissue(spec.width, spec.height, 1);
+  const all = pyramidLevels(spec.width, spec.height, T);
+  const levels = (spec.levels ?? 'single') === 'single' ? all.slice(0, 1) : all;
+  const flat = (c: Rgb): Promise<Buffer> => sharp({ create: { width: T, height: T, channels: 3, background: { r: c[0], g: c[1], b: c[2] } } }).jpeg({ quality: 85, optimiseCoding: false }).toBuffer();
+  const jpegs = [await flat([246, 244, 247]), await flat([120, 60, 160])];
+  const writer = await BigTiffWriter.create(spec.path);
+  try {
+    const refs: Array<TileRef | undefined> = [undefined, undefined];
+    for (const lvl of levels) {
+      writer.beginLevel({ width: lvl.width, height: lvl.height, tileSize: T, subsampling: [2, 2], description: `repeated-tile slide level downsample=${lvl.downsample}` });
+      for (let ty = 0; ty < Math.ceil(lvl.height / T); ty++) {
+        for (let tx = 0; tx < Math.ceil(lvl.width / T); tx++) {
+          const k = tissueMaskAt(shapes, (tx + 0.5) * T * lvl.downsample, (ty + 0.5) * T * lvl.downsample) ? 1 : 0;
+          const ref = refs[k];
+          if (ref === undefined) refs[k] = await writer.addTile(jpegs[k]!);
+          else writer.addTileRef(ref);
+        }
+      }
+    }
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+  await writer.close();
+  return levels;
+}

@@ -13,6 +13,12 @@ export interface TiffLevelSpec {
   readonly description?: string;
 }
 
+/** Where a written tile lies in the file. */
+export interface TileRef {
+  readonly offset: number;
+  readonly count: number;
+}
+
 interface LevelRecord {
   readonly spec: TiffLevelSpec;
   readonly offsets: number[];
@@ -35,13 +41,24 @@ export class BigTiffWriter {
     this.levels.push({ spec, offsets: [], counts: [] });
   }
 
-  async addTile(jpeg: Uint8Array): Promise<void> {
+  /** Appends a tile's JPEG; returns where it lies, for `addTileRef`. */
+  async addTile(jpeg: Uint8Array): Promise<TileRef> {
     const level = this.levels[this.levels.length - 1];
     if (level === undefined) throw new Error('addTile before beginLevel');
+    const ref = { offset: this.pos, count: jpeg.length };
     level.offsets.push(this.pos);
     level.counts.push(jpeg.length);
     await this.fh.write(jpeg, 0, jpeg.length, this.pos);
     this.pos += jpeg.length;
+    return ref;
+  }
+
+  /** The next tile is a JPEG already written (tiles sharing one stream: huge slides in tiny files, for tests). */
+  addTileRef(ref: TileRef): void {
+    const level = this.levels[this.levels.length - 1];
+    if (level === undefined) throw new Error('addTileRef before beginLevel');
+    level.offsets.push(ref.offset);
+    level.counts.push(ref.count);
   }
 
   /** Writes the directories and the header, then closes the file. */
