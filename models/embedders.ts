@@ -7,6 +7,7 @@ import { buildEfficientNetB0, effnetShapes } from './efficientnet.js';
 import { ModelError } from './errors.js';
 import { buildResNetTrunc, looksLikeResNet, RESNET_ARCH, resnetLayout, resnetShapes } from './resnet.js';
 import { checkShapes, type Weights } from './tensor.js';
+import { buildVit, looksLikeVit, VIT_ARCH, vitLayout, vitShapes, type VitOptions } from './vit.js';
 import { loadStateDict } from './weights/import.js';
 
 interface Arch {
@@ -38,7 +39,21 @@ const ARCHS: readonly Arch[] = [
     check: (w) => checkShapes(w, resnetShapes(resnetLayout(w))),
     build: buildResNetTrunc,
   },
+  vitArch(VIT_ARCH, 'timm VisionTransformer: patch_embed.proj.weight, cls_token, pos_embed, blocks.N.attn.qkv.weight (ImageNet mean/std)', {}, true),
+  // Bioptimus H-optimus-0 (a timm ViT-g/14 with 4 registers): its card's own mean/std; named only, the keys cannot tell.
+  vitArch('h_optimus_0', 'named only: vit with H-optimus-0 mean/std', { mean: [0.707223, 0.578729, 0.703617], std: [0.211883, 0.230117, 0.177517] }, false),
 ];
+
+function vitArch(name: string, signature: string, opts: VitOptions, recognised: boolean): Arch {
+  return {
+    name,
+    signature,
+    outputs: ['cls', 'mean'],
+    recognise: (w) => recognised && looksLikeVit(w.tensors),
+    check: (w) => checkShapes(w, vitShapes(vitLayout(w, opts))),
+    build: (w) => buildVit(w, opts),
+  };
+}
 
 /** The names `--embedder-arch` accepts. */
 export const EMBEDDER_ARCHS: readonly string[] = ARCHS.map((a) => a.name);

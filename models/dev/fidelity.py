@@ -7,9 +7,11 @@ built tree (`npx tsc -p .`). Run from the repository root: python3 models/dev/fi
    torch: F.interpolate(bilinear, align_corners=False, antialias=False) to 224, /255, ImageNet mean/std,
    model.features, then mean / amax over H,W.
 2. ResNet50-trunc: torchvision resnet50 (random weights and BN stats) through layer3, mean / amax over H,W.
-3. StainNet: the public checkpoint (../shared/testdata/stainnet/...) in torch vs our ONNX, on random pixels.
+3. ViT-B/16: torchvision vit_b_16 (random weights), keys mapped onto timm names; and a small plain-torch
+   timm-named ViT with 4 registers, no_embed_class, LayerScale, packed and split SwiGLU (RefVit below).
+4. StainNet: the public checkpoint (../shared/testdata/stainnet/...) in torch vs our ONNX, on random pixels.
 """
-import json, os, subprocess, sys, tempfile
+import json, math, os, subprocess, sys, tempfile
 import numpy as np
 import torch
 import torch.nn as nn
@@ -123,6 +125,131 @@ def resnet50_trunc(tmp, rng):
     return results
 
 
+def tv_vit_to_timm(sd):
+    """torchvision vit_b_16 state dict keys -> timm VisionTransformer keys (heads.* dropped)."""
+    out = {'patch_embed.proj.weight': sd['conv_proj.weight'], 'patch_embed.proj.bias': sd['conv_proj.bias'],
+           'cls_token': sd['class_token'], 'pos_embed': sd['encoder.pos_embedding'],
+           'norm.weight': sd['encoder.ln.weight'], 'norm.bias': sd['encoder.ln.bias']}
+    i = 0
+    while f'encoder.layers.encoder_layer_{i}.ln_1.weight' in sd:
+        p, b = f'encoder.layers.encoder_layer_{i}.', f'blocks.{i}.'
+        for src, dst in [('ln_1', 'norm1'), ('ln_2', 'norm2'), ('self_attention.out_proj', 'attn.proj'),
+                         ('mlp.0', 'mlp.fc1'), ('mlp.3', 'mlp.fc2')]:
+            for t in ('weight', 'bias'):
+                out[f'{b}{dst}.{t}'] = sd[f'{p}{src}.{t}']
+        out[f'{b}attn.qkv.weight'] = sd[f'{p}self_attention.in_proj_weight']
+        out[f'{b}attn.qkv.bias'] = sd[f'{p}self_attention.in_proj_bias']
+        i += 1
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def vit_b_16(tmp, rng):
+    """torchvision vit_b_16 (random weights, non-trivial LayerNorm/cls/pos), keys mapped to timm names."""
+    torch.manual_seed(2)
+    model = torchvision.models.vit_b_16().eval()
+    with torch.no_grad():
+        for name, prm in model.named_parameters():
+            if name.startswith('heads'):
+                continue
+            if 'ln' in name and name.endswith('weight'):
+                prm.uniform_(0.5, 1.5)
+            elif name.endswith('bias') or name in ('class_token', 'encoder.pos_embedding'):
+                prm.normal_(0, 0.1 if name.endswith('bias') else 0.5)
+    pth = os.path.join(tmp, 'vit_b_16_timm.pth')
+    torch.save(tv_vit_to_timm(model.state_dict()), pth)
+    results = []
+    for n, size in [(2, 448), (2, 224)]:
+        tiles = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+        inp = os.path.join(tmp, f'vit{size}.bin')
+        tiles.tofile(inp)
+        ours = run_node({'kind': 'embedder', 'weights': pth, 'input': inp, 'shape': [n, size, size, 3],
+                         'out': os.path.join(tmp, f'vit{size}'), 'outputs': ['cls', 'mean']})
+        with torch.no_grad():
+            x = model._process_input(imagenet_input(tiles, 224))
+            x = torch.cat([model.class_token.expand(n, -1, -1), x], dim=1)
+            f = model.encoder(x)
+            ref = {'cls': f[:, 0].numpy().ravel(), 'mean': f[:, 1:].mean(dim=1).numpy().ravel()}
+        results += compare(f'ViT-B/16 (torchvision) S={size} N={n}', ours, ref)
+    return results
+
+
+class RefBlock(nn.Module):
+    """timm-named pre-norm block: LayerScale, and a packed (fc1 [2H,D]) or split (fc1_g/fc1_x) SwiGLU MLP."""
+    def __init__(self, d, heads, hidden, split):
+        super().__init__()
+        self.heads, self.split = heads, split
+        self.norm1, self.norm2 = nn.LayerNorm(d, eps=1e-6), nn.LayerNorm(d, eps=1e-6)
+        self.attn = nn.Module()
+        self.attn.qkv, self.attn.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ls1, self.ls2 = nn.Module(), nn.Module()
+        self.ls1.gamma = nn.Parameter(torch.rand(d) + 0.5)
+        self.ls2.gamma = nn.Parameter(torch.rand(d) + 0.5)
+        self.mlp = nn.Module()
+        if split:
+            self.mlp.fc1_g, self.mlp.fc1_x = nn.Linear(d, hidden), nn.Linear(d, hidden)
+        else:
+            self.mlp.fc1 = nn.Linear(d, 2 * hidden)
+        self.mlp.fc2 = nn.Linear(hidden, d)
+
+    def forward(self, x):
+        n, t, d = x.shape
+        qkv = self.attn.qkv(self.norm1(x)).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        a = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads), dim=-1) @ v
+        x = x + self.ls1.gamma * self.attn.proj(a.transpose(1, 2).reshape(n, t, d))
+        h = self.norm2(x)
+        if self.split:
+            g = F.silu(self.mlp.fc1_g(h)) * self.mlp.fc1_x(h)
+        else:
+            x1, x2 = self.mlp.fc1(h).chunk(2, dim=-1)
+            g = F.silu(x1) * x2
+        return x + self.ls2.gamma * self.mlp.fc2(g)
+
+
+class RefVit(nn.Module):
+    """Registers (after the class token), no_embed_class position embedding, patch 14, final norm."""
+    def __init__(self, d=192, depth=3, heads=3, regs=4, patch=14, grid=16, hidden=512):
+        super().__init__()
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(3, d, patch, patch)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 0.5)
+        self.reg_token = nn.Parameter(torch.randn(1, regs, d) * 0.5)
+        self.pos_embed = nn.Parameter(torch.randn(1, grid * grid, d) * 0.5)
+        self.blocks = nn.ModuleList([RefBlock(d, heads, hidden, i % 2 == 1) for i in range(depth)])
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.regs, self.grid, self.patch = regs, grid, patch
+
+    def forward(self, x):
+        t = self.patch_embed.proj(x).flatten(2).transpose(1, 2) + self.pos_embed
+        n = t.shape[0]
+        x = torch.cat([self.cls_token.expand(n, -1, -1), self.reg_token.expand(n, -1, -1), t], dim=1)
+        for b in self.blocks:
+            x = b(x)
+        x = self.norm(x)
+        return {'cls': x[:, 0], 'mean': x[:, 1 + self.regs:].mean(dim=1)}
+
+
+def vit_gated(tmp, rng):
+    torch.manual_seed(3)
+    model = RefVit().eval()
+    with torch.no_grad():
+        for name, prm in model.named_parameters():
+            if name.startswith('norm') or '.norm' in name:
+                (prm.uniform_(0.5, 1.5) if name.endswith('weight') else prm.normal_(0, 0.1))
+    pth = os.path.join(tmp, 'vit_gated.pth')
+    torch.save(model.state_dict(), pth)
+    tiles = rng.integers(0, 256, size=(2, 448, 448, 3), dtype=np.uint8)
+    inp = os.path.join(tmp, 'vitg.bin')
+    tiles.tofile(inp)
+    ours = run_node({'kind': 'embedder', 'weights': pth, 'input': inp, 'shape': [2, 448, 448, 3], 'arch': 'vit',
+                     'out': os.path.join(tmp, 'vitg'), 'outputs': ['cls', 'mean']})
+    with torch.no_grad():
+        r = model(imagenet_input(tiles, model.grid * model.patch))
+    # heads: our default is D/64 = 3 for D=192, the module's 3.
+    return compare('ViT registers+LayerScale+SwiGLU (plain torch, D=192, 3 blocks) S=448 N=2', ours,
+                   {k: v.numpy().ravel() for k, v in r.items()})
+
+
 def stainnet(tmp, rng):
     if not os.path.exists(STAINNET):
         print(f'skip StainNet: {STAINNET} absent')
@@ -149,7 +276,7 @@ def stainnet(tmp, rng):
 def main():
     rng = np.random.default_rng(1234)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = efficientnet(tmp, rng) + stainnet(tmp, rng) + resnet50_trunc(tmp, rng)
+        rows = efficientnet(tmp, rng) + stainnet(tmp, rng) + resnet50_trunc(tmp, rng) + vit_b_16(tmp, rng) + vit_gated(tmp, rng)
     print(f'torch {torch.__version__}, torchvision {torchvision.__version__}')
     print('| comparison | max abs error | max abs reference value |')
     print('|---|---|---|')
