@@ -6,46 +6,15 @@ import ort from 'onnxruntime-node';
 import { demoEffNetWeights, demoStainNetWeights } from '../../models/build.js';
 import { buildEmbedder, EMBEDDER_ARCHS, importEmbedder } from '../../models/embedders.js';
 import { modelProtoType } from '../../models/onnx-schema.js';
-import { Prng } from '../../models/prng.js';
 import type { NamedTensor } from '../../models/tensor.js';
 import { prepareModel } from '../../models/runtime/model-files.js';
 import { modelsBuild } from '../../stages/cli/models-build.js';
 import { randomBytesSeeded } from '../helpers/models-ctx.js';
+import { tinyResNet } from '../helpers/tiny-embedders.js';
 import { safetensors, torchZip, type TensorSpec } from '../helpers/torch-writer.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'resnet-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-
-/** A tiny bottleneck ResNet state dict: stem 4, layer1 2 blocks (2->8), layer2 and layer3 1 block each (->12, ->16). */
-function tinyResNet(seed: number): Map<string, NamedTensor> {
-  const rng = new Prng(seed);
-  const m = new Map<string, NamedTensor>();
-  const conv = (key: string, cout: number, cin: number, k: number): void => {
-    m.set(`${key}.weight`, { shape: [cout, cin, k, k], data: rng.normals(cout * cin * k * k, Math.sqrt(2 / (cin * k * k))) });
-  };
-  const bn = (key: string, c: number): void => {
-    m.set(`${key}.weight`, { shape: [c], data: Float32Array.from({ length: c }, () => 0.5 + rng.next()) });
-    m.set(`${key}.bias`, { shape: [c], data: rng.normals(c, 0.1) });
-    m.set(`${key}.running_mean`, { shape: [c], data: rng.normals(c, 0.1) });
-    m.set(`${key}.running_var`, { shape: [c], data: Float32Array.from({ length: c }, () => 0.5 + rng.next()) });
-    m.set(`${key}.num_batches_tracked`, { shape: [], data: Float32Array.of(7) });
-  };
-  conv('conv1', 4, 3, 7);
-  bn('bn1', 4);
-  const blocks: Array<[string, number, number, number, boolean]> = [
-    ['layer1.0', 4, 2, 8, true], ['layer1.1', 8, 2, 8, false], ['layer2.0', 8, 4, 12, true], ['layer3.0', 12, 4, 16, true],
-    ['layer4.0', 16, 4, 20, true], // ignored by the trunk
-  ];
-  for (const [key, cin, width, cout, down] of blocks) {
-    conv(`${key}.conv1`, width, cin, 1); bn(`${key}.bn1`, width);
-    conv(`${key}.conv2`, width, width, 3); bn(`${key}.bn2`, width);
-    conv(`${key}.conv3`, cout, width, 1); bn(`${key}.bn3`, cout);
-    if (down) { conv(`${key}.downsample.0`, cout, cin, 1); bn(`${key}.downsample.1`, cout); }
-  }
-  m.set('fc.weight', { shape: [5, 20], data: rng.normals(100, 0.1) });
-  m.set('fc.bias', { shape: [5], data: rng.normals(5, 0.1) });
-  return m;
-}
 
 /** A feature map [C,H,W] in float64. */
 interface Fm { c: number; h: number; w: number; d: Float64Array }

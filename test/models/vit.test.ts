@@ -5,69 +5,16 @@ import t from 'tap';
 import ort from 'onnxruntime-node';
 import { importEmbedder } from '../../models/embedders.js';
 import { modelProtoType } from '../../models/onnx-schema.js';
-import { Prng } from '../../models/prng.js';
 import type { NamedTensor } from '../../models/tensor.js';
 import { buildVit } from '../../models/vit.js';
 import { prepareModel } from '../../models/runtime/model-files.js';
 import { modelsBuild } from '../../stages/cli/models-build.js';
 import { randomBytesSeeded } from '../helpers/models-ctx.js';
+import { tinyVit, type TinyVit as Tiny } from '../helpers/tiny-embedders.js';
 import { safetensors, torchZip, type TensorSpec } from '../helpers/torch-writer.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'vit-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-
-interface Tiny {
-  readonly dim: number;
-  readonly depth: number;
-  readonly patch: number;
-  readonly grid: number;
-  readonly registers: number;
-  readonly noEmbedClass: boolean;
-  readonly hidden: number;
-  /** Per block: 'gelu' (fc1/fc2), 'packed' (fc1 [2H,D], SiLU gate first), 'split' (fc1_g, fc1_x). */
-  readonly mlp: ReadonlyArray<'gelu' | 'packed' | 'split'>;
-  readonly layerScale: boolean;
-}
-
-/** A tiny timm-named ViT state dict with seeded weights. */
-function tinyVit(c: Tiny, seed: number): Map<string, NamedTensor> {
-  const rng = new Prng(seed);
-  const m = new Map<string, NamedTensor>();
-  const put = (k: string, shape: number[], std: number, base = 0): void => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const d = rng.normals(n, std);
-    m.set(k, { shape, data: base ? d.map((v) => v + base) : d });
-  };
-  const D = c.dim;
-  put('patch_embed.proj.weight', [D, 3, c.patch, c.patch], Math.sqrt(1 / (3 * c.patch * c.patch)));
-  put('patch_embed.proj.bias', [D], 0.1);
-  put('cls_token', [1, 1, D], 0.5);
-  if (c.registers) put('reg_token', [1, c.registers, D], 0.5);
-  put('pos_embed', [1, c.grid * c.grid + (c.noEmbedClass ? 0 : 1 + c.registers), D], 0.5);
-  for (let i = 0; i < c.depth; i++) {
-    const b = `blocks.${i}`;
-    for (const n of ['norm1', 'norm2']) { put(`${b}.${n}.weight`, [D], 0.2, 1); put(`${b}.${n}.bias`, [D], 0.1); }
-    put(`${b}.attn.qkv.weight`, [3 * D, D], Math.sqrt(2 / D));
-    put(`${b}.attn.qkv.bias`, [3 * D], 0.1);
-    put(`${b}.attn.proj.weight`, [D, D], Math.sqrt(1 / D));
-    put(`${b}.attn.proj.bias`, [D], 0.1);
-    if (c.layerScale) { put(`${b}.ls1.gamma`, [D], 0.3, 0.5); put(`${b}.ls2.gamma`, [D], 0.3, 0.5); }
-    const H = c.hidden;
-    if (c.mlp[i] === 'split') {
-      for (const n of ['fc1_g', 'fc1_x']) { put(`${b}.mlp.${n}.weight`, [H, D], Math.sqrt(1 / D)); put(`${b}.mlp.${n}.bias`, [H], 0.1); }
-    } else {
-      const rows = c.mlp[i] === 'packed' ? 2 * H : H;
-      put(`${b}.mlp.fc1.weight`, [rows, D], Math.sqrt(1 / D));
-      put(`${b}.mlp.fc1.bias`, [rows], 0.1);
-    }
-    put(`${b}.mlp.fc2.weight`, [D, H], Math.sqrt(1 / H));
-    put(`${b}.mlp.fc2.bias`, [D], 0.1);
-  }
-  put('norm.weight', [D], 0.2, 1);
-  put('norm.bias', [D], 0.1);
-  put('head.weight', [3, D], 0.1); // a classifier head is ignored
-  return m;
-}
 
 /** erf to ~1e-12 (series below 3, continued fraction above; JS has no Math.erf). */
 function erf(x: number): number {
