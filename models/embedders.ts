@@ -7,7 +7,7 @@ import { buildEfficientNetB0, effnetShapes } from './efficientnet.js';
 import { ModelError } from './errors.js';
 import { buildResNetTrunc, looksLikeResNet, RESNET_ARCH, resnetLayout, resnetShapes } from './resnet.js';
 import { checkShapes, type Weights } from './tensor.js';
-import { buildVit, looksLikeVit, VIT_ARCH, vitLayout, vitShapes, type VitOptions } from './vit.js';
+import { buildVit, HF_LN_EPS, hfVitToTimm, looksLikeHfVit, looksLikeVit, VIT_ARCH, vitLayout, vitShapes, type VitOptions } from './vit.js';
 import { loadStateDict } from './weights/import.js';
 
 interface Arch {
@@ -42,6 +42,23 @@ const ARCHS: readonly Arch[] = [
   vitArch(VIT_ARCH, 'timm VisionTransformer: patch_embed.proj.weight, cls_token, pos_embed, blocks.N.attn.qkv.weight (ImageNet mean/std)', {}, true),
   // Bioptimus H-optimus-0 (a timm ViT-g/14 with 4 registers): its card's own mean/std; named only, the keys cannot tell.
   vitArch('h_optimus_0', 'named only: vit with H-optimus-0 mean/std', { mean: [0.707223, 0.578729, 0.703617], std: [0.211883, 0.230117, 0.177517] }, false),
+  {
+    // Hugging Face transformers ViTModel (Phikon): renamed onto timm names, LayerNorm eps 1e-12.
+    name: 'vit_hf',
+    signature: 'transformers ViTModel: embeddings.patch_embeddings.projection.weight, encoder.layer.N.attention.attention.query.weight',
+    outputs: ['cls', 'mean'],
+    recognise: (w) => looksLikeHfVit(w.tensors),
+    check: (w) => {
+      const m = hfVitToTimm(w);
+      try {
+        checkShapes(m, vitShapes(vitLayout(m)));
+      } catch (err) {
+        if (!(err instanceof ModelError)) throw err;
+        throw new ModelError(err.code, `${err.message} (timm names, after renaming the transformers keys)`, { cause: err });
+      }
+    },
+    build: (w) => buildVit(hfVitToTimm(w), { eps: HF_LN_EPS }),
+  },
 ];
 
 function vitArch(name: string, signature: string, opts: VitOptions, recognised: boolean): Arch {

@@ -13,7 +13,9 @@ import { ModelError } from './errors.js';
 import { checkShapes, weightsMetadata, type NamedTensor, type Weights } from './tensor.js';
 
 export const VIT_ARCH = 'vit';
+/** timm's LayerNorm eps; Hugging Face transformers' ViTConfig.layer_norm_eps defaults to 1e-12. */
 const LN_EPS = 1e-6;
+export const HF_LN_EPS = 1e-12;
 /** Keys of timm variants this builder does not implement (refused rather than silently mis-built). */
 const UNSUPPORTED = ['attn.q_norm.weight', 'attn.k_norm.weight', 'mlp.norm.weight', 'attn.q_bias', 'norm_pre.weight', 'fc_norm.weight'];
 
@@ -40,6 +42,8 @@ export interface VitOptions {
   /** Input normalisation (default ImageNet). */
   readonly mean?: readonly number[];
   readonly std?: readonly number[];
+  /** LayerNorm epsilon (default 1e-6, timm). */
+  readonly eps?: number;
 }
 
 /** True when the keys look like a timm VisionTransformer. */
@@ -137,7 +141,7 @@ function scaled(b: Float32Array | undefined, n: number, scale?: Float32Array | n
 
 /** Graph helpers bound to one builder and one state dict. */
 class VitGraph {
-  constructor(readonly g: GraphBuilder, readonly w: Weights, readonly l: VitLayout) {}
+  constructor(readonly g: GraphBuilder, readonly w: Weights, readonly l: VitLayout, readonly eps: number) {}
 
   get(k: string): NamedTensor {
     return this.w.tensors.get(k)!;
@@ -158,7 +162,7 @@ class VitGraph {
     const D = this.l.dim;
     return this.g.op('LayerNormalization', [x, this.g.float(`${key}.g`, [D], this.get(`${key}.weight`).data), this.g.float(`${key}.bt`, [D], this.get(`${key}.bias`).data)], {
       axis: { i: -1 },
-      epsilon: { f: LN_EPS },
+      epsilon: { f: this.eps },
     });
   }
 
@@ -230,7 +234,8 @@ export function buildVit(weights: Weights, opts: VitOptions = {}): Uint8Array {
   checkShapes(weights, vitShapes(l));
   const input: InputSpec = { size: l.grid * l.patch, mean: opts.mean ?? IMAGENET_MEAN, std: opts.std ?? IMAGENET_STD };
   const g = new GraphBuilder();
-  const v = new VitGraph(g, weights, l);
+  const eps = opts.eps ?? LN_EPS;
+  const v = new VitGraph(g, weights, l, eps);
   let x = v.tokens(inputStage(g, input));
   for (let i = 0; i < l.depth; i++) {
     const b = `blocks.${i}`;
@@ -255,6 +260,43 @@ export function buildVit(weights: Weights, opts: VitOptions = {}): Uint8Array {
     mlp: [...new Set(l.mlp)].join(','),
     layer_scale: String(l.layerScale),
     no_embed_class: String(l.noEmbedClass),
+    layer_norm_eps: String(eps),
     outputs: `cls:${l.dim},mean:${l.dim}`,
   });
+}
+
+/** True when the keys are Hugging Face transformers ViTModel names (Phikon), optionally under `vit.`. */
+export function looksLikeHfVit(tensors: ReadonlyMap<string, NamedTensor>): boolean {
+  return tensors.has('embeddings.patch_embeddings.projection.weight') || tensors.has('vit.embeddings.patch_embeddings.projection.weight');
+}
+
+/**
+ * Renames a transformers ViTModel state dict onto timm names (query/key/value rows stacked into `attn.qkv`);
+ * the pooler and any classifier are dropped. Build the result with `eps: HF_LN_EPS`.
+ */
+export function hfVitToTimm(weights: Weights): Weights {
+  const src = new Map([...weights.tensors].map(([k, v]) => [k.startsWith('vit.') ? k.slice(4) : k, v]));
+  const out = new Map<string, NamedTensor>();
+  const move = (from: string, to: string): void => {
+    const t = src.get(from);
+    if (t) out.set(to, t);
+  };
+  for (const p of ['weight', 'bias']) move(`embeddings.patch_embeddings.projection.${p}`, `patch_embed.proj.${p}`);
+  move('embeddings.cls_token', 'cls_token');
+  move('embeddings.position_embeddings', 'pos_embed');
+  for (const p of ['weight', 'bias']) move(`layernorm.${p}`, `norm.${p}`);
+  for (let i = 0; src.has(`encoder.layer.${i}.attention.attention.query.weight`); i++) {
+    const a = `encoder.layer.${i}.`;
+    const b = `blocks.${i}.`;
+    const names: Array<[string, string]> = [['layernorm_before', 'norm1'], ['layernorm_after', 'norm2'], ['attention.output.dense', 'attn.proj'], ['intermediate.dense', 'mlp.fc1'], ['output.dense', 'mlp.fc2']];
+    for (const [from, to] of names) for (const p of ['weight', 'bias']) move(`${a}${from}.${p}`, `${b}${to}.${p}`);
+    for (const p of ['weight', 'bias']) {
+      const parts = ['query', 'key', 'value'].map((n) => src.get(`${a}attention.attention.${n}.${p}`));
+      if (parts.some((t) => !t)) continue; // checkShapes names what is missing
+      const data = new Float32Array(parts.reduce((n, t) => n + t!.data.length, 0));
+      parts.reduce((off, t) => (data.set(t!.data, off), off + t!.data.length), 0);
+      out.set(`${b}attn.qkv.${p}`, { shape: [3 * parts[0]!.shape[0]!, ...parts[0]!.shape.slice(1)], data });
+    }
+  }
+  return { ...weights, tensors: out };
 }

@@ -215,3 +215,45 @@ t.test('a ViT for a run is refused clearly (record takes avg/max); models build 
   t.ok(existsSync(path.join(out, 'vit.onnx')));
   t.match(lines[0], /vit\.onnx \(vit, outputs cls, mean, from plain\.safetensors\)/);
 });
+
+/** The same weights under Hugging Face transformers ViTModel names (query/key/value split), as Phikon ships them. */
+function toHf(sd: Map<string, NamedTensor>, depth: number, prefix: string): Map<string, NamedTensor> {
+  const m = new Map<string, NamedTensor>();
+  const put = (k: string, v: NamedTensor): void => void m.set(`${prefix}${k}`, v);
+  for (const p of ['weight', 'bias']) put(`embeddings.patch_embeddings.projection.${p}`, sd.get(`patch_embed.proj.${p}`)!);
+  put('embeddings.cls_token', sd.get('cls_token')!);
+  put('embeddings.position_embeddings', sd.get('pos_embed')!);
+  for (const p of ['weight', 'bias']) put(`layernorm.${p}`, sd.get(`norm.${p}`)!);
+  for (let i = 0; i < depth; i++) {
+    const a = `encoder.layer.${i}.`;
+    const b = `blocks.${i}.`;
+    for (const [hf, timm] of [['layernorm_before', 'norm1'], ['layernorm_after', 'norm2'], ['attention.output.dense', 'attn.proj'], ['intermediate.dense', 'mlp.fc1'], ['output.dense', 'mlp.fc2']]) {
+      for (const p of ['weight', 'bias']) put(`${a}${hf}.${p}`, sd.get(`${b}${timm}.${p}`)!);
+    }
+    for (const p of ['weight', 'bias']) {
+      const qkv = sd.get(`${b}attn.qkv.${p}`)!;
+      const rows = qkv.shape[0]! / 3;
+      const per = qkv.data.length / 3;
+      ['query', 'key', 'value'].forEach((n, j) => put(`${a}attention.attention.${n}.${p}`, { shape: [rows, ...qkv.shape.slice(1)], data: qkv.data.slice(j * per, (j + 1) * per) }));
+    }
+  }
+  put('pooler.dense.weight', { shape: [2, 2], data: new Float32Array(4) }); // dropped
+  return m;
+}
+
+t.test('Hugging Face ViTModel names (Phikon; with or without a vit. prefix) build the same network', async (t) => {
+  const sd = tinyVit(PLAIN, 3);
+  for (const prefix of ['', 'vit.']) {
+    const file = path.join(dir, `hf${prefix.length}.safetensors`);
+    writeFileSync(file, safetensors(toHf(sd, PLAIN.depth, prefix)));
+    const built = await importEmbedder(file);
+    t.equal(built.arch, 'vit_hf', `prefix '${prefix}'`);
+    t.match(metadata(built.bytes), { layer_norm_eps: '1e-12', heads: '2', outputs: 'cls:128,mean:128' });
+    await compare(t, PLAIN, built.bytes, sd, 2);
+  }
+  const broken = toHf(sd, PLAIN.depth, '');
+  broken.delete('encoder.layer.1.attention.attention.key.bias');
+  const file = path.join(dir, 'hf-broken.safetensors');
+  writeFileSync(file, safetensors(broken));
+  await t.rejects(importEmbedder(file), { code: 'E_WEIGHTS', message: /hf-broken\.safetensors: missing tensor 'blocks\.1\.attn\.qkv\.bias'.*\(timm names, after renaming the transformers keys\)/ });
+});
