@@ -48,7 +48,8 @@ async function buildFromWeights(given: string, kind: ModelKind, arch: string | u
 
 /**
  * `given` undefined: the demo model. `.onnx`: used as is, after the check. A weights file (.pth, .bin,
- * .safetensors): imported and built into `buildDir/<kind>-<sha of the weights>.onnx` (once; later runs reuse it).
+ * .safetensors): imported and built into `buildDir/stainnet-<sha>.onnx` or `buildDir/embedder-<sha>.onnx` (sha of
+ * the weights file, and of `arch` when given; built once, later runs reuse it).
  * For the embedder the architecture is recognised from the state dict, or named by `arch` (then part of the name).
  */
 export async function prepareModel(given: string | undefined, kind: ModelKind, demoFile: string, buildDir: string, arch?: string): Promise<string> {
