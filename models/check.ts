@@ -23,8 +23,9 @@ const EXPECTED: Record<ModelKind, { inputs: Expect[]; outputs: Expect[] }> = {
   efficientnet: {
     inputs: [{ name: 'tiles', types: ['uint8'], dims: [null, null, null, 3] }],
     outputs: [
-      { name: 'avg', types: ['float32'], dims: [null, 1280] },
-      { name: 'max', types: ['float32'], dims: [null, 1280] },
+      // Any width (EfficientNet-B0 1280, ResNet50-trunc 1024), the same for both; checked below and per run.
+      { name: 'avg', types: ['float32'], dims: [null, null] },
+      { name: 'max', types: ['float32'], dims: [null, null] },
     ],
   },
 };
@@ -68,6 +69,16 @@ function checkList(
 export function checkModel(session: InferenceSession, kind: ModelKind, label: string = kind): void {
   checkList(label, kind, 'input', EXPECTED[kind].inputs, session.inputMetadata);
   checkList(label, kind, 'output', EXPECTED[kind].outputs, session.outputMetadata);
+  if (kind === 'efficientnet') {
+    const width = (name: string): number | string | undefined => {
+      const m = session.outputMetadata.find((f) => f.name === name);
+      return m?.isTensor ? m.shape[1] : undefined;
+    };
+    const [a, m] = [width('avg'), width('max')];
+    if (typeof a === 'number' && typeof m === 'number' && a !== m) {
+      throw new ModelError('E_MODEL', `${label}: not a usable embedder: outputs 'avg' and 'max' have different widths (${a} and ${m})`);
+    }
+  }
 }
 
 /** Ops that act on each pixel's channels alone (Conv only when 1x1, stride 1, unpadded). */

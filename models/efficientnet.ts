@@ -5,6 +5,7 @@
  * (half_pixel, no antialias, as torch F.interpolate(align_corners=False)), /255, ImageNet mean/std.
  * Outputs `avg` and `max`, float32 [N,1280].
  */
+import { foldBatchNorm, IMAGENET_MEAN, IMAGENET_STD, inputStage } from './layers.js';
 import { DT, GraphBuilder } from './onnx-builder.js';
 import { Prng } from './prng.js';
 import { checkShapes, weightsMetadata, type NamedTensor, type Weights } from './tensor.js';
@@ -125,20 +126,7 @@ export function buildEfficientNetB0(weights: EffNetWeights = demoEffNetWeights()
   checkShapes(weights, effnetShapes());
   const get = (k: string): NamedTensor => weights.tensors.get(k)!;
   const g = new GraphBuilder();
-  const tiles = g.input('tiles', DT.UINT8, ['N', 'S', 'S', 3]);
-  let x = g.op('Transpose', [g.op('Cast', [tiles], { to: { i: DT.FLOAT } })], { perm: { ints: [0, 3, 1, 2] } });
-  // sizes = [N, 3, 224, 224] from the dynamic input shape.
-  const nc = g.op('Slice', [g.op('Shape', [x]), g.int64('s0', [0]), g.int64('s2', [2])]);
-  const sizes = g.op('Concat', [nc, g.int64('hw', [INPUT_SIZE, INPUT_SIZE])], { axis: { i: 0 } });
-  x = g.op('Resize', [x, '', '', sizes], {
-    mode: { s: 'linear' },
-    coordinate_transformation_mode: { s: 'half_pixel' },
-  });
-  // (x/255 - mean)/std as one multiply-add per channel.
-  const mean = [0.485, 0.456, 0.406];
-  const std = [0.229, 0.224, 0.225];
-  x = g.op('Mul', [x, g.float('in_scale', [1, 3, 1, 1], std.map((s) => 1 / (255 * s)))]);
-  x = g.op('Add', [x, g.float('in_shift', [1, 3, 1, 1], mean.map((m, i) => -m / std[i]!))]);
+  let x = inputStage(g, { size: INPUT_SIZE, mean: IMAGENET_MEAN, std: IMAGENET_STD });
 
   for (const block of effnetArchitecture()) {
     const input = x;
@@ -160,14 +148,7 @@ function silu(g: GraphBuilder, x: string): string {
 function convBn(g: GraphBuilder, get: (k: string) => NamedTensor, l: ConvBn, x: string): string {
   const w = get(`${l.key}.0.weight`);
   const [gamma, beta, mean, variance] = ['weight', 'bias', 'running_mean', 'running_var'].map((n) => get(`${l.key}.1.${n}`).data);
-  const per = w.data.length / l.cout;
-  const wf = new Float32Array(w.data.length);
-  const bf = new Float32Array(l.cout);
-  for (let o = 0; o < l.cout; o++) {
-    const scale = gamma![o]! / Math.sqrt(variance![o]! + BN_EPS);
-    for (let i = 0; i < per; i++) wf[o * per + i] = w.data[o * per + i]! * scale;
-    bf[o] = beta![o]! - mean![o]! * scale;
-  }
+  const { w: wf, b: bf } = foldBatchNorm(w, { gamma: gamma!, beta: beta!, mean: mean!, variance: variance!, eps: BN_EPS });
   const pad = (l.k - 1) >> 1;
   const y = g.op('Conv', [x, g.float(`${l.key}.w`, w.shape, wf), g.float(`${l.key}.b`, [l.cout], bf)], {
     kernel_shape: { ints: [l.k, l.k] },

@@ -7,8 +7,9 @@ import { access, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { checkModel, type ModelKind } from '../check.js';
-import { buildEfficientNetB0, buildStainNet } from '../build.js';
-import { importEfficientNetB0, importStainNet } from '../weights/import.js';
+import { buildStainNet } from '../build.js';
+import { importEmbedder } from '../embedders.js';
+import { importStainNet } from '../weights/import.js';
 import { ModelError } from '../errors.js';
 
 const WEIGHT_EXTENSIONS = new Set(['.pth', '.pt', '.bin', '.safetensors']);
@@ -35,11 +36,23 @@ async function checkOnnxFile(file: string, kind: ModelKind): Promise<void> {
   }
 }
 
+/** The ONNX bytes for a weights file: StainNet, or the embedder recognised from the keys (or named by `arch`). */
+async function buildFromWeights(given: string, kind: ModelKind, arch: string | undefined): Promise<Uint8Array> {
+  if (kind === 'stainnet') return buildStainNet(await importStainNet(given));
+  const built = await importEmbedder(given, arch);
+  if (built.outputs.join(',') !== 'avg,max') {
+    throw new ModelError('E_MODEL', `${given}: a ${built.arch} embedder has outputs ${built.outputs.join(', ')}; the run's record takes embedders with outputs avg and max only`);
+  }
+  return built.bytes;
+}
+
 /**
- * `given` undefined: the demo model. `.onnx`: used as is, after the check. A weights file (.pth, .safetensors):
- * imported and built into `buildDir/<kind>-<sha of the weights>.onnx` (once; later runs reuse it).
+ * `given` undefined: the demo model. `.onnx`: used as is, after the check. A weights file (.pth, .bin,
+ * .safetensors): imported and built into `buildDir/stainnet-<sha>.onnx` or `buildDir/embedder-<sha>.onnx` (sha of
+ * the weights file, and of `arch` when given; built once, later runs reuse it).
+ * For the embedder the architecture is recognised from the state dict, or named by `arch` (then part of the name).
  */
-export async function prepareModel(given: string | undefined, kind: ModelKind, demoFile: string, buildDir: string): Promise<string> {
+export async function prepareModel(given: string | undefined, kind: ModelKind, demoFile: string, buildDir: string, arch?: string): Promise<string> {
   if (given === undefined) return demoFile;
   if (!(await exists(given))) throw new ModelError('E_MODEL', `${kind} file not found: ${given}`);
   const ext = extname(given).toLowerCase();
@@ -50,10 +63,12 @@ export async function prepareModel(given: string | undefined, kind: ModelKind, d
   if (!WEIGHT_EXTENSIONS.has(ext)) {
     throw new ModelError('E_MODEL', `${given}: expected an .onnx model or a weights file (.pth, .safetensors) for ${kind}`);
   }
-  const digest = createHash('sha256').update(await readFile(given)).digest('hex').slice(0, 16);
-  const out = join(buildDir, `${kind}-${digest}.onnx`);
+  const hash = createHash('sha256').update(await readFile(given));
+  if (arch !== undefined) hash.update(`\0${arch}`);
+  const digest = hash.digest('hex').slice(0, 16);
+  const out = join(buildDir, `${kind === 'stainnet' ? kind : 'embedder'}-${digest}.onnx`);
   if (!(await exists(out))) {
-    const bytes = kind === 'stainnet' ? buildStainNet(await importStainNet(given)) : buildEfficientNetB0(await importEfficientNetB0(given));
+    const bytes = await buildFromWeights(given, kind, arch);
     await mkdir(buildDir, { recursive: true });
     const tmp = `${out}.${process.pid}.tmp`;
     await writeFile(tmp, bytes);

@@ -1,12 +1,15 @@
 /**
  * `models build --out DIR [--stainnet FILE.pth] [--efficientnet FILE.pth|FILE.safetensors]`: writes
  * DIR/stainnet.onnx and DIR/efficientnet_b0.onnx (demo, untrained weights when no file is given).
+ * `models build --out DIR --embedder FILE [--embedder-arch NAME] [--stainnet FILE.pth]`: writes DIR/<arch>.onnx,
+ * the embedder recognised from the state dict (or named), and DIR/stainnet.onnx only when --stainnet is given.
  * `ensureModels` is what the app calls: it builds whatever is absent.
  */
 import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildEfficientNetB0, buildStainNet } from '../../models/build.js';
+import { EMBEDDER_ARCHS, importEmbedder } from '../../models/embedders.js';
 import { importEfficientNetB0, importStainNet } from '../../models/weights/import.js';
 
 export const STAINNET_FILE = 'stainnet.onnx';
@@ -58,16 +61,52 @@ export async function ensureModels(dir: string, opts: EnsureModelsOptions = {}):
   return { stainnet, efficientnet };
 }
 
+const USAGE = [
+  'usage: models build --out DIR [--stainnet FILE.pth] [--efficientnet FILE.pth|FILE.safetensors]',
+  `       models build --out DIR --embedder FILE.pth|FILE.bin|FILE.safetensors [--embedder-arch ${EMBEDDER_ARCHS.join('|')}] [--stainnet FILE.pth]`,
+];
+
+/** `--embedder FILE`: DIR/<arch>.onnx (and DIR/stainnet.onnx when a StainNet checkpoint is given too). */
+async function buildEmbedderFile(out: string, file: string, arch: string | undefined, stainnet: string | undefined, log: (line: string) => void): Promise<void> {
+  const built = await importEmbedder(file, arch);
+  await mkdir(out, { recursive: true });
+  const target = path.join(out, `${built.arch}.onnx`);
+  await writeAtomic(target, built.bytes);
+  log(`wrote ${target} (${built.arch}, outputs ${built.outputs.join(', ')}, from ${path.basename(file)})`);
+  if (stainnet) {
+    const target = path.join(out, STAINNET_FILE);
+    await writeAtomic(target, buildStainNet(await importStainNet(stainnet)));
+    log(`wrote ${target} (${path.basename(stainnet)})`);
+  }
+}
+
 /** The `models build` sub-command (argv after `models build`). Returns the exit code. */
 export async function modelsBuild(argv: readonly string[], log: (line: string) => void = console.log): Promise<number> {
   const { values } = parseArgs({
     args: [...argv],
-    options: { out: { type: 'string' }, stainnet: { type: 'string' }, efficientnet: { type: 'string' } },
+    options: {
+      out: { type: 'string' },
+      stainnet: { type: 'string' },
+      efficientnet: { type: 'string' },
+      embedder: { type: 'string' },
+      'embedder-arch': { type: 'string' },
+    },
     strict: true,
   });
-  if (!values.out) {
-    log('usage: models build --out DIR [--stainnet FILE.pth] [--efficientnet FILE.pth|FILE.safetensors]');
+  const arch = values['embedder-arch'];
+  const misuse =
+    !values.out ? 'no --out' :
+    values.embedder && values.efficientnet ? '--embedder and --efficientnet together' :
+    arch !== undefined && !values.embedder ? '--embedder-arch without --embedder' :
+    arch !== undefined && !EMBEDDER_ARCHS.includes(arch) ? `unknown --embedder-arch '${arch}'` : undefined;
+  if (misuse !== undefined || !values.out) {
+    log(`models build: ${misuse}`);
+    for (const line of USAGE) log(line);
     return 2;
+  }
+  if (values.embedder) {
+    await buildEmbedderFile(values.out, values.embedder, arch, values.stainnet, log);
+    return 0;
   }
   const paths = await ensureModels(values.out, {
     stainnetWeights: values.stainnet,

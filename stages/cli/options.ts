@@ -23,7 +23,7 @@ export interface RunOptions {
   readonly groupSize: number;
   /** An ONNX file, a StainNet .pth, or 'none'; absent: the demo StainNet. */
   readonly normalizer?: string;
-  /** An ONNX file, or a torchvision .pth / .safetensors; absent: the demo EfficientNet-B0. */
+  /** An ONNX file, or a .pth / .safetensors state dict (models/embedders.ts); absent: the demo EfficientNet-B0. */
   readonly embedder?: string;
   readonly shards?: number;
   readonly failFast: boolean;
@@ -62,7 +62,7 @@ Main job options (defaults are the seed's constants):
   --batch-size N             tiles per model batch (1; see bench/RESULTS.md)
   --group-size N             tiles each stage takes at a time, in model batches of --batch-size (8)
   --normalizer X             StainNet: an ONNX file, a StainNet .pth, or none (demo StainNet, untrained)
-  --embedder X               EfficientNet-B0: an ONNX file, or a torchvision .pth / .safetensors (demo, untrained)
+  --embedder X               an ONNX file, or an EfficientNet-B0 / ResNet50-trunc .pth / .safetensors (demo EfficientNet-B0, untrained)
   --shards N                 number of TFRecord shards (from the data size)
   --work-dir DIR             checkpoints and temporary files (<out>/.work)
   --tile-budget N            most tiles resident in memory across all processes (256)

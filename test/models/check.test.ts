@@ -54,3 +54,24 @@ t.test('isPixelwiseModel: ours by metadata, 1x1 convs yes, 3x3 convs and pooling
   t.ok(isPixelwiseModel(conv(1)), '1x1 conv (kernel from the weight shape)');
   t.notOk(isPixelwiseModel(conv(3)), '3x3 conv');
 });
+
+t.test('an embedder of any width passes; avg and max of different widths are E_MODEL', async (t) => {
+  const twoOut = (a: number, m: number): Uint8Array => {
+    const g = new GraphBuilder();
+    const x = g.op('Cast', [g.input('tiles', DT.UINT8, ['N', 'S', 'S', 3])], { to: { i: DT.FLOAT } });
+    g.op('ReduceMean', [x], { axes: { ints: [1, 2] }, keepdims: { i: 0 } }, 'avg');
+    const mx = g.op('ReduceMax', [x], { axes: { ints: [1, 2] }, keepdims: { i: 0 } });
+    // m = 4: one more column (the first again), so the inferred width really differs.
+    if (m === a) g.op('Identity', [mx], {}, 'max');
+    else g.op('Concat', [mx, g.op('Slice', [mx, g.int64('b', [0]), g.int64('e', [1]), g.int64('ax', [1])])], { axis: { i: 1 } }, 'max');
+    g.output('avg', DT.FLOAT, ['N', a]);
+    g.output('max', DT.FLOAT, ['N', m]);
+    return g.toBytes('two', {});
+  };
+  const ok = await ort.InferenceSession.create(twoOut(3, 3));
+  t.doesNotThrow(() => checkModel(ok, 'efficientnet', 'narrow.onnx'));
+  await ok.release();
+  const bad = await ort.InferenceSession.create(twoOut(3, 4));
+  t.throws(() => checkModel(bad, 'efficientnet', 'odd.onnx'), { code: 'E_MODEL', message: /^odd\.onnx: not a usable embedder: outputs 'avg' and 'max' have different widths \(3 and 4\)/ });
+  await bad.release();
+});

@@ -57,7 +57,7 @@ t.test('a group that mixes slides is refused with E_GROUP_SLIDES naming both', a
 t.test('a swapped-in model with the wrong outputs is refused with E_MODEL', async (t) => {
   await t.rejects(collect(embedTiles({ model: models.stainnet })(countedSource([[makeTile(8, 1)]]).source, makeCtx())), {
     code: 'E_MODEL',
-    message: /output 'avg' is missing.*Expected outputs \{avg: float32 \[\?,1280\]/,
+    message: /output 'avg' is missing.*Expected outputs \{avg: float32 \[\?,\?\]/,
   });
 });
 
