@@ -1,6 +1,6 @@
 /**
  * The suite's options (bench/run.ts's command line) and the places it works in. Options: --full, --json FILE,
- * --only a,b (parts: stages, pipeline, memory, overhead; `scaling` runs only when named), --job-args "..." (extra
+ * --only a,b (parts: stages, pipeline, memory, overhead; `scaling` and `single-level` run only when named), --job-args "..." (extra
  * flags for every job run: A/B of defaults), --repeat N (stage-cost and pipeline runs, medians; 3),
  * --memory-repeat N (runs of each memory-series slide, the highest peak kept; 2).
  */
@@ -29,9 +29,12 @@ export interface BenchOptions {
   readonly jobGroupSize: number;
   /** Runs of each memory-series slide; its figure is the highest peak (2). */
   readonly memoryRepeat: number;
-  /** Whether a part runs: those named by --only, or every part but `scaling`. */
+  /** Whether a part runs: those named by --only, or every part but the named-only ones (NAMED_ONLY). */
   runs(part: string): boolean;
 }
+
+/** Parts that run only when --only names them: long, and not among the README's figures. */
+const NAMED_ONLY = new Set(['scaling', 'single-level']);
 
 export function benchOptions(argv: readonly string[]): BenchOptions {
   const flag = (name: string): string | undefined => {
@@ -47,6 +50,6 @@ export function benchOptions(argv: readonly string[]): BenchOptions {
     repeat: Number(flag('--repeat') ?? 3),
     jobGroupSize: (parseRunOptions(jobArgs.filter((a) => a !== '--help' && a !== '-h')) as RunOptions).groupSize,
     memoryRepeat: Math.max(1, Number(flag('--memory-repeat') ?? 2)),
-    runs: (part) => (only === undefined ? part !== 'scaling' : only.includes(part)),
+    runs: (part) => (only === undefined ? !NAMED_ONLY.has(part) : only.includes(part)),
   };
 }

@@ -30,6 +30,7 @@ import { memorySeriesFigure, type MemoryRow } from './memory-series.js';
 import { benchOptions, CACHE, CORES } from './options.js';
 import { BenchRecord, log } from './record.js';
 import { scalingFigure } from './scaling.js';
+import { singleLevelFigure } from './single-level.js';
 import { slideOverheadFigure } from './slide-overhead.js';
 import { svgPlot } from './svg-plot.js';
 import { throughputFigure } from './throughput.js';
@@ -43,7 +44,7 @@ const FIGURES: readonly Figure[] = [
   memorySeriesFigure(), // 4 (part `memory`)
   firstTileFigure(), // 5 (part `overhead`)
   slideOverheadFigure(), // 5 (part `overhead`)
-  // Single-level slides (bench/single-level.ts): its Figure goes here.
+  singleLevelFigure(), // single-level slides (part `single-level`, only when named)
 ];
 
 /** results.json, and results.svg beside it when the memory series ran. */

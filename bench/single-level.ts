@@ -19,6 +19,7 @@ import { workerEnv } from '../engine/allocator.js';
 import { configureSharpForWorker } from '../stages/slides/backend-sharp.js';
 import { openSlide } from '../stages/slides/open.js';
 import type { SlideReader } from '../stages/slides/reader.js';
+import type { Figure } from './figure.js';
 import { generateRepeatedTileSlide, generateSlide } from '../stages/slides/synthetic.js';
 import { thumbnailBands, thumbnailPlan, type ThumbnailOptions } from '../stages/slides/thumbnail-bands.js';
 import { BandSelector } from '../stages/slides/tile-select.js';
@@ -212,6 +213,20 @@ export async function benchSingleLevel(opts: { keepDrop?: boolean; memory?: bool
   const cpu = (readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) ?? [])[1] ?? 'unknown';
   console.log(`CPU: ${cpu}`);
   return figures;
+}
+
+/** The suite's figure (`npm run bench -- --only single-level`): every part of benchSingleLevel, --repeat runs of the thumbnail. */
+export function singleLevelFigure(): Figure {
+  return {
+    name: 'single-level slides',
+    enabled: (opts) => opts.runs('single-level'),
+    async measure({ opts, record }) {
+      const f = await benchSingleLevel({ runs: opts.repeat });
+      record.result.single_level = f;
+      for (const m of f.memory) record.show(`single-level peak RSS ${m.width}x${m.height} ${m.kind} (${m.mode})`, `${m.peak_rss_mb.toFixed(0)} MB`);
+      if (f.thumbnail) record.show('thumbnail 46177x77440, median CPU s / wall s by path', `${JSON.stringify(f.thumbnail.median_cpu_s)} / ${JSON.stringify(f.thumbnail.median_wall_s)}`);
+    },
+  };
 }
 
 const argv = process.argv.slice(2);

@@ -34,8 +34,11 @@ export interface MainDeps {
   readonly workerModule: string;
 }
 
-/** Version of what a slide checkpoint holds (2: per-slide histogram sums instead of per-tile histograms; 3: embeddings packed per group of tiles). */
-const CHECKPOINT_FORMAT = 3;
+/**
+ * Version of what a slide checkpoint holds (2: per-slide histogram sums instead of per-tile histograms; 3: embeddings
+ * packed per group of tiles; 4: single-level slides' tiles selected on the new banded thumbnail, stages/slides/thumbnail-jpeg.ts).
+ */
+const CHECKPOINT_FORMAT = 4;
 
 async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
