@@ -152,12 +152,13 @@ if (unavailable) {
       byCode.set(s.code ?? '-', (byCode.get(s.code ?? '-') ?? 0) + 1);
       t.match(s.code, /^E_[A-Z_]+$/, `${what}: failed with an E_ code`);
       t.not(s.code, 'E_WORKER_CRASH', `${what}: the worker did not die: ${s.error}`);
-      if (s.code?.startsWith('E_SLIDE')) t.match(s.error, new RegExp(`${s.code}: slide "${s.image_id}"`), `${what}: the message carries the code and names the slide`);
+      // report.json keeps the code apart and a short message naming the slide's file (stages/report/failures.ts).
+      if (s.code?.startsWith('E_SLIDE')) t.match(s.error, new RegExp(`^${s.image_id}(\\.[a-z]+)?: `), `${what}: the message names the slide's file`);
     }
     for (const m of all.filter((x) => x.expect !== undefined)) {
       const s = report.slides.find((x) => x.image_id === m.image_id)!;
       t.equal(s.code, 'E_SLIDE_FORMAT', `${m.image_id}: ${m.change}`);
-      t.match(s.error, new RegExp(m.expect!.source.replace(/^\^/, '')), `${m.image_id}: names the tag or tile`);
+      t.match(s.error, new RegExp(m.expect!.source.replace(/^\^E_SLIDE_FORMAT: /, '')), `${m.image_id}: names the tag or tile`);
     }
     const failed = report.slides.filter((s) => s.status === 'failed').length;
     t.comment(`${failed} of ${report.slides.length} slides failed: ${[...byCode].map(([c, n]) => `${c} ${n}`).join(', ')}`);
