@@ -2,6 +2,7 @@
  * The records that flow through the pipeline's edges. Stages in this folder are written against
  * these; keep them small and plain (they cross process boundaries with v8 serialization).
  */
+import type { SlideBackend } from './slides/reader.js';
 
 /** One CSV row, validated. `line` is the 1-based line number in the file (header is line 1). */
 export interface CsvRow {
@@ -109,7 +110,7 @@ export interface SlideSummary {
   readonly image_id: string;
   readonly patient_id: string;
   readonly path: string;
-  readonly backend: 'sharp' | 'openslide' | 'dicom';
+  readonly backend: SlideBackend;
   readonly width: number;
   readonly height: number;
   /** Downsample factor of each pyramid level, level 0 first. */

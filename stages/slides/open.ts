@@ -5,7 +5,7 @@
 import { extname } from 'node:path';
 import { stat } from 'node:fs/promises';
 import { SlideError } from './errors.js';
-import type { SlideReader } from './reader.js';
+import type { SlideBackend, SlideReader } from './reader.js';
 import { TiffFormatError } from './tiff-parse.js';
 
 /** Extensions only OpenSlide reads. */
@@ -15,7 +15,7 @@ export interface OpenSlideOptions {
   /** Path or name of libopenslide for the OpenSlide backend (default 'libopenslide.so.0'). */
   readonly openslideLibrary?: string;
   /** Force a backend (tests, benchmarks); default: sharp, then OpenSlide when sharp cannot decode. */
-  readonly backend?: 'sharp' | 'openslide' | 'dicom';
+  readonly backend?: SlideBackend;
 }
 
 /**

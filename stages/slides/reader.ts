@@ -18,10 +18,13 @@ export interface RgbImage {
   readonly data: Uint8Array;
 }
 
+/** Which backend reads a slide (one backend-*.ts each). */
+export type SlideBackend = 'sharp' | 'openslide' | 'dicom';
+
 export interface SlideReader {
   readonly image_id: string;
   readonly path: string;
-  readonly backend: 'sharp' | 'openslide' | 'dicom';
+  readonly backend: SlideBackend;
   /** Level-0 size. */
   readonly width: number;
   readonly height: number;

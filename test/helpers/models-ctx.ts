@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { StageContext, StageMetrics, TileBudget } from '../../engine/types.js';
 import { buildEfficientNetB0, buildStainNet } from '../../models/build.js';
+import { modelProtoType } from '../../models/onnx-schema.js';
 import type { Tile } from '../../stages/types.js';
 
 export function makeCtx(name = 'test-stage', controller = new AbortController()): StageContext {
@@ -66,4 +67,11 @@ export function builtModels(): { dir: string; stainnet: string; efficientnet: st
   writeFileSync(stainnet, buildStainNet());
   writeFileSync(efficientnet, buildEfficientNetB0());
   return { dir, stainnet, efficientnet, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** An ONNX model's metadata_props as a plain object. */
+export function onnxMetadata(bytes: Uint8Array): Record<string, string> {
+  const M = modelProtoType();
+  const m = M.toObject(M.decode(bytes)) as { metadata_props: Array<{ key: string; value: string }> };
+  return Object.fromEntries(m.metadata_props.map((p) => [p.key, p.value]));
 }

@@ -167,3 +167,8 @@ export function safetensors(tensors: ReadonlyMap<string, { shape: readonly numbe
   len.writeBigUInt64LE(BigInt(json.length));
   return Buffer.concat([len, json, ...blobs]);
 }
+
+/** Tensors (name -> shape + float32 data) as the writers' TensorSpecs. */
+export function tensorSpecs(tensors: ReadonlyMap<string, { readonly shape: readonly number[]; readonly data: Float32Array }>): Map<string, TensorSpec> {
+  return new Map([...tensors].map(([k, v]) => [k, { shape: v.shape, storage: [...v.data] }]));
+}

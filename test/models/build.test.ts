@@ -1,14 +1,7 @@
 import t from 'tap';
 import ort from 'onnxruntime-node';
 import { buildEfficientNetB0, buildStainNet, demoEffNetWeights, demoStainNetWeights } from '../../models/build.js';
-import { modelProtoType } from '../../models/onnx-schema.js';
-import { randomBytesSeeded } from '../helpers/models-ctx.js';
-
-function metadata(bytes: Uint8Array): Record<string, string> {
-  const M = modelProtoType();
-  const m = M.toObject(M.decode(bytes)) as { metadata_props: Array<{ key: string; value: string }> };
-  return Object.fromEntries(m.metadata_props.map((p) => [p.key, p.value]));
-}
+import { randomBytesSeeded, onnxMetadata as metadata } from '../helpers/models-ctx.js';
 
 t.test('StainNet builds deterministically and runs with uint8 NHWC in, float32 0..255 out', async (t) => {
   const bytes = buildStainNet();

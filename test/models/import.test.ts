@@ -2,31 +2,20 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { onnxMetadata as metadata } from '../helpers/models-ctx.js';
 import ort from 'onnxruntime-node';
 import { buildEfficientNetB0, buildStainNet, demoEffNetWeights, demoStainNetWeights } from '../../models/build.js';
-import { modelProtoType } from '../../models/onnx-schema.js';
-import type { NamedTensor } from '../../models/tensor.js';
 import { importEfficientNetB0, importStainNet, loadStateDict } from '../../models/weights/import.js';
 import { ensureModels, modelsBuild } from '../../stages/cli/models-build.js';
-import { safetensors, torchZip, zipFiles, type TensorSpec } from '../helpers/torch-writer.js';
+import { safetensors, torchZip, zipFiles, type TensorSpec, tensorSpecs as specs } from '../helpers/torch-writer.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'models-import-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-
-function specs(tensors: ReadonlyMap<string, NamedTensor>): Map<string, TensorSpec> {
-  return new Map([...tensors].map(([k, v]) => [k, { shape: v.shape, storage: [...v.data] }]));
-}
 
 function write(name: string, bytes: Buffer): string {
   const file = path.join(dir, name);
   writeFileSync(file, bytes);
   return file;
-}
-
-function metadata(bytes: Uint8Array): Record<string, string> {
-  const M = modelProtoType();
-  const m = M.toObject(M.decode(bytes)) as { metadata_props: Array<{ key: string; value: string }> };
-  return Object.fromEntries(m.metadata_props.map((p) => [p.key, p.value]));
 }
 
 t.test('StainNet .pth round trip (any folder name, deflated entries) builds the same network', async (t) => {

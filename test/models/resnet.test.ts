@@ -5,13 +5,12 @@ import t from 'tap';
 import ort from 'onnxruntime-node';
 import { demoEffNetWeights, demoStainNetWeights } from '../../models/build.js';
 import { buildEmbedder, EMBEDDER_ARCHS, importEmbedder } from '../../models/embedders.js';
-import { modelProtoType } from '../../models/onnx-schema.js';
 import type { NamedTensor } from '../../models/tensor.js';
 import { prepareModel } from '../../models/runtime/model-files.js';
 import { modelsBuild } from '../../stages/cli/models-build.js';
-import { randomBytesSeeded } from '../helpers/models-ctx.js';
+import { randomBytesSeeded, onnxMetadata as metadata } from '../helpers/models-ctx.js';
 import { tinyResNet } from '../helpers/tiny-embedders.js';
-import { safetensors, torchZip, type TensorSpec } from '../helpers/torch-writer.js';
+import { safetensors, torchZip, tensorSpecs as specs } from '../helpers/torch-writer.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'resnet-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -95,15 +94,6 @@ function reference(sd: Map<string, NamedTensor>, rgb: Uint8Array): { avg: number
   }
   return { avg, max };
 }
-
-function metadata(bytes: Uint8Array): Record<string, string> {
-  const M = modelProtoType();
-  const m = M.toObject(M.decode(bytes)) as { metadata_props: Array<{ key: string; value: string }> };
-  return Object.fromEntries(m.metadata_props.map((p) => [p.key, p.value]));
-}
-
-const specs = (tensors: ReadonlyMap<string, NamedTensor>): Map<string, TensorSpec> =>
-  new Map([...tensors].map(([k, v]) => [k, { shape: v.shape, storage: [...v.data] }]));
 
 const sd = tinyResNet(11);
 const pth = path.join(dir, 'tiny-resnet.pth');

@@ -4,14 +4,13 @@ import path from 'node:path';
 import t from 'tap';
 import ort from 'onnxruntime-node';
 import { importEmbedder } from '../../models/embedders.js';
-import { modelProtoType } from '../../models/onnx-schema.js';
 import type { NamedTensor } from '../../models/tensor.js';
 import { buildVit } from '../../models/vit.js';
 import { prepareModel } from '../../models/runtime/model-files.js';
 import { modelsBuild } from '../../stages/cli/models-build.js';
-import { randomBytesSeeded } from '../helpers/models-ctx.js';
+import { randomBytesSeeded, onnxMetadata as metadata } from '../helpers/models-ctx.js';
 import { tinyVit, type TinyVit as Tiny } from '../helpers/tiny-embedders.js';
-import { safetensors, torchZip, type TensorSpec } from '../helpers/torch-writer.js';
+import { safetensors, torchZip, tensorSpecs as specs } from '../helpers/torch-writer.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'vit-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -120,15 +119,6 @@ function reference(sd: Map<string, NamedTensor>, c: Tiny, heads: number, rgb: Ui
   const pt = x.slice(P);
   return { cls: x[0]!, mean: Array.from({ length: D }, (_, j) => pt.reduce((a, r) => a + r[j]!, 0) / pt.length) };
 }
-
-function metadata(bytes: Uint8Array): Record<string, string> {
-  const M = modelProtoType();
-  const m = M.toObject(M.decode(bytes)) as { metadata_props: Array<{ key: string; value: string }> };
-  return Object.fromEntries(m.metadata_props.map((p) => [p.key, p.value]));
-}
-
-const specs = (tensors: ReadonlyMap<string, NamedTensor>): Map<string, TensorSpec> =>
-  new Map([...tensors].map(([k, v]) => [k, { shape: v.shape, storage: [...v.data] }]));
 
 const PLAIN: Tiny = { dim: 128, depth: 2, patch: 16, grid: 3, registers: 0, noEmbedClass: false, hidden: 256, mlp: ['gelu', 'gelu'], layerScale: false };
 const GATED: Tiny = { dim: 64, depth: 2, patch: 14, grid: 4, registers: 3, noEmbedClass: true, hidden: 96, mlp: ['packed', 'split'], layerScale: true };
