@@ -4,7 +4,6 @@
  * report and what the user is told. Exit codes: see main.ts.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
@@ -27,6 +26,7 @@ import { findCommitted } from '../../engine/staging.js';
 import { slideTask, slideCheckpointKey } from '../slide-tasks.js';
 import { lockRun } from './run-lock.js';
 import { checkJobPaths } from '../dataset/paths.js';
+import { sha256File } from '../dataset/manifest.js';
 import { openDataset, publish, type Publication } from '../dataset/publish.js';
 
 export interface MainDeps {
@@ -39,12 +39,6 @@ export interface MainDeps {
  * packed per group of tiles; 4: single-level slides' tiles selected on the new banded thumbnail, stages/slides/thumbnail-jpeg.ts).
  */
 const CHECKPOINT_FORMAT = 4;
-
-async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
 
 /**
  * The main job, step by step: read and check the inputs, prepare the models, open the checkpoints, run the

@@ -32,9 +32,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { naming, outputError, syncDir, unlinkIfThere, writeDurable, writeSynced } from './io.js';
+import { naming, outputError, readTextIfThere, syncDir, unlinkIfThere, writeDurable, writeSynced } from './io.js';
 import { MANIFEST, readManifest, type Manifest } from './manifest.js';
 import { shardPattern } from '../write-tfrecords.js';
 
@@ -207,13 +207,10 @@ export async function rollForward(outDir: string, journal: Journal): Promise<voi
 /** The pending journal in outDir, if any. */
 export async function readJournal(outDir: string): Promise<Journal | undefined> {
   const path = join(outDir, JOURNAL);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+  const text = await readTextIfThere(path).catch((err: unknown) => {
     throw outputError(err, 'read', path);
-  }
+  });
+  if (text === undefined) return undefined;
   let j: Journal;
   try {
     j = JSON.parse(text) as Journal;

@@ -2,7 +2,7 @@
  * File-system plumbing of the dataset's commit: one clear error line per failed operation (path and errno),
  * durable writes (temporary name, fsync, rename; the temporary file removed on failure) and directory fsyncs.
  */
-import { open, rename, rm } from 'node:fs/promises';
+import { open, readFile, rename, rm } from 'node:fs/promises';
 
 /** A node system error (it has an errno code such as ENOSPC and the syscall that failed). */
 export function isSystemError(err: unknown): err is NodeJS.ErrnoException {
@@ -92,6 +92,16 @@ export async function syncDir(dir: string): Promise<void> {
       await fh.close();
     }
   });
+}
+
+/** A file's text; undefined when there is no such file (other errors are thrown as they are). */
+export async function readTextIfThere(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }
 
 /** Removes a file; true when it was there. */

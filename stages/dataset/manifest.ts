@@ -6,9 +6,9 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { naming } from './io.js';
+import { naming, readTextIfThere } from './io.js';
 
 export const MANIFEST = 'manifest.json';
 
@@ -109,13 +109,10 @@ function invalid(path: string, what: string): Error {
 /** The manifest in `dir`; undefined when there is none; throws E_MANIFEST_INVALID when it cannot be read as one. */
 export async function readManifest(dir: string): Promise<Manifest | undefined> {
   const path = join(dir, MANIFEST);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+  const text = await readTextIfThere(path).catch((err: unknown) => {
     throw invalid(path, (err as Error).message);
-  }
+  });
+  if (text === undefined) return undefined;
   let m: Manifest;
   try {
     m = JSON.parse(text) as Manifest;
