@@ -157,14 +157,15 @@ async function summarize(task: SlideTask, slide: SlideReader, level: number, sel
   };
 }
 
-/** The slide's stated scale, only the fields it has (undefined fields would still cross v8 serialization as keys). */
-function scaleOf(slide: SlideReader): Pick<SlideSummary, 'mppX' | 'mppY' | 'magnification' | 'scaleSource'> {
+/** The slide's stated scale (and channel mapping), only the fields it has (undefined fields would still cross v8 serialization as keys). */
+function scaleOf(slide: SlideReader): Pick<SlideSummary, 'mppX' | 'mppY' | 'magnification' | 'scaleSource' | 'channelMapping'> {
   const f = slide.facts;
   if (f === undefined) return {};
-  const out: { mppX?: number; mppY?: number; magnification?: number; scaleSource?: string } = {};
+  const out: { mppX?: number; mppY?: number; magnification?: number; scaleSource?: string; channelMapping?: string } = {};
   if (f.mppX !== undefined) out.mppX = f.mppX;
   if (f.mppY !== undefined) out.mppY = f.mppY;
   if (f.magnification !== undefined) out.magnification = f.magnification;
   if (f.scaleSource !== undefined && (f.mppX !== undefined || f.magnification !== undefined)) out.scaleSource = f.scaleSource;
+  if (f.channelMapping !== undefined) out.channelMapping = f.channelMapping;
   return out;
 }

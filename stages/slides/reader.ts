@@ -35,6 +35,8 @@ export interface SlideFacts {
   readonly magnification?: number;
   /** Where the scale came from: 'aperio', 'ome', 'tiff-resolution', 'dicom', 'openslide'. */
   readonly scaleSource?: string;
+  /** Only for a non-brightfield image let through (--allow-non-rgb): how its samples are mapped to 8-bit RGB (brightfield.ts). */
+  readonly channelMapping?: string;
 }
 
 export interface SlideReader {
