@@ -176,13 +176,14 @@ async function slideConfig(opts: RunOptions, models: JobModels, workers: number,
     lutCacheDir,
     ...(models.normalizer !== 'none' && { normalizerMode: await normalizerMode(models.normalizer, lutCacheDir, availableParallelism()) }),
     threads: Math.max(1, Math.floor(availableParallelism() / workers)),
+    ...(opts.allowNonRgb && { allowNonRgb: true }),
   };
 }
 
 /** The checkpoint folder: valid only for the same tile parameters and the same model bytes (--no-resume empties it). */
 async function openCheckpoints(opts: RunOptions, workDir: string, slide: SlideConfig, models: RunReport['models']): Promise<string> {
   const fingerprint = createHash('sha256')
-    .update(JSON.stringify({ format: CHECKPOINT_FORMAT, tile: slide.tile, normalizer: models.normalizer?.sha256 ?? 'none', embedder: models.embedder?.sha256 }))
+    .update(JSON.stringify({ format: CHECKPOINT_FORMAT, tile: slide.tile, normalizer: models.normalizer?.sha256 ?? 'none', embedder: models.embedder?.sha256, ...(slide.allowNonRgb === true && { allowNonRgb: true }) }))
     .digest('hex')
     .slice(0, 16);
   const checkpointDir = join(workDir, 'checkpoints', fingerprint);

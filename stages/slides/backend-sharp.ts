@@ -10,7 +10,7 @@ import { SlideError } from './errors.js';
 import { chooseLevel, findLevels, thumbnailSource, type LevelStorage, type RgbImage, type SlideFacts, type SlideLevel, type SlideReader } from './reader.js';
 import { tiffFacts, tiffPixelKind } from './tiff-facts.js';
 import { parseTiff, TiffFormatError, type TiffFile, type TiffIfd } from './tiff-parse.js';
-import { canReadTiles, readTiledRegion } from './tiff-region.js';
+import { canCopyTiles, canReadTiles, readTiledRegion, tiledRegion } from './tiff-region.js';
 
 // libvips' operation cache would keep decoded slide pixels alive between regions: off.
 sharp.cache(false);
@@ -49,20 +49,24 @@ export async function openSharpSlide(path: string, image_id: string, opts: { all
     if (UNSUPPORTED_COMPRESSION.has(ifd0.compression)) {
       throw new SlideError('E_SLIDE_FORMAT', image_id, path, `TIFF compression ${ifd0.compression} (e.g. JPEG 2000) is not decoded by libvips`);
     }
+    let meta: sharp.Metadata;
     try {
-      await sharp(path, { page: 0, limitInputPixels: false }).metadata();
+      meta = await sharp(path, { page: 0, limitInputPixels: false }).metadata();
     } catch (err) {
       throw new SlideError('E_SLIDE_FORMAT', image_id, path, `libvips cannot read it: ${(err as Error).message}`, { cause: err });
     }
-    // An OME-TIFF pyramid is page 0's SubIFDs; the main chain's other pages are then its channels / planes.
-    const pages = ifd0.subImages.length > 0 ? [ifd0, ...ifd0.subImages] : tiff.ifds;
+    // An OME-TIFF pyramid is page 0's SubIFDs (those whose tiles we can copy: see canCopyTiles); the main chain's
+    // other pages are then its channels / planes.
+    const pages = ifd0.subImages.length > 0 ? [ifd0, ...ifd0.subImages.filter((d) => canCopyTiles(d, tiff.littleEndian))] : tiff.ifds;
     const pageIdx = findLevels(pages.map((d) => ({ width: d.width, height: d.height, tiled: d.tileWidth !== undefined })));
     const levels = pageIdx.map((i): SlideLevel => {
       const d = pages[i]!;
       return { width: d.width, height: d.height, downsample: (ifd0.width / d.width + ifd0.height / d.height) / 2 };
     });
     const facts = { ...tiffFacts(tiff), ...(mapping !== undefined && { channelMapping: mapping.text }) };
-    return new SharpSlide(image_id, path, fh, pageIdx.map((i) => pages[i]!), levels, facts, mapping);
+    // A mapped image is read in its own colourspace and depth (libvips' sRGB conversion would otherwise apply first).
+    const native = mapping === undefined ? undefined : { space: meta.space ?? 'multiband', depth: meta.depth ?? 'uchar' };
+    return new SharpSlide(image_id, path, fh, pageIdx.map((i) => pages[i]!), levels, facts, mapping && native && { ...mapping, ...native });
   } catch (err) {
     await fh.close();
     throw err;
@@ -82,8 +86,8 @@ class SharpSlide implements SlideReader {
     private readonly pages: readonly TiffIfd[],
     readonly levels: readonly SlideLevel[],
     readonly facts: SlideFacts,
-    /** Set for a non-brightfield image let through (--allow-non-rgb): how its samples become RGB. */
-    readonly mapping: ChannelMapping | undefined,
+    /** Set for a non-brightfield image let through (--allow-non-rgb): how its samples become RGB, and libvips' native colourspace and depth. */
+    readonly mapping: (ChannelMapping & { readonly space: string; readonly depth: string }) | undefined,
   ) {
     this.width = levels[0]!.width;
     this.height = levels[0]!.height;
@@ -97,6 +101,8 @@ class SharpSlide implements SlideReader {
     }
     try {
       if (canReadTiles(ifd) && this.mapping === undefined) return await readTiledRegion(this.fh, ifd, x, y, width, height);
+      // A SubIFD level: its tiles copied into a mini TIFF (libvips cannot open a SubIFD through sharp).
+      if (ifd.subIfd !== undefined) return await this.rgb(await tiledRegion(this.fh, ifd, x, y, width, height));
       return await this.rgb(this.page(ifd).extract({ left: x, top: y, width, height }));
     } catch (err) {
       throw new SlideError('E_SLIDE_READ', this.image_id, this.path, `reading level ${level} region ${x},${y} ${width}x${height}: ${(err as Error).message}`, { cause: err });
@@ -113,8 +119,8 @@ class SharpSlide implements SlideReader {
       const src = thumbnailSource(this.width, this.height, this.levels[level]!, width, height, downsample);
       let img = this.page(ifd);
       if (src.width !== ifd.width || src.height !== ifd.height) img = img.extract({ left: 0, top: 0, width: src.width, height: src.height });
-      // A mapped image is mapped to RGB first, then resized, as the banded thumbnail does (it reads mapped regions).
-      if (this.mapping !== undefined) img = sharp(await this.rgb(img), { raw: { width: src.width, height: src.height, channels: 3 }, limitInputPixels: false });
+      // A SubIFD level, or a mapped image (mapped to RGB first, then resized, as the banded thumbnail does): RGB regions.
+      if (this.mapping !== undefined || ifd.subIfd !== undefined) img = sharp(await this.readRegion(level, 0, 0, src.width, src.height), { raw: { width: src.width, height: src.height, channels: 3 }, limitInputPixels: false });
       if (src.width !== width || src.height !== height) img = img.resize(width, height, { fit: 'fill' });
       const data = await rgb(img);
       return { image: { width, height, data }, level };
@@ -123,16 +129,17 @@ class SharpSlide implements SlideReader {
     }
   }
 
-  /** The level's page (a SubIFD when it is one), opened by libvips. */
+  /** The level's page of the main chain, opened by libvips. */
   private page(ifd: TiffIfd): sharp.Sharp {
-    return sharp(this.path, { page: ifd.index, ...(ifd.subIfd !== undefined && { subifd: ifd.subIfd }), limitInputPixels: false });
+    return sharp(this.path, { page: ifd.index, limitInputPixels: false });
   }
 
   /** 3-channel sRGB uint8: libvips' conversion for brightfield pages; the stated mapping for a forced non-brightfield one. */
   private async rgb(img: sharp.Sharp): Promise<Buffer> {
     if (this.mapping === undefined) return rgb(img);
-    const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
-    const out = mapToRgb(data, info.width * info.height, info.channels, this.mapping);
+    const m = this.mapping;
+    const { data, info } = await img.toColourspace(m.space).raw({ depth: m.depth as 'uchar' }).toBuffer({ resolveWithObject: true });
+    const out = mapToRgb(data, info.width * info.height, info.channels, m);
     return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   }
 
