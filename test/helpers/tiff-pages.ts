@@ -11,8 +11,8 @@ export interface PageSpec {
   readonly height: number;
   readonly samples: number;
   readonly bits: 8 | 16 | 32;
-  /** 1 unsigned (default), 3 float (bits 32). */
-  readonly sampleFormat?: 1 | 3;
+  /** 1 unsigned (default), 2 signed, 3 float (bits 32). */
+  readonly sampleFormat?: 1 | 2 | 3;
   /** 1 MinIsBlack (default for < 3 samples), 2 RGB (default for >= 3). */
   readonly photometric?: number;
   /** Sample (x, y, s) of the page. */
@@ -43,6 +43,7 @@ function block(p: PageSpec, x0: number, y0: number, w: number, h: number): Buffe
         const v = p.sample(x0 + x, y0 + y, s);
         const o = ((y * w + x) * p.samples + s) * bytes;
         if (p.sampleFormat === 3) out.writeFloatLE(v, o);
+        else if (p.sampleFormat === 2 && bytes === 2) out.writeInt16LE(v, o);
         else if (bytes === 1) out.writeUInt8(v, o);
         else if (bytes === 2) out.writeUInt16LE(v, o);
         else out.writeUInt32LE(v, o);
