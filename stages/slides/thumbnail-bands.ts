@@ -164,14 +164,24 @@ export async function* thumbnailBands(slide: SlideReader, ds: number, cuts: read
 
 type Count = (readBytes: number, bandBytes: number) => void;
 
-/** 'stretch': each band area-averaged from its source rows, in column chunks of at most bandBytes. */
+/**
+ * 'stretch': each band area-averaged from its source rows: full-width through a RowWindow (each tile row decoded
+ * about once) when the window of the tallest band fits bandBytes, else in column chunks of at most bandBytes.
+ */
 async function* stretchBands(slide: SlideReader, cuts: readonly number[], plan: ThumbnailPlan, count: Count): AsyncGenerator<ThumbnailBand> {
-  const stretch = new StretchThumbnail(slide, plan.level, plan.source, plan.width, plan.height, plan.bandBytes);
+  const { level, source: src } = plan;
+  let tallest = 0;
+  for (let i = 0; i + 1 < cuts.length; i++) tallest = Math.max(tallest, cuts[i + 1]! - cuts[i]!);
+  const fy = src.height / plan.height;
+  const windowBytes = src.width * 3 * (Math.ceil((tallest + 2) * fy) + CHUNK_ROWS) * 2;
+  const rows = windowBytes <= plan.bandBytes ? new RowWindow(slide, level, src.width, src.height) : undefined;
+  const read = rows === undefined ? undefined : async (_x: number, y: number, _w: number, h: number): Promise<Uint8Array> => rows.get(y, y + h);
+  const stretch = new StretchThumbnail(slide, level, src, plan.width, plan.height, plan.bandBytes, read, rows !== undefined);
   for (let i = 0; i + 1 < cuts.length; i++) {
     const a = cuts[i]!;
     const b = cuts[i + 1]!;
     const data = await stretch.band(a, b);
-    count(stretch.maxReadBytes, data.length);
+    count(rows?.bytes ?? stretch.maxReadBytes, data.length);
     yield { y: a, image: { width: plan.width, height: b - a, data } };
   }
 }

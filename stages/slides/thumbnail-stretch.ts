@@ -42,12 +42,20 @@ function span(w: AreaWeights, a: number, b: number): { from: number; to: number 
  * Output rows [a, b) x columns [c0, c1) from RGB source pixels `src` (columns [sx0, ...), rows [sy0, ...), `sw`
  * wide), written into `out` (row stride `ow` pixels, at column c0 - oc0).
  */
-function resample(src: Uint8Array, sw: number, sx0: number, sy0: number, xw: AreaWeights, yw: AreaWeights, a: number, b: number, c0: number, c1: number, out: Uint8Array, ow: number, oc0: number): void {
+function resample(src: Uint8Array, sw: number, sx0: number, sy0: number, xw: AreaWeights, yw: AreaWeights, a: number, b: number, c0: number, c1: number, out: Uint8Array, ow: number, oc0: number, scratch?: Float64Array): void {
   const rows = span(yw, a, b);
   const cols = c1 - c0;
-  // Horizontal pass: each source row of the span to `cols` outputs (float, 3 channels).
-  const h = new Float64Array((rows.to - rows.from) * cols * 3);
-  for (let r = rows.from; r < rows.to; r++) {
+  const need = (rows.to - rows.from) * cols * 3;
+  // Horizontal pass: each source row of the span to `cols` outputs (float, 3 channels); the identity when the
+  // widths agree (a level one row short: only the height is stretched).
+  const h = scratch !== undefined && scratch.length >= need ? scratch : new Float64Array(need);
+  const identity = xw.weights.length === sw && c0 === 0 && c1 === sw && sx0 === 0 && xw.weights.every((w) => w.length === 1);
+  for (let r = rows.from; r < rows.to && identity; r++) {
+    const row = (r - sy0) * sw * 3;
+    const ho = (r - rows.from) * cols * 3;
+    for (let q = 0; q < cols * 3; q++) h[ho + q] = src[row + q]!;
+  }
+  for (let r = rows.from; r < rows.to && !identity; r++) {
     const row = (r - sy0) * sw;
     const ho = (r - rows.from) * cols * 3;
     for (let i = c0; i < c1; i++) {
@@ -87,12 +95,20 @@ export function stretchWhole(src: Uint8Array, sw: number, sh: number, tw: number
   return out;
 }
 
-/** Bands of a level's area-resampled thumbnail, read in column chunks of at most `bandBytes` of source pixels. */
+/** Reads a region of the level (RGB); thumbnail-bands.ts passes full-width reads through its row window. */
+export type RegionRead = (x: number, y: number, width: number, height: number) => Promise<Uint8Array>;
+
+/**
+ * Bands of a level's area-resampled thumbnail, read in column chunks of at most `bandBytes` of source pixels, or
+ * (`fullWidth`: the caller's row window holds the rows, within its own limit) one full-width read per band.
+ */
 export class StretchThumbnail {
   private readonly xw: AreaWeights;
   private readonly yw: AreaWeights;
   /** Largest source chunk read so far (bytes). */
   maxReadBytes = 0;
+  /** The horizontal pass's floats, reused from band to band (grown to the largest chunk). */
+  private scratch = new Float64Array(0);
 
   constructor(
     private readonly slide: SlideReader,
@@ -101,9 +117,16 @@ export class StretchThumbnail {
     private readonly tw: number,
     th: number,
     private readonly bandBytes: number,
+    private readonly read: RegionRead = (x, y, w, h) => slide.readRegion(level, x, y, w, h),
+    private readonly fullWidth = false,
   ) {
     this.xw = areaWeights(source.width, tw);
     this.yw = areaWeights(source.height, th);
+  }
+
+  /** Source rows band [a, b) reads: [from, to). */
+  sourceRows(a: number, b: number): { from: number; to: number } {
+    return span(this.yw, a, b);
   }
 
   /** Thumbnail columns per chunk for a band of rows [a, b), so its source fits bandBytes; E_SLIDE_TOO_LARGE if not one. */
@@ -121,13 +144,15 @@ export class StretchThumbnail {
   async band(a: number, b: number): Promise<Uint8Array> {
     const out = new Uint8Array(this.tw * (b - a) * 3);
     const rows = span(this.yw, a, b);
-    const step = this.chunkColumns(a, b);
+    const step = this.fullWidth ? this.tw : this.chunkColumns(a, b);
     for (let c0 = 0; c0 < this.tw; c0 += step) {
       const c1 = Math.min(this.tw, c0 + step);
       const cols = span(this.xw, c0, c1);
-      const src = await this.slide.readRegion(this.level, cols.from, rows.from, cols.to - cols.from, rows.to - rows.from);
+      const src = await this.read(cols.from, rows.from, cols.to - cols.from, rows.to - rows.from);
       this.maxReadBytes = Math.max(this.maxReadBytes, src.length);
-      resample(src, cols.to - cols.from, cols.from, rows.from, this.xw, this.yw, a, b, c0, c1, out, this.tw, 0);
+      const need = (rows.to - rows.from) * (c1 - c0) * 3;
+      if (this.scratch.length < need) this.scratch = new Float64Array(need);
+      resample(src, cols.to - cols.from, cols.from, rows.from, this.xw, this.yw, a, b, c0, c1, out, this.tw, 0, this.scratch);
     }
     return out;
   }

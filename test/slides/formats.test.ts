@@ -6,6 +6,7 @@
  */
 import t from 'tap';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +20,7 @@ import type { SlideSummary, Tile } from '../../stages/types.js';
 import { from, makeCtx } from '../helpers/ctx.js';
 import { omeXml, writeTiffPages, type PageSpec } from '../helpers/tiff-pages.js';
 import { writeInstance, JPEG_BASELINE, EXPLICIT_LE } from '../helpers/dicom.js';
+import { e2eUnavailable, readReport, runCli, tempDir, TILE_FLAGS, writeCsv } from '../helpers/e2e.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'formats-test-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -225,4 +227,36 @@ t.test('DICOM: PixelSpacing and objective power; MONOCHROME2 refused or, forced,
   writeInstance({ path: raw16, width: 16, height: 16, frameWidth: 16, frameHeight: 16, frames: [Buffer.alloc(16 * 16 * 2)], transferSyntax: EXPLICIT_LE, photometric: 'MONOCHROME2', extra: { SamplesPerPixel: 1, BitsAllocated: 16, BitsStored: 16, HighBit: 15 } });
   await t.rejects(openSlide(raw16, 'raw16'), { code: 'E_SLIDE_NOT_BRIGHTFIELD', message: /1 sample\(s\) of 16 bits, MONOCHROME2/ });
   await t.rejects(openSlide(raw16, 'raw16', { allowNonRgb: true }), { code: 'E_SLIDE_NOT_BRIGHTFIELD', message: /--allow-non-rgb maps only JPEG-baseline DICOM/ });
+});
+
+t.test('through the real job (compiled CLI): report.json gives format, levels and scale; a 16-bit slide fails alone, or with --allow-non-rgb is processed and its mapping stated', async (t) => {
+  const unavailable = e2eUnavailable();
+  if (unavailable !== undefined) return t.skip(unavailable);
+  const cwd = await tempDir(t, 'formats-e2e-');
+  const sl = join(cwd, 'slides');
+  mkdirSync(sl);
+  const small = (ds: number, samples: number, bits: 8 | 16, f: (x: number, y: number, s: number) => number): PageSpec => ({ width: Math.floor(1200 / ds), height: Math.floor(904 / ds), samples, bits, tile: 64, sample: (x, y, s) => f(x * ds, y * ds, s) });
+  const lv = DS.map((ds) => small(ds, 3, 8, rgb8));
+  writeTiffPages(join(sl, 'ome.ome.tiff'), [{ ...lv[0]!, description: omeXml(1200, 904, ['RGB'], { samples: 3, type: 'uint8', mpp: 0.25, magnification: 40 }), subIfds: lv.slice(1) }]);
+  writeTiffPages(join(sl, 'grey.tif'), [small(1, 1, 16, grey16)]);
+  const csv = join(cwd, 'in.csv');
+  await writeCsv(csv, [
+    { image_id: 'ome', center_id: 0, patient_id: 'po', image_num: 0, label: '1' },
+    { image_id: 'grey', center_id: 0, patient_id: 'pg', image_num: 0, label: '0' },
+  ], true);
+  const job = (out: string, extra: string[]) => runCli(['--csv', csv, '--slides', sl, '--out', join(cwd, out), ...TILE_FLAGS, '--progress', 'none', '--workers', '1', ...extra], cwd);
+  const r1 = await job('out1', []);
+  t.equal(r1.code, 1, 'one slide failed: exit code 1');
+  const by1 = new Map((await readReport(join(cwd, 'out1'))).slides.map((s) => [s.image_id, s]));
+  t.match(by1.get('ome'), { status: 'ok', format: 'ome-tiff', backend: 'sharp', levels: [1, 2, 4, 16], thumbnail_level: 3, tile_level: 0, mpp_x: 0.25, mpp_y: 0.25, magnification: 40, scale_source: 'ome' });
+  t.match(by1.get('grey'), { status: 'failed', code: 'E_SLIDE_NOT_BRIGHTFIELD', error: /grey\.tif.*1 sample per pixel, 16-bit samples/ });
+  const r2 = await job('out2', ['--allow-non-rgb']);
+  t.equal(r2.code, 0, `both slides processed: ${r2.stderr.slice(-400)}`);
+  const report2 = await readReport(join(cwd, 'out2'));
+  const grey = report2.slides.find((s) => s.image_id === 'grey');
+  t.match(grey, { status: 'ok', format: 'tiff', channel_mapping: '16-bit samples scaled to 8 bits (value >> 8); grayscale replicated to R, G and B' });
+  t.equal(grey?.mpp_x, undefined, 'no scale stated: none in the report');
+  t.match(r2.stderr, /slide grey: not brightfield, processed under --allow-non-rgb: 16-bit samples scaled to 8 bits/, 'the mapping is said on stderr');
+  t.equal(report2.params.allowNonRgb, true, 'the run report records the flag');
+  t.match(await readFile(join(cwd, 'out2', 'report.html'), 'utf8'), /not brightfield, mapped: 16-bit samples scaled/, 'and report.html shows it');
 });
