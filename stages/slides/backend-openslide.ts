@@ -76,7 +76,8 @@ export async function openOpenSlide(path: string, image_id: string, library = DE
 /**
  * Format (the file's extension; OpenSlide's vendor when there is none) and the scale OpenSlide states:
  * openslide.mpp-x / mpp-y (µm per pixel) and openslide.objective-power. OpenSlide always returns 8-bit
- * RGBA, and exposes no channel or bit-depth facts for its vendor formats: no brightfield check here.
+ * RGBA, and exposes no channel or bit-depth facts for its vendor formats: the brightfield check of its TIFF
+ * containers is open.ts's (from our parse of their first directory).
  */
 function openSlideFacts(lib: OpenSlideLib, osr: unknown, path: string): SlideFacts {
   const num = (name: string): number | undefined => {

@@ -3,13 +3,38 @@
  * backend-*.ts implementing SlideReader (reader.ts) and one branch here; nothing else changes.
  */
 import { extname } from 'node:path';
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
+import { brightfieldCheck } from './brightfield.js';
 import { SlideError } from './errors.js';
 import type { SlideBackend, SlideReader } from './reader.js';
-import { TiffFormatError } from './tiff-parse.js';
+import { tiffPixelKind } from './tiff-facts.js';
+import { parseTiff, TiffFormatError } from './tiff-parse.js';
 
 /** Extensions only OpenSlide reads. */
 export const OPENSLIDE_ONLY = new Set(['.ndpi', '.mrxs', '.scn', '.vms', '.vmu', '.bif']);
+
+/** OpenSlide-only formats that are TIFF containers: their first page's tags say whether they are brightfield. */
+const TIFF_BASED = new Set(['.ndpi', '.scn', '.bif']);
+
+/**
+ * The brightfield check for an OpenSlide-only TIFF container (OpenSlide itself states no samples or bits), where
+ * our parser reads its first directory; a file it cannot parse (NDPI's offsets past 4 GB...) is left to OpenSlide,
+ * unchecked. Forced through, OpenSlide renders it as RGBA (libtiff's RGBA conversion), not our mapping.
+ */
+async function tiffBrightfield(path: string, image_id: string, allow: boolean): Promise<void> {
+  const fh = await open(path, 'r').catch((err: Error) => {
+    throw new SlideError('E_SLIDE_READ', image_id, path, err.message, { cause: err });
+  });
+  try {
+    const tiff = await parseTiff(fh).catch((err: unknown) => {
+      if (err instanceof TiffFormatError) return undefined; // not knowable here: OpenSlide decides
+      throw err;
+    });
+    if (tiff !== undefined && !allow) brightfieldCheck(tiffPixelKind(tiff), false, image_id, path);
+  } finally {
+    await fh.close();
+  }
+}
 
 export interface OpenSlideOptions {
   /** Path or name of libopenslide for the OpenSlide backend (default 'libopenslide.so.0'). */
@@ -35,7 +60,10 @@ export async function openSlide(path: string, image_id: string, opts: OpenSlideO
   }
   const { openSharpSlide } = await import('./backend-sharp.js');
   const { openOpenSlide } = await import('./backend-openslide.js');
-  if (opts.backend === 'openslide' || OPENSLIDE_ONLY.has(ext)) return openOpenSlide(path, image_id, opts.openslideLibrary);
+  if (opts.backend === 'openslide' || OPENSLIDE_ONLY.has(ext)) {
+    if (TIFF_BASED.has(ext)) await tiffBrightfield(path, image_id, opts.allowNonRgb === true);
+    return openOpenSlide(path, image_id, opts.openslideLibrary);
+  }
   const sharpOpts = { allowNonRgb: opts.allowNonRgb === true };
   if (opts.backend === 'sharp') return openSharpSlide(path, image_id, sharpOpts);
   try {

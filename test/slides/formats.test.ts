@@ -170,6 +170,10 @@ t.test('float, signed and QPTIFF images: what was found is named; signed samples
   mkdirSync(q);
   const qpXml = (name: string): string => `<?xml version="1.0" encoding="utf-8"?><PerkinElmer-QPI-ImageDescription><DescriptionVersion>2</DescriptionVersion><ImageType>FullResolution</ImageType><Name>${name}</Name></PerkinElmer-QPI-ImageDescription>`;
   writeTiffPages(join(q, 'case.qptiff'), ['DAPI', 'FITC', 'Cy5'].map((name, c) => ({ width: 64, height: 64, samples: 1, bits: 8, tile: 32, description: qpXml(name), sample: (x: number) => (x * 4 + c) & 255 })));
+  // An OpenSlide-only TIFF container (NDPI) is checked from its first directory, before OpenSlide opens it.
+  const ndpi = join(dir, 'grey.ndpi');
+  writeTiffPages(ndpi, [{ width: 64, height: 64, samples: 1, bits: 16, tile: 32, sample: (x) => x * 900 }]);
+  await t.rejects(openSlide(ndpi, 'ndpi'), { code: 'E_SLIDE_NOT_BRIGHTFIELD', path: ndpi, message: /TIFF with 1 sample per pixel, 16-bit samples/ });
   const path = await resolveSlidePath(q, 'case');
   t.equal(path, join(q, 'case.qptiff'), 'a .qptiff is a slide file (a TIFF)');
   await t.rejects(openSlide(path, 'case'), { code: 'E_SLIDE_NOT_BRIGHTFIELD', path, message: /PerkinElmer QPTIFF with 3 channels \(DAPI, FITC, Cy5\), 1 sample per pixel/ });
