@@ -34,6 +34,8 @@ export interface RunOptions {
   /** Megabytes of embedding rows kept in memory across all patients before bags spill to the work folder. */
   readonly bagMemoryMb: number;
   readonly progress: 'auto' | 'bars' | 'lines' | 'none';
+  /** Process slides that are not 8-bit RGB brightfield, mapped to RGB as stated in the report (default: refuse them). */
+  readonly allowNonRgb: boolean;
 }
 
 export class UsageError extends Error {
@@ -72,6 +74,8 @@ Main job options (defaults are the seed's constants):
   --no-share                 a slide is read by one worker only (default: once no slide is left to start, idle
                              workers join the slides still running and take runs of their tiles)
   --progress MODE            auto | bars | lines | none (auto: bars on a terminal, lines otherwise)
+  --allow-non-rgb            process fluorescence / 16-bit / single-channel slides, mapped to 8-bit RGB as
+                             report.json states per slide (default: they fail with E_SLIDE_NOT_BRIGHTFIELD)
   -h, --help                 this help
 `;
 
@@ -122,6 +126,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         'no-resume': { type: 'boolean' },
         'no-share': { type: 'boolean' },
         progress: { type: 'string' },
+        'allow-non-rgb': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -181,6 +186,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     tileBudget,
     bagMemoryMb: positiveInt('bag-memory-mb', v['bag-memory-mb'], 256),
     progress,
+    allowNonRgb: v['allow-non-rgb'] ?? false,
   };
 }
 

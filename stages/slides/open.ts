@@ -3,19 +3,46 @@
  * backend-*.ts implementing SlideReader (reader.ts) and one branch here; nothing else changes.
  */
 import { extname } from 'node:path';
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
+import { brightfieldCheck } from './brightfield.js';
 import { SlideError } from './errors.js';
 import type { SlideBackend, SlideReader } from './reader.js';
-import { TiffFormatError } from './tiff-parse.js';
+import { tiffPixelKind } from './tiff-facts.js';
+import { parseTiff, TiffFormatError } from './tiff-parse.js';
 
 /** Extensions only OpenSlide reads. */
 export const OPENSLIDE_ONLY = new Set(['.ndpi', '.mrxs', '.scn', '.vms', '.vmu', '.bif']);
+
+/** OpenSlide-only formats that are TIFF containers: their first page's tags say whether they are brightfield. */
+const TIFF_BASED = new Set(['.ndpi', '.scn', '.bif']);
+
+/**
+ * The brightfield check for an OpenSlide-only TIFF container (OpenSlide itself states no samples or bits), where
+ * our parser reads its first directory; a file it cannot parse (NDPI's offsets past 4 GB...) is left to OpenSlide,
+ * unchecked. Forced through, OpenSlide renders it as RGBA (libtiff's RGBA conversion), not our mapping.
+ */
+async function tiffBrightfield(path: string, image_id: string, allow: boolean): Promise<void> {
+  const fh = await open(path, 'r').catch((err: Error) => {
+    throw new SlideError('E_SLIDE_READ', image_id, path, err.message, { cause: err });
+  });
+  try {
+    const tiff = await parseTiff(fh).catch((err: unknown) => {
+      if (err instanceof TiffFormatError) return undefined; // not knowable here: OpenSlide decides
+      throw err;
+    });
+    if (tiff !== undefined && !allow) brightfieldCheck(tiffPixelKind(tiff), false, image_id, path);
+  } finally {
+    await fh.close();
+  }
+}
 
 export interface OpenSlideOptions {
   /** Path or name of libopenslide for the OpenSlide backend (default 'libopenslide.so.0'). */
   readonly openslideLibrary?: string;
   /** Force a backend (tests, benchmarks); default: sharp, then OpenSlide when sharp cannot decode. */
   readonly backend?: SlideBackend;
+  /** Process images that are not 8-bit RGB brightfield, mapped to RGB as brightfield.ts states (--allow-non-rgb); default: refuse them. */
+  readonly allowNonRgb?: boolean;
 }
 
 /**
@@ -29,14 +56,18 @@ export async function openSlide(path: string, image_id: string, opts: OpenSlideO
   const ext = extname(path).toLowerCase();
   if (opts.backend === 'dicom' || ext === '.dcm' || st.isDirectory()) {
     const { openDicomSlide } = await import('./backend-dicom.js');
-    return openDicomSlide(path, image_id);
+    return openDicomSlide(path, image_id, { allowNonRgb: opts.allowNonRgb === true });
   }
   const { openSharpSlide } = await import('./backend-sharp.js');
   const { openOpenSlide } = await import('./backend-openslide.js');
-  if (opts.backend === 'openslide' || OPENSLIDE_ONLY.has(ext)) return openOpenSlide(path, image_id, opts.openslideLibrary);
-  if (opts.backend === 'sharp') return openSharpSlide(path, image_id);
+  if (opts.backend === 'openslide' || OPENSLIDE_ONLY.has(ext)) {
+    if (TIFF_BASED.has(ext)) await tiffBrightfield(path, image_id, opts.allowNonRgb === true);
+    return openOpenSlide(path, image_id, opts.openslideLibrary);
+  }
+  const sharpOpts = { allowNonRgb: opts.allowNonRgb === true };
+  if (opts.backend === 'sharp') return openSharpSlide(path, image_id, sharpOpts);
   try {
-    return await openSharpSlide(path, image_id);
+    return await openSharpSlide(path, image_id, sharpOpts);
   } catch (err) {
     // Only a format/codec problem is worth a second backend; missing, truncated or damaged files are not.
     if (!(err instanceof SlideError) || err.code !== 'E_SLIDE_FORMAT' || (err.cause instanceof TiffFormatError && err.cause.kind === 'damaged')) throw err;
