@@ -36,9 +36,10 @@ export interface MainDeps {
 
 /**
  * Version of what a slide checkpoint holds (2: per-slide histogram sums instead of per-tile histograms; 3: embeddings
- * packed per group of tiles; 4: single-level slides' tiles selected on the new banded thumbnail, stages/slides/thumbnail-jpeg.ts).
+ * packed per group of tiles; 4: single-level slides' tiles selected on the new banded thumbnail, stages/slides/thumbnail-jpeg.ts;
+ * 5: embeddings as named outputs, TileEmbeddings.outputs, instead of avg/max).
  */
-const CHECKPOINT_FORMAT = 4;
+const CHECKPOINT_FORMAT = 5;
 
 /**
  * The main job, step by step: read and check the inputs, prepare the models, open the checkpoints, run the
