@@ -148,7 +148,7 @@ interface JobModels {
 async function prepareModels(opts: RunOptions, workDir: string, cacheDir: string): Promise<JobModels> {
   const demoModels = await ensureModels(join(cacheDir, 'models'));
   const normalizer = opts.normalizer === 'none' ? 'none' : await prepareModel(opts.normalizer, 'stainnet', demoModels.stainnet, join(workDir, 'models'));
-  const embedder = await prepareModel(opts.embedder, 'efficientnet', demoModels.efficientnet, join(workDir, 'models'));
+  const embedder = await prepareModel(opts.embedder, 'efficientnet', demoModels.efficientnet, join(workDir, 'models'), opts.embedderArch);
   const report: RunReport['models'] = {};
   for (const [name, file] of [['normalizer', normalizer], ['embedder', embedder]] as const) {
     if (file === 'none') continue;

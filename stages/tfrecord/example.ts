@@ -25,6 +25,7 @@ import { EngineError } from '../../engine/types.js';
 import type { EmbeddingBag, EmbeddingOutputSpec, MeanHistogram, PatientData } from '../types.js';
 import protobuf from 'protobufjs';
 import { FeaturesType } from './example-proto.js';
+import { EMBEDDER_OUTPUT_NAME } from '../../models/check.js';
 
 /** A kept patient after the join: its tabular data, its bag of embeddings and its mean histogram. */
 export interface PatientRecord {
@@ -152,8 +153,6 @@ export function encodeExample(record: PatientRecord, opts: { withLabel: boolean 
   };
 }
 
-/** Feature names the embedder outputs may use: `<name>_embedding` must be a plain key that no other feature has. */
-const OUTPUT_NAME = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 
 /** True when the bag's outputs keep the CNN schema (avg_embedding, max_embedding and no width features). */
 export function isPooledSchema(outputs: readonly EmbeddingOutputSpec[]): boolean {
@@ -167,7 +166,7 @@ export function isPooledSchema(outputs: readonly EmbeddingOutputSpec[]): boolean
 function embeddingFeatures(bag: EmbeddingBag, small: Record<string, FeatureValue>): Record<string, EmbeddingOutputSpec> {
   const big: Record<string, EmbeddingOutputSpec> = {};
   for (const o of bag.outputs) {
-    if (!OUTPUT_NAME.test(o.name)) {
+    if (!EMBEDDER_OUTPUT_NAME.test(o.name)) {
       throw new EngineError('E_EMBEDDING_OUTPUT', 'to-example', bag.patient_id, `embedder output '${o.name}' cannot name a feature (expected a letter, then letters, digits or _ , at most 64)`);
     }
     big[`${o.name}_embedding`] = o;
