@@ -336,6 +336,7 @@ function makeBag(patient_id: string, outputs: readonly EmbeddingOutputSpec[], en
       };
       live();
       const k = outputs.findIndex((o) => o.name === output);
+      if (k < 0 && entries.length === 0) return; // a bag without tiles has no rows of any output
       if (k < 0) throw new EngineError('E_EMBEDDING_OUTPUT', STAGE, patient_id, `bag of patient ${patient_id} has no output '${output}' (it has ${describeSpecs(outputs)})`);
       if (spill === undefined) {
         // In memory: each row as it is. (Copying them into fresh 1.25 MiB chunks cost the parent a page fault per
