@@ -16,7 +16,8 @@
  * .cache/ (the 64k slide takes about a minute once). Options (bench/options.ts): --full, --json FILE, --only a,b,
  * --job-args "..." (extra flags for every job run: A/B of defaults), --repeat N (stage-cost and pipeline runs,
  * medians; 3), --memory-repeat N. `--only scaling` (not in the default run) measures how each stage alone scales
- * to every core (bench/scaling.ts).
+ * to every core (bench/scaling.ts); `--only embedders` the CPU cost per tile of each embedder architecture and the
+ * dynamically quantized ViTs' speed and accuracy (bench/embedders.ts).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -28,6 +29,7 @@ import type { BenchContext, Figure } from './figure.js';
 import { firstTileFigure } from './first-tile.js';
 import { memorySeriesFigure, type MemoryRow } from './memory-series.js';
 import { benchOptions, CACHE, CORES } from './options.js';
+import { embeddersFigure } from './embedders.js';
 import { BenchRecord, log } from './record.js';
 import { scalingFigure } from './scaling.js';
 import { singleLevelFigure } from './single-level.js';
@@ -45,6 +47,7 @@ const FIGURES: readonly Figure[] = [
   firstTileFigure(), // 5 (part `overhead`)
   slideOverheadFigure(), // 5 (part `overhead`)
   singleLevelFigure(), // single-level slides (part `single-level`, only when named)
+  embeddersFigure(), // CPU ms/tile per embedder architecture, int8 ViTs (part `embedders`, only when named)
 ];
 
 /** results.json, and results.svg beside it when the memory series ran. */
