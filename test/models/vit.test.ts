@@ -250,3 +250,38 @@ t.test('Hugging Face ViTModel names (Phikon; with or without a vit. prefix) buil
   writeFileSync(file, safetensors(broken));
   await t.rejects(importEmbedder(file), { code: 'E_WEIGHTS', message: /hf-broken\.safetensors: missing tensor 'blocks\.1\.attn\.qkv\.bias'.*\(timm names, after renaming the transformers keys\)/ });
 });
+
+t.test('matmul dynamic-int8 (the bench study): s8 per-channel weights, DynamicQuantizeLinear + MatMulInteger, close to fp32', async (t) => {
+  const sd = tinyVit(GATED, 9);
+  const w = { tensors: sd, origin: 'tiny' };
+  const fp32 = buildVit(w);
+  const S = GATED.grid * GATED.patch;
+  const tiles = new ort.Tensor('uint8', randomBytesSeeded(2 * S * S * 3, 5), [2, S, S, 3]);
+  const ref = await ort.InferenceSession.create(fp32);
+  const a = await ref.run({ tiles });
+  for (const matmul of ['dynamic-int8', 'dynamic-int8-7bit'] as const) {
+    const bytes = buildVit(w, { matmul });
+    t.equal(metadata(bytes).matmul, matmul);
+    const M = (await import('../../models/onnx-schema.js')).modelProtoType();
+    const ops = (M.toObject(M.decode(bytes)) as { graph: { node: Array<{ op_type: string }> } }).graph.node.map((n) => n.op_type);
+    // Per block: 3 (q, k, v) + proj + fc1 halves (packed: 2; split: 2) + fc2 = 7 Linear MatMuls, all quantized.
+    t.equal(ops.filter((o) => o === 'MatMulInteger').length, 14, `${matmul}: every Linear quantized`);
+    t.equal(ops.filter((o) => o === 'DynamicQuantizeLinear').length, 14);
+    t.equal(ops.filter((o) => o === 'MatMul').length, 4, 'attention products stay fp32');
+    t.ok(bytes.length < fp32.length, 'smaller: s8 weights');
+    const s = await ort.InferenceSession.create(bytes);
+    const b = await s.run({ tiles });
+    for (const out of ['cls', 'mean']) {
+      const x = a[out]!.data as Float32Array;
+      const y = b[out]!.data as Float32Array;
+      t.same(b[out]!.dims, a[out]!.dims);
+      for (let i = 0; i < 2; i++) {
+        const [u, v] = [x.subarray(i * 64, (i + 1) * 64), y.subarray(i * 64, (i + 1) * 64)];
+        const cos = u.reduce((s, p, k) => s + p * v[k]!, 0) / Math.sqrt(u.reduce((s, p) => s + p * p, 0) * v.reduce((s, p) => s + p * p, 0));
+        t.ok(cos > 0.98 && cos < 1, `${matmul} ${out} tile ${i}: cosine to fp32 ${cos}`);
+      }
+    }
+    await s.release();
+  }
+  await ref.release();
+});
