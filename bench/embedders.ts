@@ -11,14 +11,14 @@
  * session options, 448 px tiles one per run (the job's default batch), the models alternated in every round, medians
  * over the rounds; int8 / fp32 as the median of same-round ratios.
  * Accuracy: int8 against fp32 on generated tissue-like tiles, per output (cls, mean): cosine per tile (mean, 1st
- * percentile) and max abs error, against the int8 gate of issue 18 (mean >= 0.99, p1 >= 0.97).
+ * percentile) and max abs error, against the int8 gate of issue 18 (mean >= 0.99, p1 >= 0.97; models/int8-gate.ts).
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { buildEfficientNetB0 } from '../models/efficientnet.js';
-import { Prng } from '../models/prng.js';
+import { compareSessions, generatedTiles, runTile, type GateFigures } from '../models/int8-gate.js';
 import { buildResNetTrunc } from '../models/resnet.js';
 import { sessionOptions } from '../models/runtime/session.js';
 import { buildVit, type VitMatmul } from '../models/vit.js';
@@ -28,9 +28,6 @@ import { CACHE } from './options.js';
 import { log, median } from './record.js';
 
 const DIR = join(CACHE, 'bench-embedders');
-const TILE = 448;
-/** The int8 gate of issue 18 (cosine to fp32 per tile). */
-export const GATE = { mean: 0.99, p1: 0.97 } as const;
 
 interface Variant {
   readonly name: string;
@@ -68,43 +65,6 @@ function modelFile(v: Variant): string {
   return file;
 }
 
-/** `n` tissue-like 448 px RGB tiles: smooth pink/purple fields with seeded blobs and pixel noise. */
-export function generatedTiles(n: number, seed: number): Uint8Array[] {
-  const rng = new Prng(seed);
-  return Array.from({ length: n }, () => {
-    const waves = Array.from({ length: 6 }, () => ({ fx: rng.next() * 0.08, fy: rng.next() * 0.08, ph: rng.next() * 6.3, a: 0.5 + rng.next() }));
-    const blobs = Array.from({ length: 20 }, () => ({ x: rng.next() * TILE, y: rng.next() * TILE, r: 6 + rng.next() * 30 }));
-    const px = new Uint8Array(TILE * TILE * 3);
-    for (let y = 0; y < TILE; y++) {
-      for (let x = 0; x < TILE; x++) {
-        let s = 0;
-        for (const w of waves) s += w.a * Math.sin(w.fx * x + w.fy * y + w.ph);
-        let nucleus = 0;
-        for (const b of blobs) if ((x - b.x) ** 2 + (y - b.y) ** 2 < b.r * b.r) nucleus = 1;
-        const t = 0.5 + s / 12;
-        const noise = (rng.next() - 0.5) * 30;
-        const i = 3 * (y * TILE + x);
-        px[i] = clamp(nucleus ? 90 + 40 * t : 220 - 40 * t + noise);
-        px[i + 1] = clamp(nucleus ? 50 + 30 * t : 140 - 50 * t + noise);
-        px[i + 2] = clamp(nucleus ? 150 + 30 * t : 190 - 20 * t + noise);
-      }
-    }
-    return px;
-  });
-}
-
-const clamp = (v: number): number => Math.max(0, Math.min(255, Math.round(v)));
-
-async function runTile(session: ort.InferenceSession, px: Uint8Array): Promise<Record<string, Float32Array>> {
-  const res = await session.run({ tiles: new ort.Tensor('uint8', px, [1, TILE, TILE, 3]) });
-  const out: Record<string, Float32Array> = {};
-  for (const [k, t] of Object.entries(res)) {
-    out[k] = (t.data as Float32Array).slice();
-    t.dispose();
-  }
-  return out;
-}
-
 const cpuMs = (c: NodeJS.CpuUsage): number => (c.user + c.system) / 1000;
 
 export interface SpeedRow {
@@ -131,44 +91,8 @@ async function speed(sessions: Map<string, ort.InferenceSession>, rounds: number
   return names.map((n) => ({ model: n, cpu_ms_per_tile: median(samples.get(n)!), samples: samples.get(n)! }));
 }
 
-export interface AccuracyRow {
+export interface AccuracyRow extends GateFigures {
   readonly model: string;
-  readonly output: string;
-  readonly tiles: number;
-  readonly cosine_mean: number;
-  readonly cosine_p1: number;
-  readonly max_abs_error: number;
-  /** max abs error / max |fp32 value| over the tiles. */
-  readonly max_abs_relative: number;
-  readonly passes: boolean;
-}
-
-/** int8 vs fp32 on `tiles`, per output. */
-async function accuracy(name: string, q: ort.InferenceSession, ref: ort.InferenceSession, tiles: Uint8Array[]): Promise<AccuracyRow[]> {
-  const per = new Map<string, { cos: number[]; maxAbs: number; scale: number }>();
-  for (const px of tiles) {
-    const [a, b] = [await runTile(ref, px), await runTile(q, px)];
-    for (const [output, x] of Object.entries(a)) {
-      const y = b[output]!;
-      const s = per.get(output) ?? { cos: [], maxAbs: 0, scale: 0 };
-      let dot = 0, nx = 0, ny = 0;
-      for (let i = 0; i < x.length; i++) {
-        dot += x[i]! * y[i]!;
-        nx += x[i]! * x[i]!;
-        ny += y[i]! * y[i]!;
-        s.maxAbs = Math.max(s.maxAbs, Math.abs(x[i]! - y[i]!));
-        s.scale = Math.max(s.scale, Math.abs(x[i]!));
-      }
-      s.cos.push(dot / Math.sqrt(nx * ny));
-      per.set(output, s);
-    }
-  }
-  return [...per].map(([output, s]) => {
-    const sorted = [...s.cos].sort((u, v) => u - v);
-    const mean = s.cos.reduce((u, v) => u + v, 0) / s.cos.length;
-    const p1 = sorted[Math.floor(0.01 * (sorted.length - 1))]!;
-    return { model: name, output, tiles: tiles.length, cosine_mean: mean, cosine_p1: p1, max_abs_error: s.maxAbs, max_abs_relative: s.maxAbs / s.scale, passes: mean >= GATE.mean && p1 >= GATE.p1 };
-  });
 }
 
 export interface EmbedderFigures {
@@ -198,7 +122,7 @@ export async function benchEmbedders(opts: { rounds: number; threads: number; ac
     const acc: AccuracyRow[] = [];
     for (const v of all.filter((x) => x.base !== undefined)) {
       const n = v.base === 'vit_l16' ? Math.min(opts.accuracyTiles, 16) : opts.accuracyTiles;
-      acc.push(...(await accuracy(v.name, sessions.get(v.name)!, sessions.get(v.base!)!, tiles.slice(0, n))));
+      acc.push(...(await compareSessions(sessions.get(v.name)!, sessions.get(v.base!)!, tiles.slice(0, n))).map((f) => ({ model: v.name, ...f })));
       log(`accuracy ${v.name}: ${acc.slice(-2).map((a) => `${a.output} mean ${a.cosine_mean.toFixed(5)} p1 ${a.cosine_p1.toFixed(5)} max abs ${a.max_abs_error.toFixed(4)}`).join('; ')}`);
     }
     return { threads: opts.threads, speed: rows.map(({ model, cpu_ms_per_tile, samples: s }) => ({ model, cpu_ms_per_tile, samples: s })), int8_ratio, accuracy: acc };

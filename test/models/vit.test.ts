@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
@@ -6,10 +6,11 @@ import ort from 'onnxruntime-node';
 import { importEmbedder } from '../../models/embedders.js';
 import type { NamedTensor } from '../../models/tensor.js';
 import { buildVit } from '../../models/vit.js';
+import { checkInt8Gate } from '../../models/int8-gate.js';
 import { prepareModel } from '../../models/runtime/model-files.js';
 import { modelsBuild } from '../../stages/cli/models-build.js';
 import { randomBytesSeeded, onnxMetadata as metadata } from '../helpers/models-ctx.js';
-import { tinyVit, type TinyVit as Tiny } from '../helpers/tiny-embedders.js';
+import { tinyResNet, tinyVit, type TinyVit as Tiny } from '../helpers/tiny-embedders.js';
 import { safetensors, torchZip, tensorSpecs as specs } from '../helpers/torch-writer.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'vit-'));
@@ -284,4 +285,31 @@ t.test('matmul dynamic-int8 (the bench study): s8 per-channel weights, DynamicQu
     await s.release();
   }
   await ref.release();
+});
+
+t.test('models build --int8: a ViT passes the gate and is written as DIR/vit-int8.onnx with its figures; errors', async (t) => {
+  const file = path.join(dir, 'int8.safetensors');
+  writeFileSync(file, safetensors(tinyVit(PLAIN, 4)));
+  const out = path.join(dir, 'out-int8');
+  const lines: string[] = [];
+  t.equal(await modelsBuild(['--out', out, '--embedder', file, '--int8'], (l) => lines.push(l)), 0, lines.join('\n'));
+  const written = path.join(out, 'vit-int8.onnx');
+  t.ok(existsSync(written));
+  t.equal(metadata(readFileSync(written)).matmul, 'dynamic-int8-7bit');
+  t.match(lines[0], /vit-int8\.onnx \(vit, int8 MatMuls, outputs cls, mean, from int8\.safetensors\)/);
+  t.match(lines[1], /int8 against fp32 on 32 generated tiles \(cosine per tile\): cls mean 0\.99\d+, p1 0\.9\d+, max abs .*; mean mean/);
+  const resnet = path.join(dir, 'r.pth');
+  writeFileSync(resnet, torchZip(specs(tinyResNet(3))));
+  await t.rejects(modelsBuild(['--out', out, '--embedder', resnet, '--int8'], () => undefined), { code: 'E_WEIGHTS', message: /int8 MatMuls are built for the ViT embedders \(vit, h_optimus_0, vit_hf\), not for resnet50_trunc/ });
+  const usage: string[] = [];
+  t.equal(await modelsBuild(['--out', out, '--int8'], (l) => usage.push(l)), 2);
+  t.match(usage[0], /--int8 without --embedder/);
+});
+
+t.test('the int8 gate refuses a model far from its reference (E_INT8_GATE with the figures)', async (t) => {
+  const a = buildVit({ tensors: tinyVit(PLAIN, 5), origin: 'a' });
+  const b = buildVit({ tensors: tinyVit(PLAIN, 6), origin: 'b' }, { matmul: 'dynamic-int8-7bit' });
+  await t.rejects(checkInt8Gate(b, a, 'other.safetensors', 4), { code: 'E_INT8_GATE', message: /^other\.safetensors: the int8 model does not pass the accuracy gate against fp32 \(cosine mean >= 0\.99, p1 >= 0\.97\) on 4 generated tiles: cls mean -?0\.\d+/ });
+  const figures = await checkInt8Gate(a, a, 'same', 4);
+  t.same(figures.map((f) => [f.output, f.cosine_mean > 0.999999, f.max_abs_error, f.passes]), [['cls', true, 0, true], ['mean', true, 0, true]], 'a model against itself: cosine 1, no error');
 });
