@@ -72,6 +72,19 @@ if (unavailable) {
     t.notSame(hx?.floats['cls_embedding'], ex?.floats['cls_embedding'], 'the normalisation is part of the model');
   });
 
+  t.test('models build --int8, then the built .onnx as --embedder: a run with the int8 ViT', async (t) => {
+    const built = join(cwd, 'built');
+    const b = await runCli(['models', 'build', '--out', built, '--embedder', vit, '--int8'], cwd);
+    t.equal(b.code, 0, b.stderr);
+    t.match(b.stdout, /vit-int8\.onnx .*\n.*int8 against fp32 on 32 generated tiles/);
+    const out = join(cwd, 'out-vit-int8');
+    const r = await runCli([...common, '--out', out, '--embedder', join(built, 'vit-int8.onnx')], cwd);
+    t.equal(r.code, 0, r.stderr);
+    const [ex] = await readExamples(out);
+    t.same(ex?.ints['embedding_dims'], [64, 64]);
+    t.equal(ex?.floats['cls_embedding']?.length, expectedPositions(SLIDE).length * 64);
+  });
+
   t.test('--embedder-arch errors: unknown name, without --embedder, with an ONNX file, not matching the weights (exit 2, nothing written)', async (t) => {
     const cases: Array<[string[], RegExp]> = [
       [['--embedder', vit, '--embedder-arch', 'vit_huge_plus'], /unknown --embedder-arch 'vit_huge_plus': expected one of .*resnet50_trunc, vit, h_optimus_0/s],
