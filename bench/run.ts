@@ -18,6 +18,8 @@
  * medians; 3), --memory-repeat N. `--only scaling` (not in the default run) measures how each stage alone scales
  * to every core (bench/scaling.ts). `--only embed-batch` (not in the default run) measures the embedder's CPU ms per
  * tile at batch 1-16 (bench/embed-batch.ts; --embed-model, --precision, --embed-threads, --embed-variant).
+ * `--only embedders` the CPU cost per tile of each embedder architecture and the dynamically quantized ViTs' speed
+ * and accuracy (bench/embedders.ts).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -30,6 +32,7 @@ import { embedBatchFigure } from './embed-batch.js';
 import { firstTileFigure } from './first-tile.js';
 import { memorySeriesFigure, type MemoryRow } from './memory-series.js';
 import { benchOptions, CACHE, CORES } from './options.js';
+import { embeddersFigure } from './embedders.js';
 import { BenchRecord, log } from './record.js';
 import { scalingFigure } from './scaling.js';
 import { singleLevelFigure } from './single-level.js';
@@ -48,6 +51,7 @@ const FIGURES: readonly Figure[] = [
   slideOverheadFigure(), // 5 (part `overhead`)
   singleLevelFigure(), // single-level slides (part `single-level`, only when named)
   embedBatchFigure(), // embedding CPU ms/tile by batch size for one model and precision (part `embed-batch`, only when named)
+  embeddersFigure(), // CPU ms/tile per embedder architecture, int8 ViTs (part `embedders`, only when named)
 ];
 
 /** results.json, and results.svg beside it when the memory series ran. */

@@ -14,13 +14,21 @@ interface Arch {
   readonly name: string;
   /** What the recogniser looks for, as told to the user when nothing matches. */
   readonly signature: string;
-  /** Outputs of the built model (the record of the pipeline knows avg/max). */
+  /** Outputs of the built model: avg/max keep the record's CNN schema; others are named features (stages/tfrecord/example.ts). */
   readonly outputs: readonly string[];
   readonly recognise: (w: Weights) => boolean;
   /** E_WEIGHTS naming `w.origin` on the first missing or misshapen tensor. */
   readonly check: (w: Weights) => void;
   readonly build: (w: Weights) => Uint8Array;
+  /** The build with dynamically quantized int8 MatMuls (ViTs only; models/vit.ts `matmul`). */
+  readonly buildInt8?: (w: Weights) => Uint8Array;
 }
+
+/**
+ * The ViTs' int8 variant: s8 per-channel weights in 7 bits (the full s8 range overflows onnxruntime's u8 x s8 int16
+ * pair sums on AVX2 without VNNI and fails the accuracy gate there; bench/RESULTS.md, issue 19).
+ */
+export const VIT_INT8_MATMUL = 'dynamic-int8-7bit' as const;
 
 const ARCHS: readonly Arch[] = [
   {
@@ -58,6 +66,7 @@ const ARCHS: readonly Arch[] = [
       }
     },
     build: (w) => buildVit(hfVitToTimm(w), { eps: HF_LN_EPS }),
+    buildInt8: (w) => buildVit(hfVitToTimm(w), { eps: HF_LN_EPS, matmul: VIT_INT8_MATMUL }),
   },
 ];
 
@@ -69,6 +78,7 @@ function vitArch(name: string, signature: string, opts: VitOptions, recognised: 
     recognise: (w) => recognised && looksLikeVit(w.tensors),
     check: (w) => checkShapes(w, vitShapes(vitLayout(w, opts))),
     build: (w) => buildVit(w, opts),
+    buildInt8: (w) => buildVit(w, { ...opts, matmul: VIT_INT8_MATMUL }),
   };
 }
 
@@ -105,13 +115,26 @@ export function buildEmbedder(w: Weights, arch?: string): { arch: string; output
   return { arch: a.name, outputs: a.outputs, bytes: a.build(w) };
 }
 
+/** What importEmbedder built; with `int8`, `bytes` is the int8 model and `reference` its fp32 build (for the gate). */
+export interface ImportedEmbedder {
+  readonly arch: string;
+  readonly outputs: readonly string[];
+  readonly bytes: Uint8Array;
+  readonly reference?: Uint8Array;
+}
+
 /** Reads a .pth/.bin/.safetensors state dict and builds its embedder (E_WEIGHTS naming the file). */
-export async function importEmbedder(file: string, arch?: string): Promise<{ arch: string; outputs: readonly string[]; bytes: Uint8Array }> {
+export async function importEmbedder(file: string, arch?: string, opts: { int8?: boolean } = {}): Promise<ImportedEmbedder> {
   if (arch !== undefined) embedderArch({ tensors: new Map(), origin: file }, arch); // an unknown name fails before reading
   const w = await loadStateDict(file);
   // Errors name the full path the user gave; the model's metadata only the base name.
   const named: Weights = { ...w, origin: file };
   const a = embedderArch(named, arch);
   a.check(named);
-  return { arch: a.name, outputs: a.outputs, bytes: a.build({ ...named, origin: w.origin }) };
+  const weights = { ...named, origin: w.origin };
+  if (!opts.int8) return { arch: a.name, outputs: a.outputs, bytes: a.build(weights) };
+  if (a.buildInt8 === undefined) {
+    throw new ModelError('E_WEIGHTS', `${file}: int8 MatMuls are built for the ViT embedders (${ARCHS.filter((x) => x.buildInt8).map((x) => x.name).join(', ')}), not for ${a.name}`);
+  }
+  return { arch: a.name, outputs: a.outputs, bytes: a.buildInt8(weights), reference: a.build(weights) };
 }

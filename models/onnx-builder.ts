@@ -4,7 +4,7 @@
 import { modelProtoType } from './onnx-schema.js';
 
 /** ONNX TensorProto.DataType values used here. */
-export const DT = { FLOAT: 1, UINT8: 2, INT64: 7 } as const;
+export const DT = { FLOAT: 1, UINT8: 2, INT8: 3, INT64: 7 } as const;
 export type ElemType = (typeof DT)[keyof typeof DT];
 
 /** An attribute value, tagged with its ONNX type. */
@@ -70,6 +70,13 @@ export class GraphBuilder {
     return name;
   }
 
+  /** Adds an int8 initializer (quantized weights) and returns its name. */
+  int8(name: string, dims: readonly number[], data: Int8Array): string {
+    if (data.length !== dims.reduce((a, b) => a * b, 1)) throw new Error(`initializer ${name}: ${data.length} values for dims [${dims.join(',')}]`);
+    this.inits.push({ name, dims: [...dims], data_type: DT.INT8, raw_data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+    return name;
+  }
+
   /** Adds an int64 initializer and returns its name. */
   int64(name: string, values: readonly number[]): string {
     const arr = BigInt64Array.from(values.map((v) => BigInt(v)));
@@ -88,6 +95,17 @@ export class GraphBuilder {
       attribute: Object.entries(attrs).map(([k, v]) => attrMsg(k, v)),
     });
     return out;
+  }
+
+  /** Adds a node with several outputs (named by the caller). */
+  opMulti(opType: string, inputs: readonly string[], outputs: readonly string[], attrs: Record<string, Attr> = {}): void {
+    this.nodes.push({
+      input: [...inputs],
+      output: [...outputs],
+      name: `${opType}_${this.nodes.length}`,
+      op_type: opType,
+      attribute: Object.entries(attrs).map(([k, v]) => attrMsg(k, v)),
+    });
   }
 
   /** Declares a graph input; string dims are symbolic (dynamic). */

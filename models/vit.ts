@@ -44,7 +44,17 @@ export interface VitOptions {
   readonly std?: readonly number[];
   /** LayerNorm epsilon (default 1e-6, timm). */
   readonly eps?: number;
+  /**
+   * The Linear layers' MatMuls (a study, bench/embedders.ts; default fp32): 'dynamic-int8' quantizes the weights per
+   * output channel to s8 (symmetric, [-127, 127]; 'dynamic-int8-7bit': [-63, 63], no u8 x s8 pair overflows int16 on
+   * AVX2 without VNNI) and the activations per tensor at run time (DynamicQuantizeLinear -> MatMulInteger -> Cast ->
+   * Mul by the scales: the pattern onnxruntime fuses into DynamicQuantizeMatMul). Attention and the patch embedding
+   * stay fp32.
+   */
+  readonly matmul?: VitMatmul;
 }
+
+export type VitMatmul = 'fp32' | 'dynamic-int8' | 'dynamic-int8-7bit';
 
 /** True when the keys look like a timm VisionTransformer. */
 export function looksLikeVit(tensors: ReadonlyMap<string, NamedTensor>): boolean {
@@ -141,7 +151,7 @@ function scaled(b: Float32Array | undefined, n: number, scale?: Float32Array | n
 
 /** Graph helpers bound to one builder and one state dict. */
 class VitGraph {
-  constructor(readonly g: GraphBuilder, readonly w: Weights, readonly l: VitLayout, readonly eps: number) {}
+  constructor(readonly g: GraphBuilder, readonly w: Weights, readonly l: VitLayout, readonly eps: number, readonly matmul: VitMatmul = 'fp32') {}
 
   get(k: string): NamedTensor {
     return this.w.tensors.get(k)!;
@@ -154,8 +164,26 @@ class VitGraph {
     const hi = to ?? w.shape[0]!;
     const bias = this.w.tensors.get(`${key}.bias`)?.data.subarray(lo, hi);
     const name = `${key}.${lo}`;
-    const y = this.g.op('MatMul', [x, this.g.float(`${name}.w`, [w.shape[1]!, hi - lo], linear(w, lo, hi, scale))]);
+    const m = linear(w, lo, hi, scale);
+    const y = this.matmul === 'fp32' ? this.g.op('MatMul', [x, this.g.float(`${name}.w`, [w.shape[1]!, hi - lo], m)]) : this.quantizedMatmul(x, name, m, w.shape[1]!, hi - lo);
     return this.g.op('Add', [y, this.g.float(`${name}.b`, [hi - lo], scaled(bias, hi - lo, scale))]);
+  }
+
+  /** x @ m ([inn, out]) with s8 per-column weights and dynamically quantized u8 activations (see VitOptions.matmul). */
+  quantizedMatmul(x: string, name: string, m: Float32Array, inn: number, out: number): string {
+    const g = this.g;
+    const qmax = this.matmul === 'dynamic-int8-7bit' ? 63 : 127;
+    const scales = new Float32Array(out);
+    for (let i = 0; i < inn; i++) for (let o = 0; o < out; o++) scales[o] = Math.max(scales[o]!, Math.abs(m[i * out + o]!));
+    for (let o = 0; o < out; o++) scales[o] = scales[o]! > 0 ? scales[o]! / qmax : 1;
+    const q = new Int8Array(inn * out);
+    for (let i = 0; i < inn; i++) for (let o = 0; o < out; o++) q[i * out + o] = Math.max(-qmax, Math.min(qmax, Math.round(m[i * out + o]! / scales[o]!)));
+    const xq = g.fresh('xq');
+    const xs = g.fresh('xs');
+    const xz = g.fresh('xz');
+    g.opMulti('DynamicQuantizeLinear', [x], [xq, xs, xz]);
+    const acc = g.op('MatMulInteger', [xq, g.int8(`${name}.wq`, [inn, out], q), xz]);
+    return g.op('Mul', [g.op('Cast', [acc], { to: { i: DT.FLOAT } }), g.op('Mul', [xs, g.float(`${name}.ws`, [out], scales)])]);
   }
 
   norm(x: string, key: string): string {
@@ -235,7 +263,7 @@ export function buildVit(weights: Weights, opts: VitOptions = {}): Uint8Array {
   const input: InputSpec = { size: l.grid * l.patch, mean: opts.mean ?? IMAGENET_MEAN, std: opts.std ?? IMAGENET_STD };
   const g = new GraphBuilder();
   const eps = opts.eps ?? LN_EPS;
-  const v = new VitGraph(g, weights, l, eps);
+  const v = new VitGraph(g, weights, l, eps, opts.matmul);
   let x = v.tokens(inputStage(g, input));
   for (let i = 0; i < l.depth; i++) {
     const b = `blocks.${i}`;
@@ -262,6 +290,7 @@ export function buildVit(weights: Weights, opts: VitOptions = {}): Uint8Array {
     no_embed_class: String(l.noEmbedClass),
     layer_norm_eps: String(eps),
     outputs: `cls:${l.dim},mean:${l.dim}`,
+    ...(opts.matmul !== undefined && opts.matmul !== 'fp32' && { matmul: opts.matmul }),
   });
 }
 

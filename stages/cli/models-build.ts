@@ -10,6 +10,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildEfficientNetB0, buildStainNet } from '../../models/build.js';
 import { EMBEDDER_ARCHS, importEmbedder } from '../../models/embedders.js';
+import { checkInt8Gate, describeGate } from '../../models/int8-gate.js';
 import { importEfficientNetB0, importStainNet } from '../../models/weights/import.js';
 
 export const STAINNET_FILE = 'stainnet.onnx';
@@ -63,16 +64,20 @@ export async function ensureModels(dir: string, opts: EnsureModelsOptions = {}):
 
 const USAGE = [
   'usage: models build --out DIR [--stainnet FILE.pth] [--efficientnet FILE.pth|FILE.safetensors]',
-  `       models build --out DIR --embedder FILE.pth|FILE.bin|FILE.safetensors [--embedder-arch ${EMBEDDER_ARCHS.join('|')}] [--stainnet FILE.pth]`,
+  `       models build --out DIR --embedder FILE.pth|FILE.bin|FILE.safetensors [--embedder-arch ${EMBEDDER_ARCHS.join('|')}] [--int8] [--stainnet FILE.pth]`,
+  '       --int8 (ViTs): Linear MatMuls dynamically quantized, written as DIR/<arch>-int8.onnx only if it passes the accuracy gate against fp32',
 ];
 
 /** `--embedder FILE`: DIR/<arch>.onnx (and DIR/stainnet.onnx when a StainNet checkpoint is given too). */
-async function buildEmbedderFile(out: string, file: string, arch: string | undefined, stainnet: string | undefined, log: (line: string) => void): Promise<void> {
-  const built = await importEmbedder(file, arch);
+async function buildEmbedderFile(out: string, file: string, arch: string | undefined, int8: boolean, stainnet: string | undefined, log: (line: string) => void): Promise<void> {
+  const built = await importEmbedder(file, arch, { int8 });
+  // int8: measured against its fp32 build before anything is written (E_INT8_GATE, exit 2, when it does not pass).
+  const gate = built.reference === undefined ? undefined : await checkInt8Gate(built.bytes, built.reference, file);
   await mkdir(out, { recursive: true });
-  const target = path.join(out, `${built.arch}.onnx`);
+  const target = path.join(out, `${built.arch}${int8 ? '-int8' : ''}.onnx`);
   await writeAtomic(target, built.bytes);
-  log(`wrote ${target} (${built.arch}, outputs ${built.outputs.join(', ')}, from ${path.basename(file)})`);
+  log(`wrote ${target} (${built.arch}${int8 ? ', int8 MatMuls' : ''}, outputs ${built.outputs.join(', ')}, from ${path.basename(file)})`);
+  if (gate !== undefined) log(`int8 against fp32 on ${gate[0]?.tiles ?? 0} generated tiles (cosine per tile): ${describeGate(gate)}`);
   if (stainnet) {
     const target = path.join(out, STAINNET_FILE);
     await writeAtomic(target, buildStainNet(await importStainNet(stainnet)));
@@ -90,6 +95,7 @@ export async function modelsBuild(argv: readonly string[], log: (line: string) =
       efficientnet: { type: 'string' },
       embedder: { type: 'string' },
       'embedder-arch': { type: 'string' },
+      int8: { type: 'boolean' },
     },
     strict: true,
   });
@@ -98,6 +104,7 @@ export async function modelsBuild(argv: readonly string[], log: (line: string) =
     !values.out ? 'no --out' :
     values.embedder && values.efficientnet ? '--embedder and --efficientnet together' :
     arch !== undefined && !values.embedder ? '--embedder-arch without --embedder' :
+    values.int8 && !values.embedder ? '--int8 without --embedder' :
     arch !== undefined && !EMBEDDER_ARCHS.includes(arch) ? `unknown --embedder-arch '${arch}'` : undefined;
   if (misuse !== undefined || !values.out) {
     log(`models build: ${misuse}`);
@@ -105,7 +112,7 @@ export async function modelsBuild(argv: readonly string[], log: (line: string) =
     return 2;
   }
   if (values.embedder) {
-    await buildEmbedderFile(values.out, values.embedder, arch, values.stainnet, log);
+    await buildEmbedderFile(values.out, values.embedder, arch, values.int8 ?? false, values.stainnet, log);
     return 0;
   }
   const paths = await ensureModels(values.out, {

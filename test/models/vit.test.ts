@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
@@ -6,10 +6,11 @@ import ort from 'onnxruntime-node';
 import { importEmbedder } from '../../models/embedders.js';
 import type { NamedTensor } from '../../models/tensor.js';
 import { buildVit } from '../../models/vit.js';
+import { checkInt8Gate } from '../../models/int8-gate.js';
 import { prepareModel } from '../../models/runtime/model-files.js';
 import { modelsBuild } from '../../stages/cli/models-build.js';
 import { randomBytesSeeded, onnxMetadata as metadata } from '../helpers/models-ctx.js';
-import { tinyVit, type TinyVit as Tiny } from '../helpers/tiny-embedders.js';
+import { tinyResNet, tinyVit, type TinyVit as Tiny } from '../helpers/tiny-embedders.js';
 import { safetensors, torchZip, tensorSpecs as specs } from '../helpers/torch-writer.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'vit-'));
@@ -195,10 +196,13 @@ t.test('ViT variants we do not build, and broken ViT weights, are E_WEIGHTS nami
   }
 });
 
-t.test('a ViT for a run is refused clearly (record takes avg/max); models build --embedder writes DIR/vit.onnx', async (t) => {
+t.test('a ViT for a run is built into the work folder (outputs cls, mean); models build --embedder writes DIR/vit.onnx', async (t) => {
   const file = path.join(dir, 'plain.safetensors');
   writeFileSync(file, safetensors(tinyVit(PLAIN, 3)));
-  await t.rejects(prepareModel(file, 'efficientnet', '/unused', path.join(dir, 'built')), { code: 'E_MODEL', message: /plain\.safetensors: a vit embedder has outputs cls, mean; the run's record takes embedders with outputs avg and max only/ });
+  const built = await prepareModel(file, 'efficientnet', '/unused', path.join(dir, 'built'));
+  t.match(path.basename(built), /^embedder-[0-9a-f]{16}\.onnx$/);
+  const named = await prepareModel(file, 'efficientnet', '/unused', path.join(dir, 'built'), 'h_optimus_0');
+  t.not(named, built, 'named as another architecture: another file');
   const out = path.join(dir, 'out');
   const lines: string[] = [];
   t.equal(await modelsBuild(['--out', out, '--embedder', file], (l) => lines.push(l)), 0);
@@ -246,4 +250,66 @@ t.test('Hugging Face ViTModel names (Phikon; with or without a vit. prefix) buil
   const file = path.join(dir, 'hf-broken.safetensors');
   writeFileSync(file, safetensors(broken));
   await t.rejects(importEmbedder(file), { code: 'E_WEIGHTS', message: /hf-broken\.safetensors: missing tensor 'blocks\.1\.attn\.qkv\.bias'.*\(timm names, after renaming the transformers keys\)/ });
+});
+
+t.test('matmul dynamic-int8 (the bench study): s8 per-channel weights, DynamicQuantizeLinear + MatMulInteger, close to fp32', async (t) => {
+  const sd = tinyVit(GATED, 9);
+  const w = { tensors: sd, origin: 'tiny' };
+  const fp32 = buildVit(w);
+  const S = GATED.grid * GATED.patch;
+  const tiles = new ort.Tensor('uint8', randomBytesSeeded(2 * S * S * 3, 5), [2, S, S, 3]);
+  const ref = await ort.InferenceSession.create(fp32);
+  const a = await ref.run({ tiles });
+  for (const matmul of ['dynamic-int8', 'dynamic-int8-7bit'] as const) {
+    const bytes = buildVit(w, { matmul });
+    t.equal(metadata(bytes).matmul, matmul);
+    const M = (await import('../../models/onnx-schema.js')).modelProtoType();
+    const ops = (M.toObject(M.decode(bytes)) as { graph: { node: Array<{ op_type: string }> } }).graph.node.map((n) => n.op_type);
+    // Per block: 3 (q, k, v) + proj + fc1 halves (packed: 2; split: 2) + fc2 = 7 Linear MatMuls, all quantized.
+    t.equal(ops.filter((o) => o === 'MatMulInteger').length, 14, `${matmul}: every Linear quantized`);
+    t.equal(ops.filter((o) => o === 'DynamicQuantizeLinear').length, 14);
+    t.equal(ops.filter((o) => o === 'MatMul').length, 4, 'attention products stay fp32');
+    t.ok(bytes.length < fp32.length, 'smaller: s8 weights');
+    const s = await ort.InferenceSession.create(bytes);
+    const b = await s.run({ tiles });
+    for (const out of ['cls', 'mean']) {
+      const x = a[out]!.data as Float32Array;
+      const y = b[out]!.data as Float32Array;
+      t.same(b[out]!.dims, a[out]!.dims);
+      for (let i = 0; i < 2; i++) {
+        const [u, v] = [x.subarray(i * 64, (i + 1) * 64), y.subarray(i * 64, (i + 1) * 64)];
+        const cos = u.reduce((s, p, k) => s + p * v[k]!, 0) / Math.sqrt(u.reduce((s, p) => s + p * p, 0) * v.reduce((s, p) => s + p * p, 0));
+        t.ok(cos > 0.98 && cos < 1, `${matmul} ${out} tile ${i}: cosine to fp32 ${cos}`);
+      }
+    }
+    await s.release();
+  }
+  await ref.release();
+});
+
+t.test('models build --int8: a ViT passes the gate and is written as DIR/vit-int8.onnx with its figures; errors', async (t) => {
+  const file = path.join(dir, 'int8.safetensors');
+  writeFileSync(file, safetensors(tinyVit(PLAIN, 4)));
+  const out = path.join(dir, 'out-int8');
+  const lines: string[] = [];
+  t.equal(await modelsBuild(['--out', out, '--embedder', file, '--int8'], (l) => lines.push(l)), 0, lines.join('\n'));
+  const written = path.join(out, 'vit-int8.onnx');
+  t.ok(existsSync(written));
+  t.equal(metadata(readFileSync(written)).matmul, 'dynamic-int8-7bit');
+  t.match(lines[0], /vit-int8\.onnx \(vit, int8 MatMuls, outputs cls, mean, from int8\.safetensors\)/);
+  t.match(lines[1], /int8 against fp32 on 32 generated tiles \(cosine per tile\): cls mean 0\.99\d+, p1 0\.9\d+, max abs .*; mean mean/);
+  const resnet = path.join(dir, 'r.pth');
+  writeFileSync(resnet, torchZip(specs(tinyResNet(3))));
+  await t.rejects(modelsBuild(['--out', out, '--embedder', resnet, '--int8'], () => undefined), { code: 'E_WEIGHTS', message: /int8 MatMuls are built for the ViT embedders \(vit, h_optimus_0, vit_hf\), not for resnet50_trunc/ });
+  const usage: string[] = [];
+  t.equal(await modelsBuild(['--out', out, '--int8'], (l) => usage.push(l)), 2);
+  t.match(usage[0], /--int8 without --embedder/);
+});
+
+t.test('the int8 gate refuses a model far from its reference (E_INT8_GATE with the figures)', async (t) => {
+  const a = buildVit({ tensors: tinyVit(PLAIN, 5), origin: 'a' });
+  const b = buildVit({ tensors: tinyVit(PLAIN, 6), origin: 'b' }, { matmul: 'dynamic-int8-7bit' });
+  await t.rejects(checkInt8Gate(b, a, 'other.safetensors', 4), { code: 'E_INT8_GATE', message: /^other\.safetensors: the int8 model does not pass the accuracy gate against fp32 \(cosine mean >= 0\.99, p1 >= 0\.97\) on 4 generated tiles: cls mean -?0\.\d+/ });
+  const figures = await checkInt8Gate(a, a, 'same', 4);
+  t.same(figures.map((f) => [f.output, f.cosine_mean > 0.999999, f.max_abs_error, f.passes]), [['cls', true, 0, true], ['mean', true, 0, true]], 'a model against itself: cosine 1, no error');
 });
