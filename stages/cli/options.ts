@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
+import { parseFormats, type OutputFormat } from '../slide-files/formats.js';
 
 export interface RunOptions {
   /** Absent for the demo run (no --csv): the demo set is generated and used. */
@@ -34,6 +35,8 @@ export interface RunOptions {
   /** Megabytes of embedding rows kept in memory across all patients before bags spill to the work folder. */
   readonly bagMemoryMb: number;
   readonly progress: 'auto' | 'bars' | 'lines' | 'none';
+  /** --formats: the outputs written (tfrecord always; h5, geojson: one file per slide). */
+  readonly formats: readonly OutputFormat[];
 }
 
 export class UsageError extends Error {
@@ -64,6 +67,9 @@ Main job options (defaults are the seed's constants):
   --normalizer X             StainNet: an ONNX file, a StainNet .pth, or none (demo StainNet, untrained)
   --embedder X               an ONNX file, or an EfficientNet-B0 / ResNet50-trunc .pth / .safetensors (demo EfficientNet-B0, untrained)
   --shards N                 number of TFRecord shards (from the data size)
+  --formats LIST             outputs, a comma list of tfrecord (required), h5 (<image_id>.h5 per slide:
+                             features, coords; CLAM/TRIDENT layout), geojson (<image_id>.geojson per slide:
+                             the kept tiles as QuPath annotations) (tfrecord)
   --work-dir DIR             checkpoints and temporary files (<out>/.work)
   --tile-budget N            most tiles resident in memory across all processes (256)
   --bag-memory-mb N          embeddings kept in memory across all patients; the rest spill to the work dir (256)
@@ -122,6 +128,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         'no-resume': { type: 'boolean' },
         'no-share': { type: 'boolean' },
         progress: { type: 'string' },
+        formats: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -143,6 +150,8 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
   if (!['auto', 'bars', 'lines', 'none'].includes(progress)) {
     throw new UsageError(`--progress must be auto, bars, lines or none, got "${v.progress}"`);
   }
+  const formats = parseFormats(v.formats ?? 'tfrecord');
+  if (!Array.isArray(formats)) throw new UsageError(formats.error);
   const tileSize = positiveInt('tile-size', v['tile-size'], 448);
   const downsample = positiveInt('downsample', v.downsample, 16);
   if (downsample > tileSize) throw new UsageError(`--downsample (${downsample}) must not exceed --tile-size (${tileSize})`);
@@ -181,6 +190,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     tileBudget,
     bagMemoryMb: positiveInt('bag-memory-mb', v['bag-memory-mb'], 256),
     progress,
+    formats,
   };
 }
 
