@@ -36,7 +36,7 @@ async function records(spillDir: string, spillThresholdBytes: number): Promise<P
     let acc = await fn.createAccumulator({ key: patient_id, spillDir: join(spillDir, patient_id), signal: new AbortController().signal });
     for (let i = 0; i < TILES; i++) {
       const avg = new Float32Array(DIM).map((_, d) => Math.sin(i + d));
-      acc = await fn.addInput(acc, { kind: 'embeddings', image_id: 'img', patient_id, image_num: 0, x: [448 * (i % 40)], y: [448 * Math.floor(i / 40)], dim: DIM, avg, max: avg });
+      acc = await fn.addInput(acc, { kind: 'embeddings', image_id: 'img', patient_id, image_num: 0, x: [448 * (i % 40)], y: [448 * Math.floor(i / 40)], outputs: [{ name: 'avg', dim: DIM, rows: avg }, { name: 'max', dim: DIM, rows: avg }] });
     }
     out.push({
       patient_id,

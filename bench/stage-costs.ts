@@ -133,7 +133,7 @@ async function serializeCost(id: string, tiles: readonly Tile[], groupSize: numb
       for (let i = 0; i < count; i += groupSize) {
         const group = tiles.slice(i, Math.min(i + groupSize, count));
         const avg = new Float32Array(group.length * 1280).map((_, d) => Math.sin(i + Math.floor(d / 1280) + (d % 1280)));
-        acc = await fn.addInput(acc, { kind: 'embeddings', image_id: id, patient_id: 'p', image_num: 0, x: group.map((t) => t.x), y: group.map((t) => t.y), dim: 1280, avg, max: avg });
+        acc = await fn.addInput(acc, { kind: 'embeddings', image_id: id, patient_id: 'p', image_num: 0, x: group.map((t) => t.x), y: group.map((t) => t.y), outputs: [{ name: 'avg', dim: 1280, rows: avg }, { name: 'max', dim: 1280, rows: avg }] });
       }
       rec.push({ patient_id: 'p', patient: { patient_id: 'p', center_id: '1', label: '1', image_ids: [id], lines: [2] }, bag: await fn.extractOutput(acc), histogram: { patient_id: 'p', tiles: count, histogram: new Float32Array(4096).fill(1 / 4096) } });
       await writeTfrecords({ outDir: join(tmp, 'out'), shards: 1 })(toExample({ withLabel: true })((async function* () { yield* rec; })(), fakeCtx('ex')), fakeCtx('wr'));

@@ -22,11 +22,9 @@ const EXPECTED: Record<ModelKind, { inputs: Expect[]; outputs: Expect[] }> = {
   },
   efficientnet: {
     inputs: [{ name: 'tiles', types: ['uint8'], dims: [null, null, null, 3] }],
-    outputs: [
-      // Any width (EfficientNet-B0 1280, ResNet50-trunc 1024), the same for both; checked below and per run.
-      { name: 'avg', types: ['float32'], dims: [null, null] },
-      { name: 'max', types: ['float32'], dims: [null, null] },
-    ],
+    // Any named outputs, each float32 [N, width] (EfficientNet-B0: avg, max of 1280; a ViT: cls, mean): checked
+    // by checkEmbedderOutputs, and per run.
+    outputs: [],
   },
 };
 
@@ -70,6 +68,7 @@ export function checkModel(session: InferenceSession, kind: ModelKind, label: st
   checkList(label, kind, 'input', EXPECTED[kind].inputs, session.inputMetadata);
   checkList(label, kind, 'output', EXPECTED[kind].outputs, session.outputMetadata);
   if (kind === 'efficientnet') {
+    checkEmbedderOutputs(session, label);
     const width = (name: string): number | string | undefined => {
       const m = session.outputMetadata.find((f) => f.name === name);
       return m?.isTensor ? m.shape[1] : undefined;
@@ -78,6 +77,25 @@ export function checkModel(session: InferenceSession, kind: ModelKind, label: st
     if (typeof a === 'number' && typeof m === 'number' && a !== m) {
       throw new ModelError('E_MODEL', `${label}: not a usable embedder: outputs 'avg' and 'max' have different widths (${a} and ${m})`);
     }
+  }
+}
+
+/** An output name that can name a record feature (`<name>_embedding`, stages/tfrecord/example.ts). */
+export const EMBEDDER_OUTPUT_NAME = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+
+/** An embedder's outputs: at least one, each float32 of rank 2 ([N, width]), named so that a feature can take the name. */
+function checkEmbedderOutputs(session: InferenceSession, label: string): void {
+  const found = session.outputMetadata;
+  const got = found.map((m) => (m.isTensor ? `${m.name}: ${m.type} [${m.shape.join(',')}]` : `${m.name}: non-tensor`)).join('; ');
+  const fail = (what: string): never => {
+    throw new ModelError('E_MODEL', `${label}: not a usable embedder: ${what}. Expected outputs float32 [N, width] (e.g. {avg; max} or {cls; mean}), found {${got}}`);
+  };
+  if (found.length === 0) fail('it has no outputs');
+  for (const m of found) {
+    if (!m.isTensor) fail(`output '${m.name}' is not a tensor`);
+    else if (m.type !== 'float32') fail(`output '${m.name}' has type ${m.type}`);
+    else if (m.shape.length !== 2) fail(`output '${m.name}' has rank ${m.shape.length}`);
+    if (!EMBEDDER_OUTPUT_NAME.test(m.name)) fail(`output '${m.name}' cannot name a record feature (a letter, then letters, digits or _)`);
   }
 }
 

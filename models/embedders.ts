@@ -14,7 +14,7 @@ interface Arch {
   readonly name: string;
   /** What the recogniser looks for, as told to the user when nothing matches. */
   readonly signature: string;
-  /** Outputs of the built model (the record of the pipeline knows avg/max). */
+  /** Outputs of the built model: avg/max keep the record's CNN schema; others are named features (stages/tfrecord/example.ts). */
   readonly outputs: readonly string[];
   readonly recognise: (w: Weights) => boolean;
   /** E_WEIGHTS naming `w.origin` on the first missing or misshapen tensor. */

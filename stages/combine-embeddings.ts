@@ -2,9 +2,10 @@
  * Keyed reducer: gathers a patient's tile embeddings into an EmbeddingBag sorted by (image_num, y, x),
  * spilling rows to disk past a memory threshold so a bag of tens of thousands of tiles stays off the heap.
  *
- * Memory: per tile only its TileRef and a slot number stay in memory once spilled; rows live in two
- * append-only files under ctx.spillDir (one for avg rows, one for max rows, row `slot` at byte
- * slot*dim*4), read back in sorted order by positional reads that coalesce runs of consecutive slots.
+ * Memory: per tile only its TileRef and a slot number stay in memory once spilled; rows live in one
+ * append-only file per embedder output under ctx.spillDir (EfficientNet: avg and max; a ViT: cls and mean; row
+ * `slot` at byte slot*dim*4 of its output's file), read back in sorted order by positional reads that coalesce runs
+ * of consecutive slots.
  *
  * Ownership: extractOutput hands the rows (and any open spill files) to the bag; bag.dispose() closes
  * and removes them. Before that, dispose(acc) does. Both are idempotent. The spill files are opened
@@ -15,7 +16,7 @@ import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { EngineError, type CombineContext, type CombineFn } from '../engine/types.js';
-import type { EmbeddingBag, TileEmbeddings, TileRef } from './types.js';
+import type { EmbeddingBag, EmbeddingOutputSpec, TileEmbeddings, TileRef } from './types.js';
 
 const STAGE = 'combine-embeddings';
 /** Default in-memory row bytes per accumulator before spilling. */
@@ -33,13 +34,14 @@ interface Entry {
   readonly ref: TileRef;
   /** Row index in the spill files, or -1 while the rows are in memory. */
   slot: number;
-  avg: Float32Array | undefined;
-  max: Float32Array | undefined;
+  /** One row per output (in `outputs` order) while in memory; undefined once spilled. */
+  rows: Float32Array[] | undefined;
 }
 
 export interface EmbeddingAcc {
   readonly ctx: CombineContext;
-  dim: number | undefined;
+  /** The outputs' names and widths, set by the first tile (every tile must have the same). */
+  outputs: readonly EmbeddingOutputSpec[] | undefined;
   entries: Entry[];
   /** Bytes of rows held in memory (entries with slot -1). */
   memBytes: number;
@@ -75,7 +77,7 @@ class BagMemory {
   ) {}
 
   fresh(ctx: CombineContext): EmbeddingAcc {
-    const acc: EmbeddingAcc = { ctx, dim: undefined, entries: [], memBytes: 0, spill: undefined, state: 'open' };
+    const acc: EmbeddingAcc = { ctx, outputs: undefined, entries: [], memBytes: 0, spill: undefined, state: 'open' };
     this.active.add(acc);
     return acc;
   }
@@ -96,17 +98,18 @@ class BagMemory {
     await disposeAcc(acc);
   }
 
-  /** Adds one tile's rows (copied) to `acc`, then spills as the threshold and the budget say. */
-  async add(acc: EmbeddingAcc, ref: TileRef, avg: Float32Array, max: Float32Array): Promise<void> {
+  /** Adds one tile's rows (one per output, copied) to `acc`, then spills as the threshold and the budget say. */
+  async add(acc: EmbeddingAcc, ref: TileRef, outputs: readonly EmbeddingOutputSpec[], rows: readonly Float32Array[]): Promise<void> {
     if (acc.state !== 'open') throw new EngineError('E_ACCUMULATOR_STATE', STAGE, acc.ctx.key, `addInput on a ${acc.state} accumulator`);
-    if (avg.length !== max.length || (acc.dim !== undefined && avg.length !== acc.dim) || avg.length === 0) {
-      throw new EngineError('E_EMBEDDING_DIM', STAGE, acc.ctx.key, `tile (${ref.x}, ${ref.y}) of image ${ref.image_id}: avg has ${avg.length} and max ${max.length} values, expected ${acc.dim ?? 'equal non-zero'}`);
+    acc.outputs ??= checkSpecs(acc, ref, outputs);
+    if (!sameSpecs(acc.outputs, outputs) || rows.length !== outputs.length || rows.some((r, k) => r.length !== outputs[k]!.dim)) {
+      throw new EngineError('E_EMBEDDING_DIM', STAGE, acc.ctx.key, `tile (${ref.x}, ${ref.y}) of image ${ref.image_id}: outputs ${describeRows(outputs, rows)}, expected ${describeSpecs(acc.outputs)}`);
     }
-    acc.dim = avg.length;
     // Copies: the input may be a view on a larger (batch) buffer that we must not keep alive.
-    acc.entries.push({ ref, slot: -1, avg: avg.slice(), max: max.slice() });
-    acc.memBytes += avg.byteLength * 2;
-    this.resident += avg.byteLength * 2;
+    const bytes = rows.reduce((n, r) => n + r.byteLength, 0);
+    acc.entries.push({ ref, slot: -1, rows: rows.map((r) => r.slice()) });
+    acc.memBytes += bytes;
+    this.resident += bytes;
     if (acc.memBytes > this.threshold) await this.spill(acc);
     else await this.enforceBudget();
   }
@@ -125,14 +128,36 @@ class BagMemory {
 /** A group of one slide's tiles, packed: each tile's rows are views here, copied by add. */
 async function addGroup(memory: BagMemory, acc: EmbeddingAcc, g: TileEmbeddings): Promise<EmbeddingAcc> {
   const n = g.x.length;
-  if (g.y.length !== n || !(g.dim > 0) || g.avg.length !== n * g.dim || g.max.length !== n * g.dim) {
-    throw new EngineError('E_EMBEDDING_DIM', STAGE, acc.ctx.key, `a group of ${n} tile(s) of image ${g.image_id} has ${g.y.length} y positions and ${g.avg.length} avg / ${g.max.length} max values, expected ${n} x ${g.dim}`);
+  if (g.y.length !== n || g.outputs.length === 0 || g.outputs.some((o) => !(o.dim > 0) || o.rows.length !== n * o.dim)) {
+    const found = g.outputs.map((o) => `${o.name} ${o.rows.length} values (width ${o.dim})`).join(', ') || 'no outputs';
+    throw new EngineError('E_EMBEDDING_DIM', STAGE, acc.ctx.key, `a group of ${n} tile(s) of image ${g.image_id} has ${g.y.length} y positions and ${found}, expected ${n} rows of each output`);
   }
+  const specs = g.outputs.map((o) => ({ name: o.name, dim: o.dim }));
   for (let i = 0; i < n; i++) {
-    const rows = [i * g.dim, (i + 1) * g.dim] as const;
-    await memory.add(acc, { image_id: g.image_id, image_num: g.image_num, x: g.x[i]!, y: g.y[i]! }, g.avg.subarray(...rows), g.max.subarray(...rows));
+    const rows = g.outputs.map((o) => o.rows.subarray(i * o.dim, (i + 1) * o.dim));
+    await memory.add(acc, { image_id: g.image_id, image_num: g.image_num, x: g.x[i]!, y: g.y[i]! }, specs, rows);
   }
   return acc;
+}
+
+/** The first tile's outputs: non-empty, distinct names, positive widths (E_EMBEDDING_DIM otherwise). */
+function checkSpecs(acc: EmbeddingAcc, ref: TileRef, outputs: readonly EmbeddingOutputSpec[]): readonly EmbeddingOutputSpec[] {
+  if (outputs.length === 0 || new Set(outputs.map((o) => o.name)).size !== outputs.length || outputs.some((o) => !(o.dim > 0))) {
+    throw new EngineError('E_EMBEDDING_DIM', STAGE, acc.ctx.key, `tile (${ref.x}, ${ref.y}) of image ${ref.image_id}: outputs ${describeSpecs(outputs)}: expected distinct names of non-zero width`);
+  }
+  return outputs.map((o) => ({ name: o.name, dim: o.dim }));
+}
+
+function sameSpecs(a: readonly EmbeddingOutputSpec[], b: readonly EmbeddingOutputSpec[]): boolean {
+  return a.length === b.length && a.every((o, k) => o.name === b[k]!.name && o.dim === b[k]!.dim);
+}
+
+function describeSpecs(outputs: readonly EmbeddingOutputSpec[]): string {
+  return outputs.map((o) => `${o.name}[${o.dim}]`).join(', ') || 'none';
+}
+
+function describeRows(outputs: readonly EmbeddingOutputSpec[], rows: readonly Float32Array[]): string {
+  return outputs.map((o, k) => `${o.name}[${rows[k]?.length ?? 'missing'}]`).join(', ') || 'none';
 }
 
 /** One accumulator holding every row of `accs`, which are disposed of (their files freed) once it is built. */
@@ -152,17 +177,17 @@ async function mergeAccumulators(memory: BagMemory, accs: EmbeddingAcc[], ctx: C
 /** Adds `acc`'s rows to `into`: spilled rows are read back in runs and re-added (may re-spill), then those in memory. */
 async function moveRows(memory: BagMemory, acc: EmbeddingAcc, into: EmbeddingAcc): Promise<void> {
   const spilled = acc.entries.filter((e) => e.slot >= 0);
-  const dim = acc.dim ?? 0;
+  const outputs = acc.outputs ?? [];
   for (let i = 0; i < spilled.length; i += BAG_CHUNK_ROWS) {
     const batch = spilled.slice(i, i + BAG_CHUNK_ROWS);
     const slots = batch.map((e) => e.slot);
-    const avg = await acc.spill!.read('avg', slots, dim);
-    const max = await acc.spill!.read('max', slots, dim);
+    const read: Float32Array[] = [];
+    for (let k = 0; k < outputs.length; k++) read.push(await acc.spill!.read(k, slots));
     for (let j = 0; j < batch.length; j++) {
-      await memory.add(into, batch[j]!.ref, avg.subarray(j * dim, (j + 1) * dim), max.subarray(j * dim, (j + 1) * dim));
+      await memory.add(into, batch[j]!.ref, outputs, read.map((r, k) => r.subarray(j * outputs[k]!.dim, (j + 1) * outputs[k]!.dim)));
     }
   }
-  for (const e of acc.entries) if (e.slot < 0) await memory.add(into, e.ref, e.avg!, e.max!);
+  for (const e of acc.entries) if (e.slot < 0) await memory.add(into, e.ref, outputs, e.rows!);
 }
 
 /** The patient's bag, sorted by (image_num, y, x); a tile received twice is E_DUPLICATE_TILE. */
@@ -178,7 +203,7 @@ async function extractBag(memory: BagMemory, acc: EmbeddingAcc): Promise<Embeddi
     }
   }
   acc.state = 'extracted';
-  return makeBag(acc.ctx.key, acc.dim ?? 0, entries, acc.spill);
+  return makeBag(acc.ctx.key, acc.outputs ?? [], entries, acc.spill);
 }
 
 function compareEntries(a: Entry, b: Entry): number {
@@ -200,70 +225,69 @@ async function disposeAcc(acc: EmbeddingAcc): Promise<void> {
 /** Appends all in-memory rows of `acc` to its spill files (creating them on first use). */
 async function spillMemory(acc: EmbeddingAcc): Promise<void> {
   acc.ctx.signal.throwIfAborted();
-  acc.spill ??= await SpillFiles.create(acc.ctx.spillDir, acc.ctx.key, acc.dim ?? 0);
+  acc.spill ??= await SpillFiles.create(acc.ctx.spillDir, acc.ctx.key, acc.outputs ?? []);
   const pending = acc.entries.filter((e) => e.slot < 0);
   for (let i = 0; i < pending.length; i += BAG_CHUNK_ROWS) {
     const batch = pending.slice(i, i + BAG_CHUNK_ROWS);
-    const first = await acc.spill.append(batch.map((e) => e.avg!), batch.map((e) => e.max!));
+    const first = await acc.spill.append(batch.map((e) => e.rows!));
     batch.forEach((e, j) => {
       e.slot = first + j;
-      e.avg = undefined;
-      e.max = undefined;
+      e.rows = undefined;
     });
   }
   acc.memBytes = 0;
 }
 
-/** The two append-only row files of one accumulator. */
+/** The append-only row files of one accumulator: one per embedder output (file k holds output k's rows). */
 class SpillFiles {
   private rows = 0;
   private constructor(
-    private readonly paths: { avg: string; max: string },
-    private readonly files: { avg: FileHandle; max: FileHandle },
-    private readonly rowBytes: number,
+    private readonly paths: readonly string[],
+    private readonly files: readonly FileHandle[],
+    private readonly outputs: readonly EmbeddingOutputSpec[],
     private readonly key: string,
   ) {}
 
-  static async create(dir: string, key: string, dim: number): Promise<SpillFiles> {
+  static async create(dir: string, key: string, outputs: readonly EmbeddingOutputSpec[]): Promise<SpillFiles> {
     await mkdir(dir, { recursive: true });
     const base = join(dir, `embeddings-${process.pid}-${randomBytes(6).toString('hex')}`);
-    const paths = { avg: `${base}.avg`, max: `${base}.max` };
-    const avg = await open(paths.avg, 'wx+');
-    let max: FileHandle;
+    const paths = outputs.map((_, k) => `${base}.${k}`);
+    const files: FileHandle[] = [];
     try {
-      max = await open(paths.max, 'wx+');
+      for (const p of paths) files.push(await open(p, 'wx+'));
     } catch (err) {
-      await avg.close();
-      await rm(paths.avg, { force: true });
+      await Promise.all(files.map((f) => f.close()));
+      await Promise.all(paths.map((p) => rm(p, { force: true })));
       throw err;
     }
-    return new SpillFiles(paths, { avg, max }, dim * 4, key);
+    return new SpillFiles(paths, files, outputs, key);
   }
 
-  /** Appends rows; returns the slot of the first. */
-  async append(avg: Float32Array[], max: Float32Array[]): Promise<number> {
+  /** Appends tiles' rows (each tile: one row per output); returns the slot of the first. */
+  async append(tiles: readonly Float32Array[][]): Promise<number> {
     const first = this.rows;
-    const position = first * this.rowBytes;
-    await writeAll(this.files.avg, concatRows(avg), position);
-    await writeAll(this.files.max, concatRows(max), position);
-    this.rows += avg.length;
+    for (let k = 0; k < this.files.length; k++) {
+      await writeAll(this.files[k]!, concatRows(tiles.map((rows) => rows[k]!)), first * this.outputs[k]!.dim * 4);
+    }
+    this.rows += tiles.length;
     return first;
   }
 
-  /** Reads the rows at `slots` (in that order) into one row-major array; runs of consecutive slots are read at once. */
-  async read(which: 'avg' | 'max', slots: readonly number[], dim: number): Promise<Float32Array> {
-    const out = new Float32Array(slots.length * dim);
+  /** Output k's rows at `slots` (in that order) as one row-major array; runs of consecutive slots are read at once. */
+  async read(k: number, slots: readonly number[]): Promise<Float32Array> {
+    const rowBytes = this.outputs[k]!.dim * 4;
+    const out = new Float32Array(slots.length * this.outputs[k]!.dim);
     const bytes = new Uint8Array(out.buffer);
-    const fh = this.files[which];
+    const fh = this.files[k]!;
     let i = 0;
     while (i < slots.length) {
       let j = i + 1;
       while (j < slots.length && slots[j] === slots[j - 1]! + 1) j++;
-      const length = (j - i) * this.rowBytes;
+      const length = (j - i) * rowBytes;
       let done = 0;
       while (done < length) {
-        const { bytesRead } = await fh.read(bytes, i * this.rowBytes + done, length - done, slots[i]! * this.rowBytes + done);
-        if (bytesRead === 0) throw new EngineError('E_SPILL_READ', STAGE, this.key, `spill file ${this.paths[which]} ended before slot ${slots[i]}`);
+        const { bytesRead } = await fh.read(bytes, i * rowBytes + done, length - done, slots[i]! * rowBytes + done);
+        if (bytesRead === 0) throw new EngineError('E_SPILL_READ', STAGE, this.key, `spill file ${this.paths[k]} ended before slot ${slots[i]}`);
         done += bytesRead;
       }
       i = j;
@@ -273,9 +297,9 @@ class SpillFiles {
 
   async remove(): Promise<void> {
     try {
-      await Promise.all([this.files.avg.close(), this.files.max.close()]);
+      await Promise.all(this.files.map((f) => f.close()));
     } finally {
-      await Promise.all([rm(this.paths.avg, { force: true }), rm(this.paths.max, { force: true })]);
+      await Promise.all(this.paths.map((p) => rm(p, { force: true })));
     }
   }
 }
@@ -299,30 +323,33 @@ async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Pr
 }
 
 /** A bag over sorted entries whose rows are in memory, in the spill files, or (after a final spill) all in the files. */
-function makeBag(patient_id: string, dim: number, entries: Entry[], spill: SpillFiles | undefined): EmbeddingBag {
+function makeBag(patient_id: string, outputs: readonly EmbeddingOutputSpec[], entries: Entry[], spill: SpillFiles | undefined): EmbeddingBag {
   let disposed = false;
   const tiles = entries.map((e) => e.ref);
   return {
     patient_id,
-    dim,
+    outputs,
     tiles,
-    async *rows(which) {
+    async *rows(output) {
       const live = (): void => {
         if (disposed) throw new EngineError('E_DISPOSED', STAGE, patient_id, `bag of patient ${patient_id} read after dispose`);
       };
       live();
+      const k = outputs.findIndex((o) => o.name === output);
+      if (k < 0 && entries.length === 0) return; // a bag without tiles has no rows of any output
+      if (k < 0) throw new EngineError('E_EMBEDDING_OUTPUT', STAGE, patient_id, `bag of patient ${patient_id} has no output '${output}' (it has ${describeSpecs(outputs)})`);
       if (spill === undefined) {
         // In memory: each row as it is. (Copying them into fresh 1.25 MiB chunks cost the parent a page fault per
         // 4 KB: ~100 ms per 2,000-tile patient, at the end of the job.)
         for (const e of [...entries]) {
           live();
-          yield e[which]!;
+          yield e.rows![k]!;
         }
         return;
       }
       for (let i = 0; i < entries.length; i += BAG_CHUNK_ROWS) {
         live();
-        yield await spill.read(which, entries.slice(i, i + BAG_CHUNK_ROWS).map((e) => e.slot), dim);
+        yield await spill.read(k, entries.slice(i, i + BAG_CHUNK_ROWS).map((e) => e.slot));
       }
     },
     async dispose() {

@@ -1,12 +1,12 @@
-/** Embeds batches of tiles with EfficientNet-B0 in onnxruntime: global average and max pooled features per tile. */
+/** Embeds batches of tiles in onnxruntime: every output of the embedder (EfficientNet-B0: avg, max; a ViT: cls, mean) per tile. */
 import ort from 'onnxruntime-node';
 import { EngineError, type Stage, type StageContext } from '../engine/types.js';
 import { getSession } from '../models/runtime/session.js';
 import { batchTileSize, throwIfAborted } from '../models/runtime/batch-checks.js';
-import type { Tile, TileEmbeddings } from './types.js';
+import type { EmbeddingOutput, Tile, TileEmbeddings } from './types.js';
 
 export interface EmbedOptions {
-  /** The embedding .onnx file (inputs `tiles` uint8 NHWC; outputs `avg`, `max` float32 [N,dim]). */
+  /** The embedding .onnx file (input `tiles` uint8 NHWC; outputs float32 [N,dim] each, e.g. `avg`, `max`). */
   readonly model: string;
   /** onnxruntime intra-op threads for this process (default 1). */
   readonly threads?: number;
@@ -42,13 +42,12 @@ export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbeddings> {
       const size = batchTileSize(tiles, ctx);
       session ??= await getSession(opts.model, 'efficientnet', opts.threads ?? 1);
       const step = Math.max(1, opts.modelBatch ?? tiles.length);
-      let packed: { dim: number; avg: Float32Array; max: Float32Array } | undefined;
+      let packed: Array<{ name: string; dim: number; rows: Float32Array }> | undefined;
       for (let i = 0; i < tiles.length; i += step) {
         throwIfAborted(ctx);
-        const out = await run(session, tiles.slice(i, i + step), size, ctx); // same tile size, so the same dim every run
-        packed ??= { dim: out.dim, avg: new Float32Array(tiles.length * out.dim), max: new Float32Array(tiles.length * out.dim) };
-        packed.avg.set(out.avg, i * out.dim);
-        packed.max.set(out.max, i * out.dim);
+        const out = await run(session, tiles.slice(i, i + step), size, ctx); // same tile size, so the same widths every run
+        packed ??= out.map((o) => ({ name: o.name, dim: o.dim, rows: new Float32Array(tiles.length * o.dim) }));
+        out.forEach((o, k) => packed![k]!.rows.set(o.rows, i * o.dim));
       }
       ctx.metrics.custom.tilesEmbedded = (ctx.metrics.custom.tilesEmbedded ?? 0) + tiles.length;
       yield {
@@ -58,13 +57,13 @@ export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbeddings> {
         image_num: first.image_num,
         x: tiles.map((t) => t.x),
         y: tiles.map((t) => t.y),
-        ...packed!,
+        outputs: packed!,
       };
     }
   };
 
-  /** One onnxruntime run: the tiles' avg and max rows, copied out of the run's output tensors. */
-  async function run(session: ort.InferenceSession, tiles: readonly Tile[], size: number, ctx: StageContext): Promise<{ dim: number; avg: Float32Array; max: Float32Array }> {
+  /** One onnxruntime run: each output's rows for the tiles (in the model's output order), copied out of the run's tensors. */
+  async function run(session: ort.InferenceSession, tiles: readonly Tile[], size: number, ctx: StageContext): Promise<EmbeddingOutput[]> {
     const per = size * size * 3;
     let batch = tiles[0]!.pixels;
     if (tiles.length > 1) {
@@ -72,18 +71,17 @@ export function embedTiles(opts: EmbedOptions): Stage<Tile[], TileEmbeddings> {
       tiles.forEach((t, i) => batch.set(t.pixels, i * per));
     }
     const res = await session.run({ tiles: new ort.Tensor('uint8', batch, [tiles.length, size, size, 3]) });
-    const avg = res.avg!;
-    const max = res.max!;
     try {
-      const dim = avg.dims[1]!;
-      if (avg.dims[0] !== tiles.length || max.dims[0] !== tiles.length || max.dims[1] !== dim || !(dim > 0)) {
-        throw new EngineError('E_MODEL', ctx.name, tiles[0]!.image_id,
-          `${opts.model}: outputs avg [${avg.dims.join(',')}] / max [${max.dims.join(',')}] for a batch of ${tiles.length}`);
-      }
-      return { dim, avg: (avg.data as Float32Array).slice(), max: (max.data as Float32Array).slice() };
+      return session.outputNames.map((name) => {
+        const t = res[name]!;
+        const dim = t.dims[1]!;
+        if (t.dims.length !== 2 || t.dims[0] !== tiles.length || !(dim > 0) || t.type !== 'float32') {
+          throw new EngineError('E_MODEL', ctx.name, tiles[0]!.image_id, `${opts.model}: output ${name} is ${t.type} [${t.dims.join(',')}] for a batch of ${tiles.length}`);
+        }
+        return { name, dim, rows: (t.data as Float32Array).slice() };
+      });
     } finally {
-      avg.dispose();
-      max.dispose();
+      for (const t of Object.values(res)) t.dispose();
     }
   }
 }

@@ -57,10 +57,21 @@ export interface Tile {
 }
 
 /**
- * Embeddings of a group of tiles of one slide (global average and global max pooling of the backbone's features),
- * packed: tile i is (x[i], y[i]) and its rows are avg/max[i*dim, (i+1)*dim). A worker sends one of these per
- * group of tiles, not one record per tile: per record, the parent's receive, staging and combine cost more than
- * the 10 KB of floats (bench/RESULTS.md, decision 27).
+ * One output of the embedder for a group of tiles, packed: tile i's row is rows[i*dim, (i+1)*dim). `name` is the
+ * ONNX output's name (EfficientNet-B0 / ResNet50-trunc: 'avg' and 'max', global average and max pooling; a ViT:
+ * 'cls', the class token after the final norm, and 'mean', the mean of the patch tokens).
+ */
+export interface EmbeddingOutput {
+  readonly name: string;
+  readonly dim: number;
+  readonly rows: Float32Array;
+}
+
+/**
+ * Embeddings of a group of tiles of one slide: tile i is (x[i], y[i]); `outputs` holds one packed block per
+ * embedder output, in the model's output order (the same names and widths for every group of a run). A worker sends
+ * one of these per group of tiles, not one record per tile: per record, the parent's receive, staging and combine
+ * cost more than the 10 KB of floats (bench/RESULTS.md, decision 27).
  */
 export interface TileEmbeddings {
   readonly kind: 'embeddings';
@@ -69,9 +80,7 @@ export interface TileEmbeddings {
   readonly image_num: number;
   readonly x: readonly number[];
   readonly y: readonly number[];
-  readonly dim: number;
-  readonly avg: Float32Array;
-  readonly max: Float32Array;
+  readonly outputs: readonly EmbeddingOutput[];
 }
 
 /** Colour histogram of one normalized tile: 4096 bins (r>>4)*256 + (g>>4)*16 + (b>>4), summing to 1. */
@@ -155,12 +164,18 @@ export interface TileRef {
  */
 export interface EmbeddingBag {
   readonly patient_id: string;
-  /** Embedding width (1280 for EfficientNet-B0). */
-  readonly dim: number;
+  /** The embedder's outputs, in model order, with their widths (EfficientNet-B0: avg 1280, max 1280). */
+  readonly outputs: readonly EmbeddingOutputSpec[];
   readonly tiles: readonly TileRef[];
-  /** The avg or max rows in `tiles` order, in chunks of whole rows (row-major float32; a chunk may be one row). */
-  rows(which: 'avg' | 'max'): AsyncIterable<Float32Array>;
+  /** One output's rows in `tiles` order, in chunks of whole rows (row-major float32; a chunk may be one row). */
+  rows(output: string): AsyncIterable<Float32Array>;
   dispose(): Promise<void>;
+}
+
+/** An embedder output's name and width (floats per tile). */
+export interface EmbeddingOutputSpec {
+  readonly name: string;
+  readonly dim: number;
 }
 
 /** A patient's mean colour histogram (4096 bins summing to 1) and the number of tiles it averages. */

@@ -33,6 +33,8 @@ export interface PatientSummary {
   /** The int64 exactly, as a decimal string. */
   readonly center_id: string;
   readonly images: number;
+  /** The embedder outputs and their widths (avg and max for the CNNs; from embedding_outputs / embedding_dims otherwise). */
+  readonly embeddings: ReadonlyArray<{ readonly name: string; readonly dim: number }>;
 }
 
 const SHARD = /^(.+)-(\d{5})-of-(\d{5})\.tfrecord$/;
@@ -117,7 +119,7 @@ export async function inspect(argv: readonly string[] | string, io: InspectIo = 
         if (before !== undefined) problem(`E_DUPLICATE_PATIENT: ${where}: patient ${summary.patient_id} already in ${before}`);
         seen.set(summary.patient_id, where);
         if (slideFiles.active) for (const line of await slideFiles.checkRecord(data, where)) problem(line);
-        patients.push(`  ${summary.patient_id}: tiles ${summary.tiles}, label ${summary.label ?? '-'}, center ${summary.center_id}, images ${summary.images}`);
+        patients.push(`  ${summary.patient_id}: tiles ${summary.tiles}, label ${summary.label ?? '-'}, center ${summary.center_id}, images ${summary.images}, embeddings ${summary.embeddings.map((e) => `${e.name} ${e.dim}`).join(', ')}`);
       }
     } catch (err) {
       const e = err as { code?: string; message: string };
@@ -153,16 +155,41 @@ export function summarize(data: Uint8Array): PatientSummary {
   const [n] = list('num_tiles', 'int64_list').map(Number);
   if (patient_id === undefined || center_id === undefined || n === undefined) throw new Error('patient_id, center_id or num_tiles is empty');
   const image_ids = list('image_ids', 'bytes_list');
-  const avg = list('avg_embedding', 'float_list');
-  const max = list('max_embedding', 'float_list');
   const check = (ok: boolean, what: string) => {
     if (!ok) throw new Error(`patient ${patient_id}: ${what}`);
   };
   check(n > 0, `num_tiles is ${n}`);
-  check(avg.length === max.length && avg.length % n === 0, `avg_embedding (${avg.length}) and max_embedding (${max.length}) are not num_tiles (${n}) rows of one width`);
+  const embeddings = embeddingOutputs(f, n, list, check);
   for (const key of ['tile_x', 'tile_y', 'tile_image_index']) check(list(key, 'int64_list').length === n, `${key} does not have num_tiles (${n}) values`);
   check(list('tile_image_index', 'int64_list').every((i) => Number(i) >= 0 && Number(i) < image_ids.length), 'tile_image_index points outside image_ids');
   check(list('color_histogram', 'float_list').length === 4096, 'color_histogram does not have 4096 bins');
   const label = f['label']?.bytes_list?.value.map(text)[0];
-  return { patient_id, tiles: n, label, center_id, images: image_ids.length };
+  return { patient_id, tiles: n, label, center_id, images: image_ids.length, embeddings };
+}
+
+/**
+ * The record's embedding features, checked: with embedding_outputs, one `<name>_embedding` of num_tiles x width per
+ * output (widths from embedding_dims); without, avg_embedding and max_embedding of one width (the CNN schema).
+ */
+function embeddingOutputs(
+  f: Record<string, FeatureObject>,
+  n: number,
+  list: <K extends keyof FeatureObject>(key: string, kind: K) => NonNullable<FeatureObject[K]>['value'],
+  check: (ok: boolean, what: string) => void,
+): Array<{ name: string; dim: number }> {
+  if (f['embedding_outputs'] === undefined) {
+    const avg = list('avg_embedding', 'float_list');
+    const max = list('max_embedding', 'float_list');
+    check(avg.length === max.length && avg.length % n === 0, `avg_embedding (${avg.length}) and max_embedding (${max.length}) are not num_tiles (${n}) rows of one width`);
+    return [{ name: 'avg', dim: avg.length / n }, { name: 'max', dim: max.length / n }];
+  }
+  const names = list('embedding_outputs', 'bytes_list').map((b) => Buffer.from(b).toString('utf8'));
+  const dims = list('embedding_dims', 'int64_list').map(Number);
+  check(names.length > 0 && names.length === dims.length, `embedding_outputs (${names.length}) and embedding_dims (${dims.length}) do not name the same outputs`);
+  return names.map((name, k) => {
+    const dim = dims[k]!;
+    const values = list(`${name}_embedding`, 'float_list');
+    check(dim > 0 && values.length === n * dim, `${name}_embedding has ${values.length} values, not num_tiles (${n}) x embedding_dims (${dim})`);
+    return { name, dim };
+  });
 }

@@ -37,9 +37,10 @@ export interface MainDeps {
 
 /**
  * Version of what a slide checkpoint holds (2: per-slide histogram sums instead of per-tile histograms; 3: embeddings
- * packed per group of tiles; 4: single-level slides' tiles selected on the new banded thumbnail, stages/slides/thumbnail-jpeg.ts).
+ * packed per group of tiles; 4: single-level slides' tiles selected on the new banded thumbnail, stages/slides/thumbnail-jpeg.ts;
+ * 5: embeddings as named outputs, TileEmbeddings.outputs, instead of avg/max).
  */
-const CHECKPOINT_FORMAT = 4;
+const CHECKPOINT_FORMAT = 5;
 
 /**
  * The main job, step by step: read and check the inputs, prepare the models, open the checkpoints, run the
@@ -149,7 +150,7 @@ interface JobModels {
 async function prepareModels(opts: RunOptions, workDir: string, cacheDir: string): Promise<JobModels> {
   const demoModels = await ensureModels(join(cacheDir, 'models'));
   const normalizer = opts.normalizer === 'none' ? 'none' : await prepareModel(opts.normalizer, 'stainnet', demoModels.stainnet, join(workDir, 'models'));
-  const embedder = await prepareModel(opts.embedder, 'efficientnet', demoModels.efficientnet, join(workDir, 'models'));
+  const embedder = await prepareModel(opts.embedder, 'efficientnet', demoModels.efficientnet, join(workDir, 'models'), opts.embedderArch);
   const report: RunReport['models'] = {};
   for (const [name, file] of [['normalizer', normalizer], ['embedder', embedder]] as const) {
     if (file === 'none') continue;

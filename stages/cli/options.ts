@@ -4,7 +4,8 @@
  */
 import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
+import { extname, resolve } from 'node:path';
+import { EMBEDDER_ARCHS } from '../../models/embedders.js';
 import { parseFormats, type OutputFormat } from '../slide-files/formats.js';
 
 export interface RunOptions {
@@ -26,6 +27,8 @@ export interface RunOptions {
   readonly normalizer?: string;
   /** An ONNX file, or a .pth / .safetensors state dict (models/embedders.ts); absent: the demo EfficientNet-B0. */
   readonly embedder?: string;
+  /** The embedder weights' architecture, named (models/embedders.ts EMBEDDER_ARCHS); absent: recognised from the keys. */
+  readonly embedderArch?: string;
   readonly shards?: number;
   readonly failFast: boolean;
   readonly resume: boolean;
@@ -65,7 +68,10 @@ Main job options (defaults are the seed's constants):
   --batch-size N             tiles per model batch (1; see bench/RESULTS.md)
   --group-size N             tiles each stage takes at a time, in model batches of --batch-size (8)
   --normalizer X             StainNet: an ONNX file, a StainNet .pth, or none (demo StainNet, untrained)
-  --embedder X               an ONNX file, or an EfficientNet-B0 / ResNet50-trunc .pth / .safetensors (demo EfficientNet-B0, untrained)
+  --embedder X               an ONNX file, or a .pth / .bin / .safetensors of EfficientNet-B0, ResNet50-trunc or a ViT
+                             (timm, transformers) (demo EfficientNet-B0, untrained)
+  --embedder-arch NAME       the architecture of --embedder's weights (default: recognised from its keys):
+                             \${EMBEDDER_ARCHS.join(', ')}
   --shards N                 number of TFRecord shards (from the data size)
   --formats LIST             outputs, a comma list of tfrecord (required), h5 (<image_id>.h5 per slide:
                              features, coords; CLAM/TRIDENT layout), geojson (<image_id>.geojson per slide:
@@ -120,6 +126,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         'group-size': { type: 'string' },
         normalizer: { type: 'string' },
         embedder: { type: 'string' },
+        'embedder-arch': { type: 'string' },
         shards: { type: 'string' },
         'tile-budget': { type: 'string' },
         'bag-memory-mb': { type: 'string' },
@@ -152,6 +159,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
   }
   const formats = parseFormats(v.formats ?? 'tfrecord');
   if (!Array.isArray(formats)) throw new UsageError(formats.error);
+  checkEmbedderArch(v.embedder, v['embedder-arch']);
   const tileSize = positiveInt('tile-size', v['tile-size'], 448);
   const downsample = positiveInt('downsample', v.downsample, 16);
   if (downsample > tileSize) throw new UsageError(`--downsample (${downsample}) must not exceed --tile-size (${tileSize})`);
@@ -183,6 +191,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     groupSize,
     ...(v.normalizer !== undefined && { normalizer: v.normalizer === 'none' ? 'none' : resolve(v.normalizer) }),
     ...(v.embedder !== undefined && { embedder: resolve(v.embedder) }),
+    ...(v['embedder-arch'] !== undefined && { embedderArch: v['embedder-arch'] }),
     ...(v.shards !== undefined && { shards: positiveInt('shards', v.shards, undefined) }),
     failFast: v['fail-fast'] ?? false,
     resume: !v['no-resume'],
@@ -192,6 +201,14 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     progress,
     formats,
   };
+}
+
+/** `--embedder-arch` names the architecture of a weights file given with --embedder (not of an ONNX file). */
+function checkEmbedderArch(embedder: string | undefined, arch: string | undefined): void {
+  if (arch === undefined) return;
+  if (embedder === undefined) throw new UsageError('--embedder-arch without --embedder (it names the architecture of the weights file)');
+  if (!EMBEDDER_ARCHS.includes(arch)) throw new UsageError(`unknown --embedder-arch '${arch}': expected one of ${EMBEDDER_ARCHS.join(', ')}`);
+  if (extname(embedder).toLowerCase() === '.onnx') throw new UsageError(`--embedder-arch ${arch} with an ONNX file (${embedder}): it names the architecture of a .pth / .bin / .safetensors weights file`);
 }
 
 /**

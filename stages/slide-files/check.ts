@@ -17,7 +17,7 @@ interface Decoded {
   readonly index: number[];
   readonly x: number[];
   readonly y: number[];
-  /** Float features `<name>_embedding`, by output name. */
+  /** Float features `<name>_embedding`, by output name, in model order. */
   readonly outputs: Map<string, number[]>;
 }
 
@@ -93,8 +93,13 @@ function decode(data: Uint8Array): Decoded {
     features?: { feature?: Record<string, { bytes_list?: { value: Uint8Array[] }; float_list?: { value: number[] }; int64_list?: { value: number[] } }> };
   };
   const f = obj.features?.feature ?? {};
+  // In model order: embedding_outputs when the record has it (any embedder but the CNNs), else avg, max.
+  const order = f['embedding_outputs']?.bytes_list?.value.map((b) => Buffer.from(b).toString('utf8')) ?? ['avg', 'max'];
   const outputs = new Map<string, number[]>();
-  for (const [name, v] of Object.entries(f)) if (name.endsWith('_embedding') && v.float_list) outputs.set(name.slice(0, -'_embedding'.length), v.float_list.value);
+  for (const name of order) {
+    const values = f[`${name}_embedding`]?.float_list?.value;
+    if (values !== undefined) outputs.set(name, values);
+  }
   return {
     image_ids: (f['image_ids']?.bytes_list?.value ?? []).map((b) => Buffer.from(b).toString('utf8')),
     index: f['tile_image_index']?.int64_list?.value ?? [],
@@ -137,6 +142,7 @@ async function checkH5(path: string, record: Decoded, image: ImageTiles): Promis
         if (bad >= 0) problems.push(`coords row ${bad} is (${v[2 * bad]}, ${v[2 * bad + 1]}), the record's tile is (${image.x[bad]}, ${image.y[bad]})`);
       }
     }
+    // `features` is features_avg, or the first output in model order (as write-h5.ts links it).
     const first = record.outputs.has('avg') ? 'avg' : [...record.outputs.keys()][0];
     for (const [output, values] of record.outputs) {
       for (const name of output === first ? [`features_${output}`, 'features'] : [`features_${output}`]) {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { EngineError, type KV } from '../../engine/types.js';
 import type { JoinedPatient } from '../drop-no-tiles.js';
-import type { EmbeddingBag, TileRef } from '../types.js';
+import type { EmbeddingBag, EmbeddingOutputSpec, TileRef } from '../types.js';
 import type { SlideFacts } from './slide-facts.js';
 import { naming } from '../dataset/io.js';
 
@@ -27,24 +27,9 @@ export interface SlideTiles {
   readonly tiles: readonly TileRef[];
 }
 
-/** An embedder output: its name and width (floats per tile). */
-export interface OutputSpec {
-  readonly name: string;
-  readonly dim: number;
-}
-
-/** The embedder's outputs of a bag, in model order (EfficientNet-B0: avg, max). */
-export function bagOutputs(bag: EmbeddingBag): OutputSpec[] {
-  return [
-    { name: 'avg', dim: bag.dim },
-    { name: 'max', dim: bag.dim },
-  ];
-}
-
-/** One output's rows in the bag's tile order, in chunks of whole rows. */
-export function bagRows(bag: EmbeddingBag, output: string): AsyncIterable<Float32Array> {
-  if (output !== 'avg' && output !== 'max') throw new EngineError('E_EMBEDDING_DIM', 'slide-files', bag.patient_id, `the bag has no output ${output}`);
-  return bag.rows(output);
+/** The embedder's outputs of a bag, in model order (EfficientNet-B0: avg, max; a ViT: cls, mean). */
+export function bagOutputs(bag: EmbeddingBag): EmbeddingOutputSpec[] {
+  return bag.outputs.map((o) => ({ name: o.name, dim: o.dim }));
 }
 
 /**

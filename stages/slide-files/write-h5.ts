@@ -14,9 +14,9 @@
  */
 import { EngineError, type Stage } from '../../engine/types.js';
 import { isSystemError } from '../dataset/io.js';
-import { AtomicFile, bagOutputs, bagRows, slidesOfPatient, type OutputSpec, type SlideFilesElement, type SlideTiles } from './slide-tiles.js';
+import { AtomicFile, bagOutputs, slidesOfPatient, type SlideFilesElement, type SlideTiles } from './slide-tiles.js';
 import { CHUNK_ROWS, loadH5wasm, SlideH5, type AttrValue, type RowDataset } from './hdf5.js';
-import type { TileParams } from '../types.js';
+import type { EmbeddingOutputSpec, TileParams } from '../types.js';
 
 /** Rows handed to HDF5 per write (a whole number of chunks). */
 export const BLOCK_ROWS = 4 * CHUNK_ROWS;
@@ -73,7 +73,7 @@ async function fill(files: PatientSlideH5[], bag: SlideFilesElement[1]['embeddin
   for (const output of bagOutputs(bag)) {
     const blocks = files.map((f) => f.blockWriter(output));
     let at = 0;
-    for await (const chunk of bagRows(bag, output.name)) {
+    for await (const chunk of bag.rows(output.name)) {
       signal.throwIfAborted();
       const n = chunk.length / output.dim;
       for (let r = 0; r < n; r++, at++) blocks[owner[at]!]!.push(chunk.subarray(r * output.dim, (r + 1) * output.dim), local[at]!);
@@ -124,7 +124,7 @@ class PatientSlideH5 {
     this.h5 = SlideH5.create(lib, this.file.temp);
   }
 
-  blockWriter(output: OutputSpec): BlockWriter {
+  blockWriter(output: EmbeddingOutputSpec): BlockWriter {
     const h5 = this.open();
     this.outputs.push(output.name);
     return new BlockWriter(h5, h5.rowDataset(`features_${output.name}`, this.slide.tiles.length, output.dim));

@@ -1,11 +1,16 @@
 /**
- * tf.train.Example encoding of one patient, streamed: the large packed float features
- * (avg_embedding, max_embedding: n*dim floats each) are written straight from the bag's rows, so a
- * patient's Example never has to sit in one buffer. Every length is known up front, so the protobuf
- * length prefixes are computed before the first byte is produced.
+ * tf.train.Example encoding of one patient, streamed: the large packed float features (one per embedder
+ * output: n*dim floats each) are written straight from the bag's rows, so a patient's Example never has to sit in
+ * one buffer. Every length is known up front, so the protobuf length prefixes are computed before the first byte
+ * is produced.
  *
  * Features (map entries written in sorted key order, so the bytes are reproducible):
- *   avg_embedding, max_embedding  float  n*dim, row-major, tiles sorted by (image_num, y, x)
+ *   avg_embedding, max_embedding  float  n*dim, row-major, tiles sorted by (image_num, y, x): an embedder whose
+ *                                        outputs are exactly avg and max (EfficientNet-B0, ResNet50-trunc)
+ *   <name>_embedding              float  n*dim_name, likewise, one per output of any other embedder (a ViT: cls_embedding,
+ *                                        mean_embedding), with
+ *   embedding_outputs             bytes  the output names in model order, and
+ *   embedding_dims                int64  their widths, in the same order
  *   center_id                     int64  1
  *   color_histogram               float  4096, bin (r>>4)*256 + (g>>4)*16 + (b>>4)
  *   image_ids                     bytes  the patient's image_ids in image_num order
@@ -17,9 +22,10 @@
  */
 import { endianness } from 'node:os';
 import { EngineError } from '../../engine/types.js';
-import type { EmbeddingBag, MeanHistogram, PatientData } from '../types.js';
+import type { EmbeddingBag, EmbeddingOutputSpec, MeanHistogram, PatientData } from '../types.js';
 import protobuf from 'protobufjs';
 import { FeaturesType } from './example-proto.js';
+import { EMBEDDER_OUTPUT_NAME } from '../../models/check.js';
 
 /** A kept patient after the join: its tabular data, its bag of embeddings and its mean histogram. */
 export interface PatientRecord {
@@ -48,7 +54,7 @@ type FeatureValue =
   | { int64_list: { value: Array<number | string> } };
 
 /** A part of the Features message: fixed bytes, or a packed float feature streamed from the bag. */
-type Part = { bytes: Uint8Array } | { header: Uint8Array; which: 'avg' | 'max'; floats: number };
+type Part = { bytes: Uint8Array } | { header: Uint8Array; output: string; floats: number; dim: number };
 
 const utf8 = new TextEncoder();
 // center_id is an int64 given as a decimal string: without Long, protobufjs would parse it with parseInt (inexact).
@@ -92,16 +98,16 @@ export function encodeExample(record: PatientRecord, opts: { withLabel: boolean 
     tile_y: { int64_list: { value: tileY } },
   };
   if (opts.withLabel) small['label'] = { bytes_list: { value: [utf8.encode(patient.label ?? '')] } };
-  const floats = n * bag.dim;
-  const big: Record<string, 'avg' | 'max'> = { avg_embedding: 'avg', max_embedding: 'max' };
+  const big = embeddingFeatures(bag, small);
 
   const parts: Part[] = [];
   let featuresLength = 0;
   for (const key of [...Object.keys(small), ...Object.keys(big)].sort()) {
-    const which = big[key];
-    if (which !== undefined) {
+    const output = big[key];
+    if (output !== undefined) {
+      const floats = n * output.dim;
       const header = floatEntryHeader(key, floats);
-      parts.push({ header, which, floats });
+      parts.push({ header, output: output.name, floats, dim: output.dim });
       featuresLength += header.length + 4 * floats;
     } else {
       // One map entry, encoded by protobufjs as a one-entry Features message: concatenating those is the
@@ -129,13 +135,13 @@ export function encodeExample(record: PatientRecord, opts: { withLabel: boolean 
         }
         yield part.header;
         let seen = 0;
-        for await (const rows of bag.rows(part.which)) {
+        for await (const rows of bag.rows(part.output)) {
           seen += rows.length;
           if (seen > part.floats) break;
           yield floatBytes(rows);
         }
         if (seen !== part.floats) {
-          throw new EngineError('E_BAG_ROWS', stage, patient_id, `patient ${patient_id}: bag gave ${seen > part.floats ? 'more than' : seen} ${part.which} floats, expected ${part.floats} (${n} tiles x ${bag.dim})`);
+          throw new EngineError('E_BAG_ROWS', stage, patient_id, `patient ${patient_id}: bag gave ${seen > part.floats ? 'more than' : seen} ${part.output} floats, expected ${part.floats} (${n} tiles x ${part.dim})`);
         }
       }
     },
@@ -145,6 +151,32 @@ export function encodeExample(record: PatientRecord, opts: { withLabel: boolean 
       await bag.dispose();
     },
   };
+}
+
+
+/** True when the bag's outputs keep the CNN schema (avg_embedding, max_embedding and no width features). */
+export function isPooledSchema(outputs: readonly EmbeddingOutputSpec[]): boolean {
+  return outputs.length === 2 && outputs[0]!.name === 'avg' && outputs[1]!.name === 'max' && outputs[0]!.dim === outputs[1]!.dim;
+}
+
+/**
+ * The packed float features, by key, for the bag's outputs; for any schema other than avg/max, adds the names and
+ * widths (embedding_outputs, embedding_dims) to `small`.
+ */
+function embeddingFeatures(bag: EmbeddingBag, small: Record<string, FeatureValue>): Record<string, EmbeddingOutputSpec> {
+  const big: Record<string, EmbeddingOutputSpec> = {};
+  for (const o of bag.outputs) {
+    if (!EMBEDDER_OUTPUT_NAME.test(o.name)) {
+      throw new EngineError('E_EMBEDDING_OUTPUT', 'to-example', bag.patient_id, `embedder output '${o.name}' cannot name a feature (expected a letter, then letters, digits or _ , at most 64)`);
+    }
+    big[`${o.name}_embedding`] = o;
+  }
+  if (bag.outputs.length === 0) throw new EngineError('E_EMBEDDING_OUTPUT', 'to-example', bag.patient_id, `patient ${bag.patient_id}: the bag has no embedder outputs`);
+  if (!isPooledSchema(bag.outputs)) {
+    small['embedding_outputs'] = { bytes_list: { value: bag.outputs.map((o) => utf8.encode(o.name)) } };
+    small['embedding_dims'] = { int64_list: { value: bag.outputs.map((o) => o.dim) } };
+  }
+  return big;
 }
 
 /**

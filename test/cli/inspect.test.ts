@@ -2,7 +2,8 @@ import t from 'tap';
 import { mkdtemp, readFile, readdir, rm, writeFile, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { inspect } from '../../stages/cli/inspect.js';
+import { inspect, summarize } from '../../stages/cli/inspect.js';
+import { ExampleType } from '../../stages/tfrecord/example-proto.js';
 import { toExample } from '../../stages/to-example.js';
 import { writeTfrecords, type WriteSummary } from '../../stages/write-tfrecords.js';
 import { buildManifest } from '../../stages/dataset/manifest.js';
@@ -38,7 +39,7 @@ t.test('good output: exit 0 with per-shard and per-patient lines', async (t) => 
   t.same(c.err, []);
   t.match(c.out.join('\n'), /data-00000-of-00002.tfrecord: records 3, bytes \d+/);
   t.match(c.out.join('\n'), /data-00001-of-00002.tfrecord: records 3/);
-  t.ok(c.out.includes('  P3: tiles 4, label MSS, center 1, images 1'), c.out.join('\n'));
+  t.ok(c.out.includes('  P3: tiles 4, label MSS, center 1, images 1, embeddings avg 4, max 4'), c.out.join('\n'));
   t.match(c.out.at(-1)!, /total: 2 shard\(s\), 6 records, \d+ bytes, 0 problem/);
   t.equal(await inspect(dir, capture().io), 0, 'a plain directory argument works too');
 });
@@ -153,4 +154,29 @@ t.test('a committed swap not yet done is a problem until a run finishes it', asy
   const c = capture();
   t.equal(await inspect([dir], c.io), 1);
   t.match(c.err.join('\n'), `E_DATASET_SWAP_PENDING: ${join(dir, '.dataset-commit.json')}: run ${staging.runId}'s dataset is committed but not yet swapped in`);
+});
+
+/** An Example's bytes from plain features (what summarize reads), for the embedding schema checks. */
+function example(extra: Record<string, object>): Uint8Array {
+  const base: Record<string, object> = {
+    center_id: { int64_list: { value: [1] } },
+    color_histogram: { float_list: { value: new Array(4096).fill(0) } },
+    image_ids: { bytes_list: { value: [Buffer.from('a')] } },
+    num_tiles: { int64_list: { value: [2] } },
+    patient_id: { bytes_list: { value: [Buffer.from('P')] } },
+    tile_image_index: { int64_list: { value: [0, 0] } },
+    tile_x: { int64_list: { value: [0, 448] } },
+    tile_y: { int64_list: { value: [0, 0] } },
+  };
+  return ExampleType.encode(ExampleType.fromObject({ features: { feature: { ...base, ...extra } } })).finish();
+}
+
+t.test('named embeddings (a ViT): inspect reads names and widths from embedding_outputs / embedding_dims and checks each feature', async (t) => {
+  const floats = (n: number) => ({ float_list: { value: new Array(n).fill(0.5) } });
+  const named = (dims: number[], names = ['cls', 'mean']) => ({ embedding_outputs: { bytes_list: { value: names.map((x) => Buffer.from(x)) } }, embedding_dims: { int64_list: { value: dims } } });
+  t.same(summarize(example({ ...named([3, 5]), cls_embedding: floats(6), mean_embedding: floats(10) })).embeddings, [{ name: 'cls', dim: 3 }, { name: 'mean', dim: 5 }]);
+  t.same(summarize(example({ avg_embedding: floats(8), max_embedding: floats(8) })).embeddings, [{ name: 'avg', dim: 4 }, { name: 'max', dim: 4 }], 'the CNN schema');
+  t.throws(() => summarize(example({ ...named([3, 5]), cls_embedding: floats(6), mean_embedding: floats(8) })), /mean_embedding has 8 values, not num_tiles \(2\) x embedding_dims \(5\)/);
+  t.throws(() => summarize(example({ ...named([3]), cls_embedding: floats(6), mean_embedding: floats(10) })), /embedding_outputs \(2\) and embedding_dims \(1\) do not name the same outputs/);
+  t.throws(() => summarize(example({ ...named([3, 5]), cls_embedding: floats(6) })), /feature mean_embedding \(float_list\) is missing/);
 });

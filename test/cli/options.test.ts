@@ -83,3 +83,13 @@ t.test('usage errors', async (t) => {
     t.ok(caught instanceof UsageError, 'is a UsageError');
   }
 });
+
+t.test('--embedder-arch: kept with a weights file; unknown, alone or with an ONNX file is a usage error', async (t) => {
+  const o = parseRunOptions(['--embedder', 'w.safetensors', '--embedder-arch', 'h_optimus_0']);
+  t.equal(o !== 'help' && o.embedderArch, 'h_optimus_0');
+  t.equal((parseRunOptions(['--embedder', 'w.pth']) as Exclude<ReturnType<typeof parseRunOptions>, 'help'>).embedderArch, undefined);
+  t.throws(() => parseRunOptions(['--embedder', 'w.pth', '--embedder-arch', 'vit_x']), { code: 'E_USAGE', message: /unknown --embedder-arch 'vit_x': expected one of efficientnet_b0, resnet50_trunc, vit, h_optimus_0, vit_hf/ });
+  t.throws(() => parseRunOptions(['--embedder-arch', 'vit']), { code: 'E_USAGE', message: /--embedder-arch without --embedder/ });
+  t.throws(() => parseRunOptions(['--embedder', 'm.ONNX', '--embedder-arch', 'vit']), { code: 'E_USAGE', message: /with an ONNX file/ });
+  t.match(HELP, /--embedder-arch NAME/);
+});

@@ -16,7 +16,7 @@ export function memoryBag(patient_id: string, n: number, dim = 4) {
   const value = (which: number, i: number) => which * 1000 + i + patient_id.length / 10;
   const bag: EmbeddingBag = {
     patient_id,
-    dim,
+    outputs: [{ name: 'avg', dim }, { name: 'max', dim }],
     tiles,
     async *rows(which) {
       const w = which === 'avg' ? 1 : 2;

@@ -17,7 +17,7 @@ t.test('our models pass their own checks', async (t) => {
   t.doesNotThrow(() => checkModel(s, 'stainnet'));
   const e = await ort.InferenceSession.create(buildEfficientNetB0());
   t.doesNotThrow(() => checkModel(e, 'efficientnet'));
-  t.throws(() => checkModel(s, 'efficientnet', 'stainnet.onnx'), { code: 'E_MODEL', message: /^stainnet\.onnx: not a usable efficientnet model: output 'avg' is missing/ });
+  t.throws(() => checkModel(s, 'efficientnet', 'stainnet.onnx'), { code: 'E_MODEL', message: /^stainnet\.onnx: not a usable embedder: output 'normalized' has rank 4\. Expected outputs float32 \[N, width\]/ });
   t.throws(() => checkModel(e, 'stainnet'), { code: 'E_MODEL', message: /output 'normalized' is missing.*found \{avg: float32 \[N,1280\]; max: float32 \[N,1280\]\}/ });
   await s.release();
   await e.release();
@@ -74,4 +74,30 @@ t.test('an embedder of any width passes; avg and max of different widths are E_M
   const bad = await ort.InferenceSession.create(twoOut(3, 4));
   t.throws(() => checkModel(bad, 'efficientnet', 'odd.onnx'), { code: 'E_MODEL', message: /^odd\.onnx: not a usable embedder: outputs 'avg' and 'max' have different widths \(3 and 4\)/ });
   await bad.release();
+});
+
+t.test('an embedder with any named float32 [N, width] outputs passes (a ViT: cls, mean); bad types, ranks, names are E_MODEL', async (t) => {
+  const outs = (outputs: Array<[string, ElemType, Array<number | string>]>): Uint8Array => {
+    const g = new GraphBuilder();
+    const x = g.op('ReduceMean', [g.op('Cast', [g.input('tiles', DT.UINT8, ['N', 'S', 'S', 3])], { to: { i: DT.FLOAT } })], { axes: { ints: [1, 2] }, keepdims: { i: 0 } });
+    for (const [name, type, dims] of outputs) {
+      if (dims.length === 2) g.op('Cast', [x], { to: { i: type } }, name);
+      else g.op('Cast', [g.op('Unsqueeze', [x, g.int64(`ax_${name}`, [2])])], { to: { i: type } }, name);
+      g.output(name, type, dims);
+    }
+    return g.toBytes('outs', {});
+  };
+  const ok = await ort.InferenceSession.create(outs([['cls', DT.FLOAT, ['N', 3]], ['mean', DT.FLOAT, ['N', 3]]]));
+  t.doesNotThrow(() => checkModel(ok, 'efficientnet', 'vit.onnx'));
+  await ok.release();
+  const cases: Array<[Array<[string, ElemType, Array<number | string>]>, RegExp]> = [
+    [[['cls', DT.INT64, ['N', 3]]], /^bad\.onnx: not a usable embedder: output 'cls' has type int64\. Expected outputs float32 \[N, width\].*found \{cls: int64 \[N,3\]\}/],
+    [[['cls', DT.FLOAT, ['N', 3, 1]]], /output 'cls' has rank 3/],
+    [[['cls', DT.FLOAT, ['N', 3]], ['bad-name', DT.FLOAT, ['N', 3]]], /output 'bad-name' cannot name a record feature/],
+  ];
+  for (const [spec, re] of cases) {
+    const s = await ort.InferenceSession.create(outs(spec));
+    t.throws(() => checkModel(s, 'efficientnet', 'bad.onnx'), { code: 'E_MODEL', message: re });
+    await s.release();
+  }
 });

@@ -195,10 +195,13 @@ t.test('ViT variants we do not build, and broken ViT weights, are E_WEIGHTS nami
   }
 });
 
-t.test('a ViT for a run is refused clearly (record takes avg/max); models build --embedder writes DIR/vit.onnx', async (t) => {
+t.test('a ViT for a run is built into the work folder (outputs cls, mean); models build --embedder writes DIR/vit.onnx', async (t) => {
   const file = path.join(dir, 'plain.safetensors');
   writeFileSync(file, safetensors(tinyVit(PLAIN, 3)));
-  await t.rejects(prepareModel(file, 'efficientnet', '/unused', path.join(dir, 'built')), { code: 'E_MODEL', message: /plain\.safetensors: a vit embedder has outputs cls, mean; the run's record takes embedders with outputs avg and max only/ });
+  const built = await prepareModel(file, 'efficientnet', '/unused', path.join(dir, 'built'));
+  t.match(path.basename(built), /^embedder-[0-9a-f]{16}\.onnx$/);
+  const named = await prepareModel(file, 'efficientnet', '/unused', path.join(dir, 'built'), 'h_optimus_0');
+  t.not(named, built, 'named as another architecture: another file');
   const out = path.join(dir, 'out');
   const lines: string[] = [];
   t.equal(await modelsBuild(['--out', out, '--embedder', file], (l) => lines.push(l)), 0);

@@ -21,7 +21,8 @@ interface TileEmbedding {
 
 /** A group of one tile. */
 function one(e: TileEmbedding): TileEmbeddings {
-  return { kind: 'embeddings', image_id: e.image_id, patient_id: e.patient_id, image_num: e.image_num, x: [e.x], y: [e.y], dim: e.avg.length, avg: e.avg, max: e.max };
+  const dim = e.avg.length;
+  return { kind: 'embeddings', image_id: e.image_id, patient_id: e.patient_id, image_num: e.image_num, x: [e.x], y: [e.y], outputs: [{ name: 'avg', dim, rows: e.avg }, { name: 'max', dim: e.max.length, rows: e.max }] };
 }
 
 /** Tiles of one image packed into one group, as a worker sends them. */
@@ -33,7 +34,7 @@ function packed(group: readonly TileEmbedding[]): TileEmbeddings {
     avg.set(e.avg, i * dim);
     max.set(e.max, i * dim);
   });
-  return { ...one(group[0]!), x: group.map((e) => e.x), y: group.map((e) => e.y), avg, max };
+  return { ...one(group[0]!), x: group.map((e) => e.x), y: group.map((e) => e.y), outputs: [{ name: 'avg', dim, rows: avg }, { name: 'max', dim, rows: max }] };
 }
 
 /** Deterministic embeddings of `n` tiles over 3 images, in a scrambled arrival order. */
@@ -62,10 +63,11 @@ async function fold(fn: CombineFn<TileEmbeddings, EmbeddingAcc, EmbeddingBag>, c
 }
 
 async function contents(bag: EmbeddingBag) {
-  const read = async (which: 'avg' | 'max') => {
+  const read = async (which: string) => {
     const parts: number[] = [];
+    const dim = bag.outputs.find((o) => o.name === which)?.dim ?? 1;
     for await (const chunk of bag.rows(which)) {
-      if (chunk.length % bag.dim !== 0) throw new Error(`a chunk of ${chunk.length} floats is not whole rows of ${bag.dim}`);
+      if (chunk.length % dim !== 0) throw new Error(`a chunk of ${chunk.length} floats is not whole rows of ${dim}`);
       parts.push(...chunk);
     }
     return parts;
@@ -80,7 +82,7 @@ t.test('in-memory bag: tiles sorted by (image_num, y, x), rows follow', async (t
   const fn = combineEmbeddings();
   const input = tiles(40);
   const bag = await fn.extractOutput(await fold(fn, ctx, input));
-  t.equal(bag.dim, DIM);
+  t.same(bag.outputs, [{ name: 'avg', dim: DIM }, { name: 'max', dim: DIM }]);
   t.equal(bag.tiles.length, 40);
   const { tiles: refs, avg, max } = await contents(bag);
   const sorted = [...input].sort((a, b) => a.image_num - b.image_num || a.y - b.y || a.x - b.x);
@@ -177,8 +179,10 @@ t.test('inconsistent embedding widths are an error', async (t) => {
   const acc = await fold(fn, ctx, tiles(2));
   const bad = { ...tiles(1)[0]!, avg: new Float32Array(DIM + 1), max: new Float32Array(DIM + 1) };
   await t.rejects(Promise.resolve(fn.addInput(acc, one(bad))), { code: 'E_EMBEDDING_DIM', message: /img-0/ });
-  const acc2 = await fn.createAccumulator(ctx);
-  await t.rejects(Promise.resolve(fn.addInput(acc2, one({ ...bad, max: new Float32Array(DIM) }))), { code: 'E_EMBEDDING_DIM' });
+  // Outputs may differ in width from each other (not from one tile to the next).
+  const acc2 = await fn.addInput(await fn.createAccumulator(ctx), one({ ...bad, max: new Float32Array(DIM) }));
+  await t.rejects(Promise.resolve(fn.addInput(acc2, one(tiles(1)[0]!))), { code: 'E_EMBEDDING_DIM', message: /expected avg\[17\], max\[16\]/ });
+  await fn.dispose!(acc2);
   await fn.dispose!(acc);
 });
 
@@ -202,8 +206,11 @@ t.test('a malformed group is E_EMBEDDING_DIM naming its image', async (t) => {
   const acc = await fn.createAccumulator(await context(t));
   const g = packed(tiles(6).filter((e) => e.image_id === 'img-1'));
   await t.rejects(Promise.resolve(fn.addInput(acc, { ...g, y: g.y.slice(1) })), { code: 'E_EMBEDDING_DIM', message: /2 tile\(s\) of image img-1 has 1 y positions/ });
-  await t.rejects(Promise.resolve(fn.addInput(acc, { ...g, avg: g.avg.subarray(1) })), { code: 'E_EMBEDDING_DIM', message: /img-1/ });
-  await t.rejects(Promise.resolve(fn.addInput(acc, { ...g, dim: 0 })), { code: 'E_EMBEDDING_DIM' });
+  const [avg, max] = g.outputs;
+  await t.rejects(Promise.resolve(fn.addInput(acc, { ...g, outputs: [{ ...avg!, rows: avg!.rows.subarray(1) }, max!] })), { code: 'E_EMBEDDING_DIM', message: /img-1/ });
+  await t.rejects(Promise.resolve(fn.addInput(acc, { ...g, outputs: [{ ...avg!, dim: 0 }, max!] })), { code: 'E_EMBEDDING_DIM' });
+  await t.rejects(Promise.resolve(fn.addInput(acc, { ...g, outputs: [] })), { code: 'E_EMBEDDING_DIM', message: /no outputs/ });
+  await t.rejects(Promise.resolve(fn.addInput(acc, { ...g, outputs: [avg!, { ...max!, name: 'avg' }] })), { code: 'E_EMBEDDING_DIM', message: /distinct names/ });
   t.equal(acc.entries.length, 0, 'nothing of a malformed group is added');
   await fn.dispose!(acc);
 });
@@ -249,3 +256,57 @@ t.test('a memory budget shared by all patients: past it, the patient holding the
   await fn.dispose!(accSmall);
   t.equal(await files(small.spillDir), 0);
 });
+
+t.test('named outputs of different widths (a ViT-like cls/mean plus a third): kept apart through spills and merges, in order', async (t) => {
+  const widths = { cls: 6, mean: 6, extra: 3 } as const;
+  const group = (i: number, image_num: number): TileEmbeddings => ({
+    kind: 'embeddings', image_id: `img-${image_num}`, patient_id: 'P1', image_num, x: [448 * i], y: [0],
+    outputs: Object.entries(widths).map(([name, dim], k) => ({ name, dim, rows: new Float32Array(dim).map((_, d) => 1000 * k + 10 * i + d + image_num / 10) })),
+  });
+  const expect = (name: keyof typeof widths, order: Array<[number, number]>) => {
+    const k = Object.keys(widths).indexOf(name);
+    return order.flatMap(([i, image_num]) => Array.from({ length: widths[name] }, (_, d) => Math.fround(1000 * k + 10 * i + d + image_num / 10)));
+  };
+  for (const threshold of [1e9, 1]) {
+    const fn = combineEmbeddings({ spillThresholdBytes: threshold });
+    const ctx = await context(t);
+    let a = await fn.createAccumulator(ctx);
+    let b = await fn.createAccumulator(ctx);
+    for (const i of [3, 1, 2]) a = await fn.addInput(a, group(i, 1));
+    for (const i of [5, 0]) b = await fn.addInput(b, group(i, 0));
+    const bag = await fn.extractOutput(await fn.mergeAccumulators!([a, b], ctx));
+    t.same(bag.outputs, [{ name: 'cls', dim: 6 }, { name: 'mean', dim: 6 }, { name: 'extra', dim: 3 }], `threshold ${threshold}: names and widths in model order`);
+    const order: Array<[number, number]> = [[0, 0], [5, 0], [1, 1], [2, 1], [3, 1]];
+    t.same(bag.tiles.map((r) => [r.x / 448, r.image_num]), order);
+    for (const name of ['cls', 'mean', 'extra'] as const) {
+      const rows: number[] = [];
+      for await (const chunk of bag.rows(name)) rows.push(...chunk);
+      t.same(rows, expect(name, order), `threshold ${threshold}: ${name} rows`);
+    }
+    if (threshold === 1) t.equal(await files(ctx.spillDir), 3, 'one spill file per output');
+    await t.rejects(collectRows(bag.rows('avg')), { code: 'E_EMBEDDING_OUTPUT', message: /has no output 'avg' \(it has cls\[6\], mean\[6\], extra\[3\]\)/ });
+    await bag.dispose();
+    t.equal(await files(ctx.spillDir), 0, 'no file left');
+  }
+});
+
+t.test('a tile whose outputs differ from the first tile\'s (names, order, widths) is E_EMBEDDING_DIM', async (t) => {
+  const fn = combineEmbeddings();
+  const acc = await fn.createAccumulator(await context(t));
+  const g = (x: number, outputs: Array<[string, number]>): TileEmbeddings => ({
+    kind: 'embeddings', image_id: 'img-0', patient_id: 'P1', image_num: 0, x: [x], y: [0],
+    outputs: outputs.map(([name, dim]) => ({ name, dim, rows: new Float32Array(dim) })),
+  });
+  await fn.addInput(acc, g(0, [['cls', 4], ['mean', 4]]));
+  for (const bad of [[['mean', 4], ['cls', 4]], [['cls', 4]], [['cls', 4], ['mean', 5]], [['cls', 4], ['avg', 4]]] as Array<Array<[string, number]>>) {
+    await t.rejects(Promise.resolve(fn.addInput(acc, g(448, bad))), { code: 'E_EMBEDDING_DIM', message: /expected cls\[4\], mean\[4\]/ }, JSON.stringify(bad));
+  }
+  t.equal(acc.entries.length, 1);
+  await fn.dispose!(acc);
+});
+
+async function collectRows(rows: AsyncIterable<Float32Array>): Promise<number> {
+  let n = 0;
+  for await (const r of rows) n += r.length;
+  return n;
+}

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { closeSessions } from '../../models/runtime/session.js';
 import { embedTiles } from '../../stages/embed-tiles.js';
+import type { TileEmbeddings } from '../../stages/types.js';
 import { builtModels, collect, countedSource, makeCtx, makeTile } from '../helpers/models-ctx.js';
 
 const models = builtModels();
@@ -11,6 +12,8 @@ t.teardown(async () => {
 
 /** Row i of a packed group's avg or max. */
 const row = (rows: Float32Array, dim: number, i: number): Float32Array => rows.subarray(i * dim, (i + 1) * dim);
+/** A packed group's rows of one output. */
+const out = (g: TileEmbeddings, name: string): Float32Array => g.outputs.find((o) => o.name === name)!.rows;
 
 t.test('embeds a group: one packed record, tiles in order, [n x 1280] avg/max, same as one at a time', async (t) => {
   const tiles = [makeTile(64, 1), makeTile(64, 2), makeTile(64, 3)];
@@ -18,17 +21,17 @@ t.test('embeds a group: one packed record, tiles in order, [n x 1280] avg/max, s
   const groups = await collect(embedTiles({ model: models.efficientnet, threads: 1 })(countedSource([tiles]).source, ctx));
   t.equal(groups.length, 1, 'one group in, one record out');
   const g = groups[0]!;
-  t.same([g.kind, g.image_id, g.patient_id, g.image_num, g.x, g.y, g.dim], ['embeddings', 'img1', 'p1', 0, [64, 128, 192], [0, 0, 0], 1280]);
-  t.equal(g.avg.length, 3 * 1280);
-  t.equal(g.max.length, 3 * 1280);
-  t.equal(g.avg.buffer.byteLength, 3 * 1280 * 4, 'own buffer, just the rows (cheap to serialize)');
-  t.ok(g.avg.every(Number.isFinite) && g.max.every(Number.isFinite));
-  t.ok(g.avg.every((v, i) => v <= g.max[i]! + 1e-5), 'avg <= max everywhere (the rows are not swapped)');
-  t.notSame(row(g.avg, 1280, 0), row(g.avg, 1280, 1), 'different tiles, different embeddings');
+  t.same([g.kind, g.image_id, g.patient_id, g.image_num, g.x, g.y, g.outputs.map((o) => [o.name, o.dim])], ['embeddings', 'img1', 'p1', 0, [64, 128, 192], [0, 0, 0], [['avg', 1280], ['max', 1280]]]);
+  t.equal(out(g, 'avg').length, 3 * 1280);
+  t.equal(out(g, 'max').length, 3 * 1280);
+  t.equal(out(g, 'avg').buffer.byteLength, 3 * 1280 * 4, 'own buffer, just the rows (cheap to serialize)');
+  t.ok(out(g, 'avg').every(Number.isFinite) && out(g, 'max').every(Number.isFinite));
+  t.ok(out(g, 'avg').every((v, i) => v <= out(g, 'max')[i]! + 1e-5), 'avg <= max everywhere (the rows are not swapped)');
+  t.notSame(row(out(g, 'avg'), 1280, 0), row(out(g, 'avg'), 1280, 1), 'different tiles, different embeddings');
   const singles = await collect(embedTiles({ model: models.efficientnet })(countedSource(tiles.map((x) => [x])).source, makeCtx()));
   t.same(singles.map((s) => s.x), [[64], [128], [192]]);
   let maxErr = 0;
-  singles.forEach((s, i) => s.avg.forEach((v, j) => (maxErr = Math.max(maxErr, Math.abs(v - row(g.avg, 1280, i)[j]!)))));
+  singles.forEach((s, i) => out(s, 'avg').forEach((v, j) => (maxErr = Math.max(maxErr, Math.abs(v - row(out(g, 'avg'), 1280, i)[j]!)))));
   t.ok(maxErr < 1e-4, `batched == single within 1e-4 (got ${maxErr})`);
   t.equal(ctx.metrics.custom.tilesEmbedded, 3);
 });
@@ -42,8 +45,8 @@ t.test('modelBatch: a group runs in model batches of that size and equals those 
   const alone = await collect(embedTiles({ model: models.efficientnet })(countedSource([tiles.slice(0, 2), tiles.slice(2, 4), tiles.slice(4)]).source, makeCtx()));
   t.same(alone.map((g) => g.x.length), [2, 2, 1]);
   const concat = (parts: Float32Array[]): Float32Array => Float32Array.from(parts.flatMap((p) => [...p]));
-  t.same(group!.avg, concat(alone.map((g) => g.avg)), 'avg rows identical');
-  t.same(group!.max, concat(alone.map((g) => g.max)), 'max rows identical');
+  t.same(out(group!, 'avg'), concat(alone.map((g) => out(g, 'avg'))), 'avg rows identical');
+  t.same(out(group!, 'max'), concat(alone.map((g) => out(g, 'max'))), 'max rows identical');
   t.equal(ctx.metrics.custom.tilesEmbedded, 5);
 });
 
@@ -57,7 +60,7 @@ t.test('a group that mixes slides is refused with E_GROUP_SLIDES naming both', a
 t.test('a swapped-in model with the wrong outputs is refused with E_MODEL', async (t) => {
   await t.rejects(collect(embedTiles({ model: models.stainnet })(countedSource([[makeTile(8, 1)]]).source, makeCtx())), {
     code: 'E_MODEL',
-    message: /output 'avg' is missing.*Expected outputs \{avg: float32 \[\?,\?\]/,
+    message: /not a usable embedder: output 'normalized' has rank 4\. Expected outputs float32 \[N, width\]/,
   });
 });
 

@@ -4,7 +4,7 @@ import type { HistogramTick, SlideResult } from '../../stages/types.js';
 import { makeCtx } from '../helpers/ctx.js';
 
 /** Embeddings of a group of `n` tiles starting at x. */
-const emb = (x: number, n = 1): SlideResult => ({ kind: 'embeddings', image_id: 's', patient_id: 'p', image_num: 0, x: Array.from({ length: n }, (_, i) => x + i), y: new Array<number>(n).fill(0), dim: 1, avg: new Float32Array(n), max: new Float32Array(n) });
+const emb = (x: number, n = 1): SlideResult => ({ kind: 'embeddings', image_id: 's', patient_id: 'p', image_num: 0, x: Array.from({ length: n }, (_, i) => x + i), y: new Array<number>(n).fill(0), outputs: [{ name: 'avg', dim: 1, rows: new Float32Array(n) }, { name: 'max', dim: 1, rows: new Float32Array(n) }] });
 const tick = (): HistogramTick => ({ kind: 'histogram-tick' });
 
 t.test('a tile goes back to the budget once both its embedding and its histogram have passed; ticks stay behind', async (t) => {

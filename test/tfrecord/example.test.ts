@@ -24,17 +24,18 @@ function decode(bytes: Uint8Array): Decoded {
   return Example.toObject(Example.decode(bytes), { longs: Number, arrays: true }) as Decoded;
 }
 
-/** A simple in-memory bag over given rows, counting disposals; `chunkRows` rows per chunk. */
-export function memoryBag(patient_id: string, tiles: TileRef[], dim: number, avg: Float32Array, max: Float32Array, chunkRows = 3) {
+/** A simple in-memory bag over given rows (avg and max, or any named outputs), counting disposals; `chunkRows` rows per chunk. */
+export function memoryBag(patient_id: string, tiles: TileRef[], dim: number, avg: Float32Array, max: Float32Array, chunkRows = 3, named?: ReadonlyArray<{ name: string; dim: number; rows: Float32Array }>) {
   const state = { disposed: 0, reads: 0 };
+  const outputs = named ?? [{ name: 'avg', dim, rows: avg }, { name: 'max', dim, rows: max }];
   const bag: EmbeddingBag = {
     patient_id,
-    dim,
+    outputs: outputs.map((o) => ({ name: o.name, dim: o.dim })),
     tiles,
     async *rows(which) {
       state.reads++;
-      const all = which === 'avg' ? avg : max;
-      for (let r = 0; r < tiles.length; r += chunkRows) yield all.slice(r * dim, Math.min(tiles.length, r + chunkRows) * dim);
+      const o = outputs.find((x) => x.name === which)!;
+      for (let r = 0; r < tiles.length; r += chunkRows) yield o.rows.slice(r * o.dim, Math.min(tiles.length, r + chunkRows) * o.dim);
     },
     async dispose() {
       state.disposed++;
@@ -152,4 +153,38 @@ t.test('errors', async (t) => {
   const longBag: EmbeddingBag = { ...short.record.bag, async *rows() { yield new Float32Array(16); } };
   const ex2 = encodeExample({ ...short.record, bag: longBag }, { withLabel: true });
   await t.rejects(collect(ex2.chunks()), { code: 'E_BAG_ROWS' });
+});
+
+t.test('named outputs (a ViT: cls, mean) and outputs of other widths: <name>_embedding each, with embedding_outputs and embedding_dims', async (t) => {
+  const base = makeRecord(4, 6, 'x');
+  const outputs = [
+    { name: 'cls', dim: 6, rows: new Float32Array(4 * 6).map((_, i) => Math.sin(i) - 0.25) },
+    { name: 'mean', dim: 6, rows: new Float32Array(4 * 6).map((_, i) => Math.cos(i) * 7) },
+    { name: 'tok_2', dim: 2, rows: new Float32Array(4 * 2).map((_, i) => i / 3) },
+  ];
+  const { bag } = memoryBag('P-7', base.tiles, 0, new Float32Array(), new Float32Array(), 3, outputs);
+  const ex = encodeExample({ ...base.record, bag }, { withLabel: true });
+  const bytes = await collect(ex.chunks());
+  t.equal(bytes.length, ex.byteLength, 'byteLength is exact');
+  const f = decode(bytes).features.feature;
+  t.same(Object.keys(f).sort(), ['center_id', 'cls_embedding', 'color_histogram', 'embedding_dims', 'embedding_outputs', 'image_ids', 'label', 'mean_embedding', 'num_tiles', 'patient_id', 'tile_image_index', 'tile_x', 'tile_y', 'tok_2_embedding']);
+  for (const o of outputs) t.same(f[`${o.name}_embedding`]!.float_list!.value, Array.from(o.rows), o.name);
+  t.same(f['embedding_outputs']!.bytes_list!.value.map(text), ['cls', 'mean', 'tok_2'], 'names in model order');
+  t.same(f['embedding_dims']!.int64_list!.value, [6, 6, 2], 'widths in the same order');
+
+  // avg and max of different widths are not the CNN schema: named, with their widths.
+  const odd = memoryBag('P-7', base.tiles, 0, new Float32Array(), new Float32Array(), 3, [{ name: 'avg', dim: 6, rows: outputs[0]!.rows }, { name: 'max', dim: 2, rows: outputs[2]!.rows }]);
+  const g = decode(await collect(encodeExample({ ...base.record, bag: odd.bag }, { withLabel: true }).chunks())).features.feature;
+  t.same(g['embedding_dims']!.int64_list!.value, [6, 2]);
+  t.equal(g['max_embedding']!.float_list!.value.length, 8);
+});
+
+t.test('an output name that cannot name a feature, or a bag without outputs, is E_EMBEDDING_OUTPUT', async (t) => {
+  const base = makeRecord(2, 4, 'x');
+  for (const name of ['9lives', 'a-b', 'x y', '', 'a'.repeat(65)]) {
+    const { bag } = memoryBag('P-7', base.tiles, 0, new Float32Array(), new Float32Array(), 3, [{ name, dim: 4, rows: new Float32Array(8) }]);
+    t.throws(() => encodeExample({ ...base.record, bag }, { withLabel: true }), { code: 'E_EMBEDDING_OUTPUT', message: /cannot name a feature/ }, JSON.stringify(name));
+  }
+  const { bag } = memoryBag('P-7', base.tiles, 0, new Float32Array(), new Float32Array(), 3, []);
+  t.throws(() => encodeExample({ ...base.record, bag }, { withLabel: true }), { code: 'E_EMBEDDING_OUTPUT', message: /no embedder outputs/ });
 });
