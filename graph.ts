@@ -58,6 +58,8 @@ export interface SlideConfig {
   readonly normalizerMode?: 'lut' | 'onnx';
   /** onnxruntime threads per worker process (workers x threads <= cores). */
   readonly threads: number;
+  /** Read slides that are not 8-bit RGB brightfield, mapped to RGB (--allow-non-rgb; default: E_SLIDE_NOT_BRIGHTFIELD). */
+  readonly allowNonRgb?: boolean;
 }
 
 export interface PipelineConfig {
@@ -105,7 +107,7 @@ export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageConte
       // The tile selection's summary (for the run report) joins the slide's results.
       const summary = new Channel<SlideSummary>(1);
       // A shared slide (see ItemShare): every participant selects the same tiles and reads the runs it claims.
-      const read = produceTiles(config.tile, { onSummary: (s) => void summary.push(s), ...(ctx.share && { share: ctx.share }) });
+      const read = produceTiles(config.tile, { onSummary: (s) => void summary.push(s), slide: { allowNonRgb: config.allowNonRgb === true }, ...(ctx.share && { share: ctx.share }) });
       const tiles = g.source('ProduceTiles', (c) => closing(read(once(task), c), summary));
       const normalized = tiles.batch('Batch', { size: config.groupSize, maxWaitMs: config.batchMaxWaitMs }).pipe('NormalizeTiles', normalize);
       const embeddings = normalized.pipe('EmbedTiles', embed); // packed per group: one record per group to the parent

@@ -146,10 +146,26 @@ async function summarize(task: SlideTask, slide: SlideReader, level: number, sel
     height: slide.height,
     levels: slide.levels.map((l) => l.downsample),
     thumbnailLevel: level,
+    tileLevel: 0,
+    format: slide.facts?.format ?? slide.backend,
+    ...scaleOf(slide),
     tiles_total: sel.total,
     tiles_kept: sel.positions.length,
     positions: sel.positions,
     thumbnailPng,
     maskPng,
   };
+}
+
+/** The slide's stated scale (and channel mapping), only the fields it has (undefined fields would still cross v8 serialization as keys). */
+function scaleOf(slide: SlideReader): Pick<SlideSummary, 'mppX' | 'mppY' | 'magnification' | 'scaleSource' | 'channelMapping'> {
+  const f = slide.facts;
+  if (f === undefined) return {};
+  const out: { mppX?: number; mppY?: number; magnification?: number; scaleSource?: string; channelMapping?: string } = {};
+  if (f.mppX !== undefined) out.mppX = f.mppX;
+  if (f.mppY !== undefined) out.mppY = f.mppY;
+  if (f.magnification !== undefined) out.magnification = f.magnification;
+  if (f.scaleSource !== undefined && (f.mppX !== undefined || f.magnification !== undefined)) out.scaleSource = f.scaleSource;
+  if (f.channelMapping !== undefined) out.channelMapping = f.channelMapping;
+  return out;
 }

@@ -126,6 +126,19 @@ export interface SlideSummary {
   readonly levels: readonly number[];
   /** Which pyramid level the thumbnail was read from. */
   readonly thumbnailLevel: number;
+  /** Which pyramid level the tiles are read from (0: full resolution). */
+  readonly tileLevel: number;
+  /** The file's format as detected, e.g. 'svs', 'ome-tiff', 'tiff', 'bigtiff', 'dicom', 'ndpi' (stages/slides/README.md lists them). */
+  readonly format: string;
+  /** Level-0 microns per pixel across / down, when the file states it (absent, never guessed, otherwise). */
+  readonly mppX?: number;
+  readonly mppY?: number;
+  /** Objective magnification the slide was scanned at (20, 40...), when the file states it. */
+  readonly magnification?: number;
+  /** Where mppX/mppY/magnification came from, e.g. 'aperio', 'ome', 'tiff-resolution', 'dicom', 'openslide'. */
+  readonly scaleSource?: string;
+  /** Only for a non-brightfield image forced through with --allow-non-rgb: how its samples were mapped to 8-bit RGB. */
+  readonly channelMapping?: string;
   /** Tiles on the grid (full tiles only) and tiles kept by the background rule (after max tiles). */
   readonly tiles_total: number;
   readonly tiles_kept: number;

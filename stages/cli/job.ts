@@ -38,9 +38,11 @@ export interface MainDeps {
 /**
  * Version of what a slide checkpoint holds (2: per-slide histogram sums instead of per-tile histograms; 3: embeddings
  * packed per group of tiles; 4: single-level slides' tiles selected on the new banded thumbnail, stages/slides/thumbnail-jpeg.ts;
- * 5: embeddings as named outputs, TileEmbeddings.outputs, instead of avg/max).
+ * 5: embeddings as named outputs, TileEmbeddings.outputs, instead of avg/max;
+ * 6: levels needing a non-power-of-two stretch selected on the area-averaged thumbnail, stages/slides/thumbnail-stretch.ts,
+ * and OME-TIFF SubIFD levels used).
  */
-const CHECKPOINT_FORMAT = 5;
+const CHECKPOINT_FORMAT = 6;
 
 /**
  * The main job, step by step: read and check the inputs, prepare the models, open the checkpoints, run the
@@ -179,6 +181,7 @@ async function slideConfig(opts: RunOptions, models: JobModels, workers: number,
     lutCacheDir,
     ...(models.normalizer !== 'none' && { normalizerMode: await normalizerMode(models.normalizer, lutCacheDir, availableParallelism()) }),
     threads: Math.max(1, Math.floor(availableParallelism() / workers)),
+    ...(opts.allowNonRgb && { allowNonRgb: true }),
   };
 }
 
@@ -192,7 +195,7 @@ function slideFilesConfig(opts: RunOptions, models: RunReport['models']): SlideF
 /** The checkpoint folder: valid only for the same tile parameters and the same model bytes (--no-resume empties it). */
 async function openCheckpoints(opts: RunOptions, workDir: string, slide: SlideConfig, models: RunReport['models']): Promise<string> {
   const fingerprint = createHash('sha256')
-    .update(JSON.stringify({ format: CHECKPOINT_FORMAT, tile: slide.tile, normalizer: models.normalizer?.sha256 ?? 'none', embedder: models.embedder?.sha256 }))
+    .update(JSON.stringify({ format: CHECKPOINT_FORMAT, tile: slide.tile, normalizer: models.normalizer?.sha256 ?? 'none', embedder: models.embedder?.sha256, ...(slide.allowNonRgb === true && { allowNonRgb: true }) }))
     .digest('hex')
     .slice(0, 16);
   const checkpointDir = join(workDir, 'checkpoints', fingerprint);

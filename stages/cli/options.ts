@@ -40,6 +40,8 @@ export interface RunOptions {
   readonly progress: 'auto' | 'bars' | 'lines' | 'none';
   /** --formats: the outputs written (tfrecord always; h5, geojson: one file per slide). */
   readonly formats: readonly OutputFormat[];
+  /** Process slides that are not 8-bit RGB brightfield, mapped to RGB as stated in the report (default: refuse them). */
+  readonly allowNonRgb: boolean;
 }
 
 export class UsageError extends Error {
@@ -84,6 +86,8 @@ Main job options (defaults are the seed's constants):
   --no-share                 a slide is read by one worker only (default: once no slide is left to start, idle
                              workers join the slides still running and take runs of their tiles)
   --progress MODE            auto | bars | lines | none (auto: bars on a terminal, lines otherwise)
+  --allow-non-rgb            process fluorescence / 16-bit / single-channel slides, mapped to 8-bit RGB as
+                             report.json states per slide (default: they fail with E_SLIDE_NOT_BRIGHTFIELD)
   -h, --help                 this help
 `;
 
@@ -136,6 +140,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         'no-share': { type: 'boolean' },
         progress: { type: 'string' },
         formats: { type: 'string' },
+        'allow-non-rgb': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -200,6 +205,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     bagMemoryMb: positiveInt('bag-memory-mb', v['bag-memory-mb'], 256),
     progress,
     formats,
+    allowNonRgb: v['allow-non-rgb'] ?? false,
   };
 }
 

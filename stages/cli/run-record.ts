@@ -51,7 +51,8 @@ export class RunRecord {
 
   private onSummary(s: SlideSummary): void {
     const r = this.slides.get(s.image_id)!;
-    Object.assign(r, { width: s.width, height: s.height, tiles_total: s.tiles_total, tiles_kept: s.tiles_kept, backend: s.backend, levels: s.levels, thumbnail_level: s.thumbnailLevel });
+    Object.assign(r, { width: s.width, height: s.height, tiles_total: s.tiles_total, tiles_kept: s.tiles_kept, backend: s.backend, levels: s.levels, thumbnail_level: s.thumbnailLevel, ...formatFacts(s) });
+    if (s.channelMapping !== undefined) console.error(`slide ${s.image_id}: not brightfield, processed under --allow-non-rgb: ${s.channelMapping}`);
     // Shrunk now, while the other slides run; a failure surfaces when the report is written.
     const picture = slidePicture({ width: s.width, height: s.height, positions: s.positions, thumbnailPng: s.thumbnailPng, maskPng: s.maskPng, tileSize: this.tileSize });
     picture.catch(() => undefined);
@@ -137,4 +138,17 @@ export class RunRecord {
   tilesWritten(): number {
     return [...this.slides.values()].reduce((n, s) => n + (s.status === 'ok' ? s.tiles_kept ?? 0 : 0), 0);
   }
+}
+
+/** The summary's format facts as report.json fields (only those the slide has). */
+function formatFacts(s: SlideSummary): Partial<SlideReport> {
+  return {
+    format: s.format,
+    tile_level: s.tileLevel,
+    ...(s.mppX !== undefined && { mpp_x: s.mppX }),
+    ...(s.mppY !== undefined && { mpp_y: s.mppY }),
+    ...(s.magnification !== undefined && { magnification: s.magnification }),
+    ...(s.scaleSource !== undefined && { scale_source: s.scaleSource }),
+    ...(s.channelMapping !== undefined && { channel_mapping: s.channelMapping }),
+  };
 }

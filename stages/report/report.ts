@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import type { SlideSummary } from '../types.js';
 import { naming, writeDurable } from '../dataset/io.js';
 import type { FailureGroup } from './failures.js';
+import { formatCell } from './slide-format.js';
 
 export interface SlideReport {
   image_id: string;
@@ -23,6 +24,14 @@ export interface SlideReport {
   backend?: string;
   levels?: readonly number[];
   thumbnail_level?: number;
+  /** Format facts (SlideSummary's, stages/types.ts): file format, tile level, stated scale (µm/px at level 0, objective power, where from), --allow-non-rgb mapping. */
+  format?: string;
+  tile_level?: number;
+  mpp_x?: number;
+  mpp_y?: number;
+  magnification?: number;
+  scale_source?: string;
+  channel_mapping?: string;
   resumed?: boolean;
   /** Worker processes that read the slide's tiles: more than 1 when idle workers joined it (--no-share: always 1). */
   workers?: number;
@@ -172,12 +181,12 @@ function slideRows(report: RunReport): string {
   const shown = firstSlides(report.slides, HTML_LIMITS.slideRows);
   const rows = shown.map(
     (s) => `<tr class="${s.status}"><td>${escapeHtml(s.image_id)}</td><td>${escapeHtml(s.patient_id)}</td><td>${s.status}${s.warnings ? ' (messages)' : ''}</td>` +
-      `<td>${s.width ?? ''}&times;${s.height ?? ''}</td><td>${s.tiles_kept ?? ''} / ${s.tiles_total ?? ''}</td>` +
+      `<td>${s.width ?? ''}&times;${s.height ?? ''}</td><td>${formatCell(s, escapeHtml)}</td><td>${s.tiles_kept ?? ''} / ${s.tiles_total ?? ''}</td>` +
       `<td>${s.seconds?.toFixed(1) ?? ''}</td><td>${s.workers ?? ''}</td><td>${s.attempts ?? ''}</td><td>${slideNotes(s)}</td></tr>`,
   );
   const more = report.slides.length - shown.length;
   const note = more > 0 ? `<p class="note">${more} more slide(s) not listed (the table shows ${shown.length}: those that need looking at first); report.json lists every slide.</p>` : '';
-  return `<table><tr><th>image_id</th><th>patient</th><th>status</th><th>size</th><th>kept / grid</th><th>s</th><th>workers</th><th>attempts</th><th>error / notes</th></tr>
+  return `<table><tr><th>image_id</th><th>patient</th><th>status</th><th>size</th><th>format</th><th>kept / grid</th><th>s</th><th>workers</th><th>attempts</th><th>error / notes</th></tr>
 ${rows.join('\n')}</table>
 ${note}`;
 }

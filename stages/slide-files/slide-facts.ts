@@ -20,6 +20,9 @@ export interface SlideFacts {
   readonly mppX?: number;
   readonly mppY?: number;
   readonly magnification?: number;
+  /** Where the scale came from ('aperio', 'ome', ...), and the file's format as detected ('svs', 'ome-tiff', ...). */
+  readonly scaleSource?: string;
+  readonly format: string;
   /** Tiles the histogram averages, and the mean histogram (4096 bins); undefined when no histogram arrived. */
   readonly histogramTiles: number;
   readonly histogram: Float32Array | undefined;
@@ -39,14 +42,6 @@ export type SlideFactsAcc = Map<string, SlideAcc>;
 
 const STAGE = 'slide-facts';
 
-/** The optional fields the `formats` branch adds to SlideSummary, read when present. */
-interface ScaleFields {
-  readonly tileLevel?: number;
-  readonly mppX?: number;
-  readonly mppY?: number;
-  readonly magnification?: number;
-}
-
 function slideOf(acc: SlideFactsAcc, image_id: string): SlideAcc {
   let s = acc.get(image_id);
   if (s === undefined) {
@@ -59,16 +54,18 @@ function slideOf(acc: SlideFactsAcc, image_id: string): SlideAcc {
 function add(acc: SlideFactsAcc, r: SlideFactsInput, key: string): SlideFactsAcc {
   const s = slideOf(acc, r.image_id);
   if (r.kind === 'summary') {
-    const scale = r as SlideSummary & ScaleFields;
+    const scale = r;
     s.summary = {
       image_id: r.image_id,
       width: r.width,
       height: r.height,
       levels: [...r.levels],
-      tileLevel: scale.tileLevel ?? 0,
+      tileLevel: scale.tileLevel,
       ...(scale.mppX !== undefined && { mppX: scale.mppX }),
       ...(scale.mppY !== undefined && { mppY: scale.mppY }),
       ...(scale.magnification !== undefined && { magnification: scale.magnification }),
+      ...(scale.scaleSource !== undefined && { scaleSource: scale.scaleSource }),
+      format: scale.format,
     };
     return acc;
   }

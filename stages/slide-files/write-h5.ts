@@ -164,6 +164,8 @@ class PatientSlideH5 {
       mpp_x: facts.mppX,
       mpp_y: facts.mppY,
       magnification: facts.magnification,
+      scale_source: facts.scaleSource,
+      format: facts.format,
       encoder: this.opts.encoder.name,
       encoder_sha256: this.opts.encoder.sha256,
       embedding_outputs: this.outputs.join(','),

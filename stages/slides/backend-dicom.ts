@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import sharp from 'sharp';
 import { SlideError } from './errors.js';
-import { chooseLevel, findLevels, thumbnailSource, type RgbImage, type SlideLevel, type SlideReader } from './reader.js';
+import { brightfieldCheck, type ChannelMapping } from './brightfield.js';
+import { chooseLevel, findLevels, thumbnailSource, type RgbImage, type SlideFacts, type SlideLevel, type SlideReader } from './reader.js';
 import { DicomFormatError, readDicomInstance, readFrameBytes, type DicomInstance } from './dicom-parse.js';
 
 /** Decoded frames kept for the next regions (neighbouring tiles share frames). */
@@ -27,11 +28,11 @@ interface OpenInstance {
 }
 
 /** Opens a `.dcm` file or a series folder of `.dcm` files. Errors are SlideErrors naming the file. */
-export async function openDicomSlide(path: string, image_id: string, limits: { thumbnailWholePixels?: number } = {}): Promise<SlideReader> {
+export async function openDicomSlide(path: string, image_id: string, limits: { thumbnailWholePixels?: number; allowNonRgb?: boolean } = {}): Promise<SlideReader> {
   const files = await dicomFiles(path, image_id);
   const opened: OpenInstance[] = [];
   try {
-    for (const file of files) opened.push(await openInstance(file, image_id));
+    for (const file of files) opened.push(await openInstance(file, image_id, limits.allowNonRgb === true));
     const volumes = opened.filter((o) => isVolume(o.inst));
     if (volumes.length === 0) {
       const found = opened.map((o) => o.inst.imageType.join('\\')).join('; ');
@@ -42,9 +43,10 @@ export async function openDicomSlide(path: string, image_id: string, limits: { t
     volumes.sort((a, b) => b.inst.width - a.inst.width || b.inst.height - a.inst.height);
     const idx = findLevels(volumes.map((o) => ({ width: o.inst.width, height: o.inst.height, tiled: true })));
     const used = idx.map((i) => volumes[i]!);
+    const mapping = dicomBrightfield(used[0]!.inst, limits.allowNonRgb === true, image_id);
     for (const o of opened) if (!used.includes(o)) await o.fh.close();
     opened.length = 0;
-    return new DicomSlide(image_id, path, used, limits.thumbnailWholePixels ?? THUMBNAIL_WHOLE_PIXELS);
+    return new DicomSlide(image_id, path, used, limits.thumbnailWholePixels ?? THUMBNAIL_WHOLE_PIXELS, dicomFacts(used[0]!.inst, mapping));
   } finally {
     for (const o of opened) await o.fh.close();
   }
@@ -61,7 +63,7 @@ async function dicomFiles(path: string, image_id: string): Promise<string[]> {
   return names.map((n) => join(path, n));
 }
 
-async function openInstance(file: string, image_id: string): Promise<OpenInstance> {
+async function openInstance(file: string, image_id: string, allowNonRgb: boolean): Promise<OpenInstance> {
   let fh: FileHandle;
   try {
     fh = await open(file, 'r');
@@ -72,8 +74,35 @@ async function openInstance(file: string, image_id: string): Promise<OpenInstanc
     return { inst: await readDicomInstance(fh, file), fh };
   } catch (err) {
     await fh.close();
+    if (err instanceof DicomFormatError && err.kind === 'not-brightfield') {
+      const why = `DICOM ${(err as Error).message}; the tile rule and stain normalization assume H&E`;
+      throw new SlideError('E_SLIDE_NOT_BRIGHTFIELD', image_id, file, allowNonRgb ? `${why} (--allow-non-rgb maps only JPEG-baseline DICOM)` : `${why}`, { cause: err });
+    }
     throw new SlideError(err instanceof DicomFormatError ? 'E_SLIDE_FORMAT' : 'E_SLIDE_READ', image_id, file, `DICOM: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * Level 0's pixel kind through the brightfield check (JPEG baseline is 8-bit; a MONOCHROME frame decodes to grey,
+ * which decodeJpeg replicates to R, G, B: the one mapping --allow-non-rgb can state here). Several optical paths
+ * are channels (only the first is read).
+ */
+function dicomBrightfield(inst: DicomInstance, allow: boolean, image_id: string): ChannelMapping | undefined {
+  const kind = { samples: inst.samplesPerPixel, bits: inst.bits, sampleFormat: inst.signed ? 'int' : 'uint', photometric: inst.photometric, channels: inst.opticalPaths, container: 'DICOM' } as const;
+  return brightfieldCheck(kind, allow, image_id, inst.path);
+}
+
+/** Format and stated scale of level 0 (mm to µm). */
+function dicomFacts(inst: DicomInstance, mapping: ChannelMapping | undefined): SlideFacts {
+  const s = inst.spacingMm;
+  const known = s !== undefined || inst.objectivePower !== undefined;
+  return {
+    format: 'dicom',
+    ...(s !== undefined && { mppX: s.x * 1000, mppY: s.y * 1000 }),
+    ...(inst.objectivePower !== undefined && { magnification: inst.objectivePower }),
+    ...(known && { scaleSource: 'dicom' }),
+    ...(mapping !== undefined && { channelMapping: mapping.text }),
+  };
 }
 
 /** A pyramid level: ImageType value 3 is VOLUME (or ImageType is missing: a plain multi-frame image). */
@@ -95,6 +124,7 @@ class DicomSlide implements SlideReader {
     readonly path: string,
     private readonly instances: readonly OpenInstance[],
     private readonly thumbnailWholePixels: number,
+    readonly facts: SlideFacts,
   ) {
     const l0 = instances[0]!.inst;
     this.width = l0.width;

@@ -5,7 +5,8 @@
 import koffi from 'koffi';
 import sharp from 'sharp';
 import { SlideError } from './errors.js';
-import { chooseLevel, thumbnailSource, type RgbImage, type SlideLevel, type SlideReader } from './reader.js';
+import { extname } from 'node:path';
+import { chooseLevel, thumbnailSource, type RgbImage, type SlideFacts, type SlideLevel, type SlideReader } from './reader.js';
 
 export const DEFAULT_OPENSLIDE_LIBRARY = 'libopenslide.so.0';
 
@@ -16,6 +17,7 @@ interface OpenSlideLib {
   levelCount(osr: unknown): number;
   levelDimensions(osr: unknown, level: number, w: number[], h: number[]): void;
   levelDownsample(osr: unknown, level: number): number;
+  property(osr: unknown, name: string): string | null;
   readRegion: AsyncFn;
   close(osr: unknown): void;
 }
@@ -39,6 +41,7 @@ export function loadOpenSlide(library: string, image_id = '', path = ''): OpenSl
     levelCount: lib.func('openslide_get_level_count', 'int32', [osr]),
     levelDimensions: lib.func('openslide_get_level_dimensions', 'void', [osr, 'int32', koffi.out(koffi.pointer('int64')), koffi.out(koffi.pointer('int64'))]),
     levelDownsample: lib.func('openslide_get_level_downsample', 'double', [osr, 'int32']),
+    property: lib.func('openslide_get_property_value', 'str', [osr, 'str']),
     readRegion: lib.func('openslide_read_region', 'void', [osr, koffi.pointer('uint32'), 'int64', 'int64', 'int32', 'int64', 'int64']) as unknown as AsyncFn,
     close: lib.func('openslide_close', 'void', [osr]),
   };
@@ -67,7 +70,29 @@ export async function openOpenSlide(path: string, image_id: string, library = DE
     lib.close(osr);
     throw new SlideError('E_SLIDE_READ', image_id, path, 'OpenSlide reports no levels');
   }
-  return new OpenSlideReader(image_id, path, lib, osr, levels);
+  return new OpenSlideReader(image_id, path, lib, osr, levels, openSlideFacts(lib, osr, path));
+}
+
+/**
+ * Format (the file's extension; OpenSlide's vendor when there is none) and the scale OpenSlide states:
+ * openslide.mpp-x / mpp-y (µm per pixel) and openslide.objective-power. OpenSlide always returns 8-bit
+ * RGBA, and exposes no channel or bit-depth facts for its vendor formats: no brightfield check here.
+ */
+function openSlideFacts(lib: OpenSlideLib, osr: unknown, path: string): SlideFacts {
+  const num = (name: string): number | undefined => {
+    const v = Number.parseFloat(lib.property(osr, name) ?? '');
+    return Number.isFinite(v) && v > 0 ? v : undefined;
+  };
+  const mppX = num('openslide.mpp-x');
+  const mppY = num('openslide.mpp-y') ?? mppX;
+  const magnification = num('openslide.objective-power');
+  const format = extname(path).slice(1).toLowerCase() || (lib.property(osr, 'openslide.vendor') ?? 'openslide');
+  return {
+    format,
+    ...(mppX !== undefined && { mppX, mppY: mppY! }),
+    ...(magnification !== undefined && { magnification }),
+    ...((mppX !== undefined || magnification !== undefined) && { scaleSource: 'openslide' }),
+  };
 }
 
 /** Rows read per OpenSlide call when reading a whole level (bounds the ARGB scratch buffer). */
@@ -85,6 +110,7 @@ class OpenSlideReader implements SlideReader {
     private readonly lib: OpenSlideLib,
     private readonly osr: unknown,
     readonly levels: readonly SlideLevel[],
+    readonly facts: SlideFacts,
   ) {
     this.width = levels[0]!.width;
     this.height = levels[0]!.height;

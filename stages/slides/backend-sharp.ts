@@ -5,10 +5,12 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import sharp from 'sharp';
+import { brightfieldCheck, mapToRgb, type ChannelMapping } from './brightfield.js';
 import { SlideError } from './errors.js';
-import { chooseLevel, findLevels, thumbnailSource, type LevelStorage, type RgbImage, type SlideLevel, type SlideReader } from './reader.js';
-import { parseTiff, TiffFormatError, type TiffIfd } from './tiff-parse.js';
-import { canReadTiles, readTiledRegion } from './tiff-region.js';
+import { chooseLevel, findLevels, thumbnailSource, type LevelStorage, type RgbImage, type SlideFacts, type SlideLevel, type SlideReader } from './reader.js';
+import { tiffFacts, tiffPixelKind } from './tiff-facts.js';
+import { parseTiff, TiffFormatError, type TiffFile, type TiffIfd } from './tiff-parse.js';
+import { canCopyTiles, canReadTiles, readTiledRegion, tiledRegion } from './tiff-region.js';
 
 // libvips' operation cache would keep decoded slide pixels alive between regions: off.
 sharp.cache(false);
@@ -21,7 +23,12 @@ export function configureSharpForWorker(): void {
 /** Aperio's JPEG 2000 codes (33003, 33005) and other codecs libtiff in sharp does not decode. */
 const UNSUPPORTED_COMPRESSION = new Set([33003, 33004, 33005, 34712, 34713]);
 
-export async function openSharpSlide(path: string, image_id: string): Promise<SlideReader> {
+/**
+ * Opens a TIFF-family slide. Levels: page 0 and its SubIFDs when it has them (an OME-TIFF pyramid), else the
+ * main chain's pages (findLevels). An image that is not 8-bit RGB brightfield is refused (E_SLIDE_NOT_BRIGHTFIELD)
+ * before any pixel is read, unless `allowNonRgb`: then every read maps it to RGB the same way (brightfield.ts).
+ */
+export async function openSharpSlide(path: string, image_id: string, opts: { allowNonRgb?: boolean } = {}): Promise<SlideReader> {
   let fh: FileHandle;
   try {
     fh = await open(path, 'r');
@@ -30,28 +37,36 @@ export async function openSharpSlide(path: string, image_id: string): Promise<Sl
     throw new SlideError(missing ? 'E_SLIDE_MISSING' : 'E_SLIDE_READ', image_id, path, (err as Error).message, { cause: err });
   }
   try {
-    let ifds: readonly TiffIfd[];
+    let tiff: TiffFile;
     try {
-      ifds = (await parseTiff(fh)).ifds;
+      tiff = await parseTiff(fh);
     } catch (err) {
       // Not a TIFF, or a damaged directory (a value pointing outside the file or past a limit): format; an I/O error: read.
       throw new SlideError(err instanceof TiffFormatError ? 'E_SLIDE_FORMAT' : 'E_SLIDE_READ', image_id, path, (err as Error).message, { cause: err });
     }
-    const ifd0 = ifds[0]!;
+    const ifd0 = tiff.ifds[0]!;
+    const mapping = brightfieldCheck(tiffPixelKind(tiff), opts.allowNonRgb === true, image_id, path);
     if (UNSUPPORTED_COMPRESSION.has(ifd0.compression)) {
       throw new SlideError('E_SLIDE_FORMAT', image_id, path, `TIFF compression ${ifd0.compression} (e.g. JPEG 2000) is not decoded by libvips`);
     }
+    let meta: sharp.Metadata;
     try {
-      await sharp(path, { page: 0, limitInputPixels: false }).metadata();
+      meta = await sharp(path, { page: 0, limitInputPixels: false }).metadata();
     } catch (err) {
       throw new SlideError('E_SLIDE_FORMAT', image_id, path, `libvips cannot read it: ${(err as Error).message}`, { cause: err });
     }
-    const pageIdx = findLevels(ifds.map((d) => ({ width: d.width, height: d.height, tiled: d.tileWidth !== undefined })));
+    // An OME-TIFF pyramid is page 0's SubIFDs (those whose tiles we can copy: see canCopyTiles); the main chain's
+    // other pages are then its channels / planes.
+    const pages = ifd0.subImages.length > 0 ? [ifd0, ...ifd0.subImages.filter((d) => canCopyTiles(d, tiff.littleEndian))] : tiff.ifds;
+    const pageIdx = findLevels(pages.map((d) => ({ width: d.width, height: d.height, tiled: d.tileWidth !== undefined })));
     const levels = pageIdx.map((i): SlideLevel => {
-      const d = ifds[i]!;
+      const d = pages[i]!;
       return { width: d.width, height: d.height, downsample: (ifd0.width / d.width + ifd0.height / d.height) / 2 };
     });
-    return new SharpSlide(image_id, path, fh, pageIdx.map((i) => ifds[i]!), levels);
+    const facts = { ...tiffFacts(tiff), ...(mapping !== undefined && { channelMapping: mapping.text }) };
+    // A mapped image is read in its own colourspace and depth (libvips' sRGB conversion would otherwise apply first).
+    const native = mapping === undefined ? undefined : { space: meta.space ?? 'multiband', depth: meta.depth ?? 'uchar' };
+    return new SharpSlide(image_id, path, fh, pageIdx.map((i) => pages[i]!), levels, facts, mapping && native && { ...mapping, ...native });
   } catch (err) {
     await fh.close();
     throw err;
@@ -70,6 +85,9 @@ class SharpSlide implements SlideReader {
     private readonly fh: FileHandle,
     private readonly pages: readonly TiffIfd[],
     readonly levels: readonly SlideLevel[],
+    readonly facts: SlideFacts,
+    /** Set for a non-brightfield image let through (--allow-non-rgb): how its samples become RGB, and libvips' native colourspace and depth. */
+    readonly mapping: (ChannelMapping & { readonly space: string; readonly depth: string }) | undefined,
   ) {
     this.width = levels[0]!.width;
     this.height = levels[0]!.height;
@@ -82,8 +100,10 @@ class SharpSlide implements SlideReader {
       throw new RangeError(`slide ${this.image_id}: region ${x},${y} ${width}x${height} outside level ${level} (${ifd.width}x${ifd.height})`);
     }
     try {
-      if (canReadTiles(ifd)) return await readTiledRegion(this.fh, ifd, x, y, width, height);
-      return await rgb(sharp(this.path, { page: ifd.index, limitInputPixels: false }).extract({ left: x, top: y, width, height }));
+      if (canReadTiles(ifd) && this.mapping === undefined) return await readTiledRegion(this.fh, ifd, x, y, width, height);
+      // A SubIFD level: its tiles copied into a mini TIFF (libvips cannot open a SubIFD through sharp).
+      if (ifd.subIfd !== undefined) return await this.rgb(await tiledRegion(this.fh, ifd, x, y, width, height));
+      return await this.rgb(this.page(ifd).extract({ left: x, top: y, width, height }));
     } catch (err) {
       throw new SlideError('E_SLIDE_READ', this.image_id, this.path, `reading level ${level} region ${x},${y} ${width}x${height}: ${(err as Error).message}`, { cause: err });
     }
@@ -97,14 +117,30 @@ class SharpSlide implements SlideReader {
     const ifd = this.pages[level]!;
     try {
       const src = thumbnailSource(this.width, this.height, this.levels[level]!, width, height, downsample);
-      let img = sharp(this.path, { page: ifd.index, limitInputPixels: false });
+      let img = this.page(ifd);
       if (src.width !== ifd.width || src.height !== ifd.height) img = img.extract({ left: 0, top: 0, width: src.width, height: src.height });
+      // A SubIFD level, or a mapped image (mapped to RGB first, then resized, as the banded thumbnail does): RGB regions.
+      if (this.mapping !== undefined || ifd.subIfd !== undefined) img = sharp(await this.readRegion(level, 0, 0, src.width, src.height), { raw: { width: src.width, height: src.height, channels: 3 }, limitInputPixels: false });
       if (src.width !== width || src.height !== height) img = img.resize(width, height, { fit: 'fill' });
       const data = await rgb(img);
       return { image: { width, height, data }, level };
     } catch (err) {
       throw new SlideError('E_SLIDE_READ', this.image_id, this.path, `thumbnail from level ${level}: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  /** The level's page of the main chain, opened by libvips. */
+  private page(ifd: TiffIfd): sharp.Sharp {
+    return sharp(this.path, { page: ifd.index, limitInputPixels: false });
+  }
+
+  /** 3-channel sRGB uint8: libvips' conversion for brightfield pages; the stated mapping for a forced non-brightfield one. */
+  private async rgb(img: sharp.Sharp): Promise<Buffer> {
+    if (this.mapping === undefined) return rgb(img);
+    const m = this.mapping;
+    const { data, info } = await img.toColourspace(m.space).raw({ depth: m.depth as 'uchar' }).toBuffer({ resolveWithObject: true });
+    const out = mapToRgb(data, info.width * info.height, info.channels, m);
+    return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   }
 
   storage(level: number): LevelStorage | undefined {
@@ -114,7 +150,7 @@ class SharpSlide implements SlideReader {
     // A strip image's rows per strip, from its strip count (the tag itself is not kept by the parse).
     const unitRows = tiled ? ifd.tileHeight! : Math.ceil(ifd.height / Math.max(1, ifd.offsets.length));
     const unitBytes = (tiled ? ifd.tileWidth! : ifd.width) * unitRows * 3;
-    if (!canReadTiles(ifd)) return { unitBytes };
+    if (!canReadTiles(ifd) || this.mapping !== undefined) return { unitBytes };
     const across = Math.ceil(ifd.width / ifd.tileWidth!);
     const read = async (index: number): Promise<Buffer> => {
       const n = ifd.byteCounts[index] ?? 0;

@@ -47,7 +47,8 @@ export function syntaxName(uid: string): string {
 /** A DICOM file we do not read, or one that is damaged. `kind` as in TiffFormatError. */
 export class DicomFormatError extends Error {
   constructor(
-    readonly kind: 'unsupported' | 'damaged',
+    /** 'not-brightfield': uncompressed pixels other than 8-bit RGB (E_SLIDE_NOT_BRIGHTFIELD). */
+    readonly kind: 'unsupported' | 'damaged' | 'not-brightfield',
     message: string,
   ) {
     super(message);
@@ -70,6 +71,13 @@ export interface DicomInstance {
   readonly samplesPerPixel: number;
   readonly planar: number;
   readonly photometric: string;
+  /** BitsAllocated, PixelRepresentation (1: signed), NumberOfOpticalPaths (channels; 1 when absent). */
+  readonly bits: number;
+  readonly signed: boolean;
+  readonly opticalPaths: number;
+  /** Level-0 mm per pixel (PixelSpacing in the shared Pixel Measures; else ImagedVolumeWidth/Height over the matrix), objective power. */
+  readonly spacingMm?: { readonly x: number; readonly y: number };
+  readonly objectivePower?: number;
   /** Frame index at grid cell (row-major, ceil(width/frameWidth) across); -1: no frame (TILED_SPARSE gap). */
   readonly grid: Int32Array;
   /** Frame i's bytes are file [start[i], end[i]); encapsulated: item headers included, stripped on read. */
@@ -106,7 +114,7 @@ export async function readDicomInstance(fh: FileHandle, path: string): Promise<D
   }
   const encapsulated = transferSyntax === TS_JPEG_BASELINE;
   if (!encapsulated && (bits !== 8 || samplesPerPixel !== 3 || photometric !== 'RGB')) {
-    throw new DicomFormatError('unsupported', `uncompressed pixels with ${samplesPerPixel} samples of ${bits} bits, ${photometric}: only 8-bit RGB is read`);
+    throw new DicomFormatError('not-brightfield', `uncompressed pixels with ${samplesPerPixel} sample(s) of ${bits} bits, ${photometric}: only 8-bit RGB is read`);
   }
   const grid = frameGrid(ds, width, height, frameWidth, frameHeight, frames);
   const pixel = ds.elements[PIXEL_DATA];
@@ -115,7 +123,31 @@ export async function readDicomInstance(fh: FileHandle, path: string): Promise<D
     ? await indexFragments(fh, size, pixel.dataOffset, frames)
     : indexNative(pixel, size, frames, frameWidth * frameHeight * 3);
   const imageType = str('x00080008').split('\\').map((s) => s.trim().toUpperCase());
-  return { path, imageType, seriesUid: str('x0020000e').replace(/\0/g, ''), transferSyntax, width, height, frameWidth, frameHeight, samplesPerPixel, planar: num('x00280006', 'uint16') ?? 0, photometric, grid, ...index, encapsulated };
+  const pixelKind = { bits, signed: num('x00280103', 'uint16') === 1, opticalPaths: num('x00480302', 'uint32') ?? 1, ...scaleOf(ds, width, height) };
+  return { path, imageType, seriesUid: str('x0020000e').replace(/\0/g, ''), transferSyntax, width, height, frameWidth, frameHeight, samplesPerPixel, planar: num('x00280006', 'uint16') ?? 0, photometric, ...pixelKind, grid, ...index, encapsulated };
+}
+
+/**
+ * The stated scale: PixelSpacing (0028,0030: row\column spacing, mm) in the shared functional groups' Pixel
+ * Measures, else ImagedVolumeWidth/Height (0048,0001/0002, mm) over the total pixel matrix; ObjectiveLensPower
+ * (0048,0112) of the first optical path. Absent values stay absent.
+ */
+function scaleOf(ds: dicomParser.DataSet, width: number, height: number): Pick<DicomInstance, 'spacingMm' | 'objectivePower'> {
+  const positive = (v: string | undefined): number | undefined => {
+    const n = v === undefined ? NaN : Number.parseFloat(v);
+    return Number.isFinite(n) && n > 0 ? n : undefined;
+  };
+  const measures = ds.elements['x52009229']?.items?.[0]?.dataSet?.elements['x00289110']?.items?.[0]?.dataSet;
+  const spacing = (measures?.string('x00280030') ?? '').split('\\').map((v) => positive(v.trim()));
+  let spacingMm: { x: number; y: number } | undefined;
+  if (spacing[0] !== undefined && spacing[1] !== undefined) spacingMm = { x: spacing[1], y: spacing[0] };
+  else {
+    const w = positive(ds.string('x00480001')?.trim());
+    const h = positive(ds.string('x00480002')?.trim());
+    if (w !== undefined && h !== undefined) spacingMm = { x: w / width, y: h / height };
+  }
+  const power = positive(ds.elements['x00480105']?.items?.[0]?.dataSet?.string('x00480112')?.trim());
+  return { ...(spacingMm !== undefined && { spacingMm }), ...(power !== undefined && { objectivePower: power }) };
 }
 
 /** The header, parsed up to (not into) Pixel Data: a file prefix grown x4 until the element is reached. */

@@ -3,7 +3,8 @@
 export type SlideErrorCode =
   | 'E_BAD_IMAGE_ID' // the image_id would resolve outside the slides folder
   | 'E_SLIDE_MISSING' // no file for the image_id
-  | 'E_SLIDE_UNSUPPORTED' // a file with the image_id's name is there, in a format no backend reads (e.g. .qptiff, .czi)
+  | 'E_SLIDE_UNSUPPORTED' // a file with the image_id's name is there, in a format no backend reads (e.g. .czi, .isyntax)
+  | 'E_SLIDE_NOT_BRIGHTFIELD' // not 8-bit RGB brightfield (fluorescence, multiplex, 16-bit, single-channel): refused unless --allow-non-rgb
   | 'E_SLIDE_READ' // unreadable file (I/O error), or pixels the decoder rejects
   | 'E_SLIDE_FORMAT' // not a format or codec any backend reads, or a damaged TIFF (an offset, count or size outside the file or past a limit, e.g. truncated)
   | 'E_SLIDE_TOO_SMALL' // smaller than one tile

@@ -16,6 +16,8 @@ export interface OpenSlideOptions {
   readonly openslideLibrary?: string;
   /** Force a backend (tests, benchmarks); default: sharp, then OpenSlide when sharp cannot decode. */
   readonly backend?: SlideBackend;
+  /** Process images that are not 8-bit RGB brightfield, mapped to RGB as brightfield.ts states (--allow-non-rgb); default: refuse them. */
+  readonly allowNonRgb?: boolean;
 }
 
 /**
@@ -29,14 +31,15 @@ export async function openSlide(path: string, image_id: string, opts: OpenSlideO
   const ext = extname(path).toLowerCase();
   if (opts.backend === 'dicom' || ext === '.dcm' || st.isDirectory()) {
     const { openDicomSlide } = await import('./backend-dicom.js');
-    return openDicomSlide(path, image_id);
+    return openDicomSlide(path, image_id, { allowNonRgb: opts.allowNonRgb === true });
   }
   const { openSharpSlide } = await import('./backend-sharp.js');
   const { openOpenSlide } = await import('./backend-openslide.js');
   if (opts.backend === 'openslide' || OPENSLIDE_ONLY.has(ext)) return openOpenSlide(path, image_id, opts.openslideLibrary);
-  if (opts.backend === 'sharp') return openSharpSlide(path, image_id);
+  const sharpOpts = { allowNonRgb: opts.allowNonRgb === true };
+  if (opts.backend === 'sharp') return openSharpSlide(path, image_id, sharpOpts);
   try {
-    return await openSharpSlide(path, image_id);
+    return await openSharpSlide(path, image_id, sharpOpts);
   } catch (err) {
     // Only a format/codec problem is worth a second backend; missing, truncated or damaged files are not.
     if (!(err instanceof SlideError) || err.code !== 'E_SLIDE_FORMAT' || (err.cause instanceof TiffFormatError && err.cause.kind === 'damaged')) throw err;

@@ -21,10 +21,30 @@ export interface RgbImage {
 /** Which backend reads a slide (one backend-*.ts each). */
 export type SlideBackend = 'sharp' | 'openslide' | 'dicom';
 
+/**
+ * What a backend knows of the file beyond its pixels: its format, and its scale when the file states it
+ * (never guessed). Goes into the slide's summary and report.json (stages/types.ts SlideSummary).
+ */
+export interface SlideFacts {
+  /** e.g. 'svs', 'ome-tiff', 'qptiff', 'tiff', 'bigtiff', 'dicom', 'ndpi' (README.md, Formats). */
+  readonly format: string;
+  /** Level-0 microns per pixel across / down. */
+  readonly mppX?: number;
+  readonly mppY?: number;
+  /** Objective magnification (20, 40...). */
+  readonly magnification?: number;
+  /** Where the scale came from: 'aperio', 'ome', 'tiff-resolution', 'dicom', 'openslide'. */
+  readonly scaleSource?: string;
+  /** Only for a non-brightfield image let through (--allow-non-rgb): how its samples are mapped to 8-bit RGB (brightfield.ts). */
+  readonly channelMapping?: string;
+}
+
 export interface SlideReader {
   readonly image_id: string;
   readonly path: string;
   readonly backend: SlideBackend;
+  /** The file's format and scale (absent in test doubles: the summary then names the backend). */
+  readonly facts?: SlideFacts;
   /** Level-0 size. */
   readonly width: number;
   readonly height: number;

@@ -4,7 +4,7 @@ import { join, resolve, sep } from 'node:path';
 import { SlideError } from './errors.js';
 
 /** Extensions tried, in order, for `<slidesDir>/<image_id>.<ext>`. */
-export const SLIDE_EXTENSIONS = ['svs', 'tif', 'tiff', 'ome.tif', 'ome.tiff', 'ndpi', 'mrxs', 'scn', 'vms', 'vmu', 'bif', 'dcm'] as const;
+export const SLIDE_EXTENSIONS = ['svs', 'tif', 'tiff', 'ome.tif', 'ome.tiff', 'qptiff', 'ndpi', 'mrxs', 'scn', 'vms', 'vmu', 'bif', 'dcm'] as const;
 
 /** Throws E_BAD_IMAGE_ID unless image_id is a plain file-name stem (no separators, `..`, NUL, absolute path). */
 export function checkImageId(image_id: string, slidesDir: string): void {
@@ -61,7 +61,6 @@ export async function slideFileStamp(path: string): Promise<string> {
 
 /** Formats users have that no backend reads, by extension. */
 const UNSUPPORTED_FORMATS: Record<string, string> = {
-  qptiff: 'PerkinElmer/Akoya QPTIFF (multiplex fluorescence)',
   czi: 'Zeiss CZI',
   isyntax: 'Philips iSyntax',
   vsi: 'Olympus VSI',

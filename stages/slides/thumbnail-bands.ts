@@ -10,8 +10,9 @@
  *   source position as Y += vshrink from each region's top, which is exact only when vshrink is a dyadic
  *   number, hence powers of two only;
  * - otherwise (e.g. a /16 level of height floor(H/16) when H mod 16 >= 8, where thumbnailSource asks for
- *   th-1 rows stretched to th, or factors like 3 or 1.99), a band could differ from the whole image in the
- *   last bit of a kernel phase: we read the whole thumbnail once and cut it into bands (exact, but O(area)).
+ *   th-1 rows stretched to th, or factors like 3 or 1.99), libvips' band could differ from its whole image in
+ *   the last bit of a kernel phase: 'stretch' area-averages instead (thumbnail-stretch.ts), exact per band and
+ *   per column chunk by construction, so no path reads a whole level (they once did: 'whole').
  * Memory is bounded by stated, counted limits (THUMBNAIL_LIMITS), whatever the slide's width:
  * - 'chunked': a 'resize' whose full-width band would hold more than `bandBytes` of source pixels (level 0 of a
  *   wide single-level slide: 100k px x 704 rows is 211 MB) is cut into column chunks too, each read with
@@ -20,7 +21,7 @@
  *   compressed tiles at reduced scale (thumbnail-jpeg.ts: ~4x less CPU, not bit-identical; `exact: true` opts out);
  * - 'box': level 0 without JPEG tiles (strips...) where the exact path would need chunks, by default: full-width
  *   rows read once, a few thumbnail rows at a time, box-averaged (thumbnail-box.ts; `exact: true` opts out);
- * - a slide whose thumbnail band, 'whole' read, or decoder unit (a strip) exceeds its limit is refused
+ * - a slide whose thumbnail band, or decoder unit (a strip), exceeds its limit is refused
  *   (E_SLIDE_TOO_LARGE, naming the limit), never read into memory.
  */
 import sharp from 'sharp';
@@ -28,6 +29,7 @@ import { SlideError } from './errors.js';
 import { chooseLevel, thumbnailSource, type RgbImage, type SlideReader } from './reader.js';
 import { DEFAULT_THUMBNAIL_THREADS, GROUP_PX, JpegThumbnail, jpegThumbnailApplies } from './thumbnail-jpeg.js';
 import { BoxThumbnail } from './thumbnail-box.js';
+import { StretchThumbnail } from './thumbnail-stretch.js';
 
 /** Thumbnail rows of context each side of a resized band: lanczos3 after the box shrink reaches ~3-4 rows. */
 export const HALO = 8;
@@ -46,7 +48,7 @@ export const THUMBNAIL_LIMITS = {
   bandBytes: 16 * 2 ** 20,
   /** Thumbnail rows held at once at full thumbnail width: a band, a 'jpeg' group (a wider slide is refused). */
   rowsBytes: 64 * 2 ** 20,
-  /** A 'whole' read (level pixels plus thumbnail), and a decoder's unit (one strip or tile of the level). */
+  /** A decoder's unit: one strip or tile of the level (a bigger one is refused). */
   wholeBytes: 512 * 2 ** 20,
 } as const;
 
@@ -71,9 +73,10 @@ export interface ThumbnailPlan {
   /**
    * 'rows': no resize; 'resize': power-of-two vertical factor, banded; 'chunked': the same in column chunks;
    * 'jpeg': from level 0's JPEG tiles at reduced scale; 'box': level 0 box-averaged from full-width rows read once
-   * (strips, non-JPEG tiles, where 'chunked' would re-read them per chunk); 'whole': read whole, then cut.
+   * (strips, non-JPEG tiles, where 'chunked' would re-read them per chunk); 'stretch': any other factor, area-averaged
+   * per band in column chunks (thumbnail-stretch.ts).
    */
-  readonly method: 'rows' | 'resize' | 'chunked' | 'jpeg' | 'box' | 'whole';
+  readonly method: 'rows' | 'resize' | 'chunked' | 'jpeg' | 'box' | 'stretch';
   /** Bytes of source pixels one exact band read may hold ('chunked' sizes its chunks by it). */
   readonly bandBytes: number;
   readonly threads: number;
@@ -119,16 +122,10 @@ export function thumbnailPlan(slide: SlideReader, ds: number, opts: ThumbnailOpt
     const boxable = level === 0 && opts.exact !== true && Number.isInteger(ds) && width * ds * ds * 3 <= THUMBNAIL_LIMITS.rowsBytes;
     if (boxable) return { ...base, method: 'box' };
     if (source.width === width * f && chunkColumns(bandRows, f, bandBytes) >= 1) return { ...base, method: 'chunked' };
-    // A level whose width is not exactly f thumbnails (a rounded pyramid level) cannot be chunked exactly: full-width
-    // bands, as before, up to the whole-read limit.
-    if (windowBytes <= THUMBNAIL_LIMITS.wholeBytes) return { ...base, method: 'resize' };
-    return tooLarge(`a band of level ${level} (${source.width} px wide, resized ${f}x) would hold ${mib(windowBytes)}, over the ${mib(bandBytes)} band limit`);
+    // A level whose width is not exactly f thumbnails (a rounded pyramid level) cannot be chunked exactly by libvips:
+    // area-averaged in column chunks instead.
   }
-  const wholeBytes = (source.width * source.height + width * height) * 3;
-  if (wholeBytes > THUMBNAIL_LIMITS.wholeBytes) {
-    tooLarge(`its 1/${ds} thumbnail from level ${level} cannot be made in bands (not a power-of-two resize) and a whole read is ${mib(wholeBytes)}, over the ${mib(THUMBNAIL_LIMITS.wholeBytes)} limit`);
-  }
-  return { ...base, method: 'whole' };
+  return { ...base, method: 'stretch' };
 }
 
 /** Thumbnail columns per chunk so a band of `rows` thumbnail rows (halo included) holds at most `bytes` of source. */
@@ -158,7 +155,7 @@ export async function* thumbnailBands(slide: SlideReader, ds: number, cuts: read
     return new JpegThumbnail(slide, jpeg, ds, plan.width, plan.height, plan.threads);
   };
   const bands =
-    plan.method === 'whole' ? wholeBands(slide, ds, cuts, plan, count)
+    plan.method === 'stretch' ? stretchBands(slide, cuts, plan, count)
     : plan.method === 'jpeg' || plan.method === 'box' ? groupBands(groups(), cuts, plan, count)
     : plan.method === 'chunked' ? chunkedBands(slide, cuts, plan, count)
     : windowBands(slide, cuts, plan, count);
@@ -167,12 +164,15 @@ export async function* thumbnailBands(slide: SlideReader, ds: number, cuts: read
 
 type Count = (readBytes: number, bandBytes: number) => void;
 
-async function* wholeBands(slide: SlideReader, ds: number, cuts: readonly number[], plan: ThumbnailPlan, count: Count): AsyncGenerator<ThumbnailBand> {
-  const tw = plan.width;
-  const { image } = await slide.thumbnail(ds);
-  count((plan.source.width * plan.source.height + image.data.length) * 3, image.data.length);
+/** 'stretch': each band area-averaged from its source rows, in column chunks of at most bandBytes. */
+async function* stretchBands(slide: SlideReader, cuts: readonly number[], plan: ThumbnailPlan, count: Count): AsyncGenerator<ThumbnailBand> {
+  const stretch = new StretchThumbnail(slide, plan.level, plan.source, plan.width, plan.height, plan.bandBytes);
   for (let i = 0; i + 1 < cuts.length; i++) {
-    yield { y: cuts[i]!, image: { width: tw, height: cuts[i + 1]! - cuts[i]!, data: image.data.subarray(cuts[i]! * tw * 3, cuts[i + 1]! * tw * 3) } };
+    const a = cuts[i]!;
+    const b = cuts[i + 1]!;
+    const data = await stretch.band(a, b);
+    count(stretch.maxReadBytes, data.length);
+    yield { y: a, image: { width: plan.width, height: b - a, data } };
   }
 }
 

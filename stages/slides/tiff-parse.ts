@@ -27,6 +27,16 @@ export interface TiffIfd {
   readonly jpegTables?: Uint8Array;
   readonly description?: string;
   readonly subIfds: readonly number[];
+  /** Which of its parent's SubIFDs this is (OME-TIFF pyramid levels); undefined for a page of the main chain. */
+  readonly subIfd?: number;
+  /** The SubIFD directories, parsed (only page 0's: the others are channels/planes we do not read). */
+  readonly subImages: readonly TiffIfd[];
+  /** SampleFormat: 1 unsigned integer (default), 2 signed, 3 IEEE float. */
+  readonly sampleFormat: number;
+  /** XResolution / YResolution (pixels per ResolutionUnit) and ResolutionUnit (1 none, 2 inch (default), 3 cm). */
+  readonly xResolution?: number;
+  readonly yResolution?: number;
+  readonly resolutionUnit: number;
   /** YCbCrSubsampling (default [2,2]), Predictor (default 1). */
   readonly ycbcrSubsampling: readonly number[];
   readonly predictor: number;
@@ -117,8 +127,8 @@ const TYPE_SIZE: Record<number, number> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 
 const TAG_NAMES: ReadonlyMap<number, string> = new Map([
   [254, 'NewSubfileType'], [256, 'ImageWidth'], [257, 'ImageLength'], [258, 'BitsPerSample'], [259, 'Compression'],
   [262, 'PhotometricInterpretation'], [270, 'ImageDescription'], [273, 'StripOffsets'], [277, 'SamplesPerPixel'],
-  [279, 'StripByteCounts'], [284, 'PlanarConfiguration'], [317, 'Predictor'], [322, 'TileWidth'],
-  [323, 'TileLength'], [324, 'TileOffsets'], [325, 'TileByteCounts'], [330, 'SubIFDs'], [347, 'JPEGTables'], [530, 'YCbCrSubSampling'],
+  [279, 'StripByteCounts'], [282, 'XResolution'], [283, 'YResolution'], [284, 'PlanarConfiguration'], [296, 'ResolutionUnit'], [317, 'Predictor'], [322, 'TileWidth'],
+  [323, 'TileLength'], [324, 'TileOffsets'], [325, 'TileByteCounts'], [330, 'SubIFDs'], [339, 'SampleFormat'], [347, 'JPEGTables'], [530, 'YCbCrSubSampling'],
 ]);
 
 type TagValues = number[] | Buffer;
@@ -173,8 +183,9 @@ class Layout {
 export type TiffLimits = { readonly [K in keyof typeof TIFF_LIMITS]: number };
 
 /**
- * Parses the header and every IFD in the main chain (SubIFD offsets are recorded, not followed). Throws a
- * TiffFormatError naming the directory, tag or tile for any value outside the file or past `limits`.
+ * Parses the header and every IFD in the main chain, and page 0's SubIFDs (an OME-TIFF's pyramid levels; other
+ * pages' SubIFD offsets are recorded, not followed). Throws a TiffFormatError naming the directory, tag or tile
+ * for any value outside the file or past `limits`.
  */
 export async function parseTiff(fh: FileHandle, limits: TiffLimits = TIFF_LIMITS): Promise<TiffFile> {
   const file = await BoundedFile.of(fh);
@@ -198,14 +209,31 @@ export async function parseTiff(fh: FileHandle, limits: TiffLimits = TIFF_LIMITS
     seen.add(next);
     const where = `TIFF directory ${ifds.length} (at offset ${next}, from ${from})`;
     const { tags, nextOffset } = await readDirectory(file, L, next, where, limits, budget);
-    const ifd = toIfd(ifds.length, tags);
+    let ifd = toIfd(ifds.length, tags);
     checkIfd(file, ifd, `TIFF directory ${ifds.length}`, limits);
+    if (ifds.length === 0 && ifd.subIfds.length > 0) ifd = { ...ifd, subImages: await readSubIfds(file, L, ifd, seen, limits, budget) };
     ifds.push(ifd);
     from = `directory ${ifd.index}`;
     next = nextOffset;
   }
   if (ifds.length === 0) throw new TiffFormatError('TIFF has no image directory');
   return { littleEndian: L.le, bigTiff: L.big, ifds };
+}
+
+/** A page's SubIFDs, each checked like a main-chain directory (and against the same loop set, count and value budget). */
+async function readSubIfds(file: BoundedFile, L: Layout, parent: TiffIfd, seen: Set<number>, limits: TiffLimits, budget: { values: number }): Promise<TiffIfd[]> {
+  if (parent.subIfds.length > limits.maxIfds) throw new TiffFormatError(`TIFF directory ${parent.index}: ${parent.subIfds.length} SubIFDs, over the limit of ${limits.maxIfds}`);
+  const out: TiffIfd[] = [];
+  for (const [k, at] of parent.subIfds.entries()) {
+    const where = `TIFF directory ${parent.index}, SubIFD ${k} (at offset ${at})`;
+    if (seen.has(at)) throw new TiffFormatError(`${where}: a directory seen before (a loop)`);
+    seen.add(at);
+    const { tags } = await readDirectory(file, L, at, where, limits, budget);
+    const sub = { ...toIfd(parent.index, tags), subIfd: k };
+    checkIfd(file, sub, where, limits);
+    out.push(sub);
+  }
+  return out;
 }
 
 /** One directory's entries: the values of the tags we use (each checked against the file and the limits), and the next offset. */
@@ -262,6 +290,11 @@ function toIfd(index: number, tags: ReadonlyMap<number, TagValues>): TiffIfd {
     jpegTables: Buffer.isBuffer(jt) ? new Uint8Array(jt) : undefined,
     description: Buffer.isBuffer(desc) ? desc.toString('latin1').replace(/\0+$/, '') : undefined,
     subIfds: arr(330),
+    subImages: [],
+    sampleFormat: num(339, 1),
+    xResolution: tags.has(282) ? num(282, 0) : undefined,
+    yResolution: tags.has(283) ? num(283, 0) : undefined,
+    resolutionUnit: num(296, 2),
     ycbcrSubsampling: tags.has(530) ? arr(530) : [2, 2],
     predictor: num(317, 1),
   };

@@ -23,8 +23,24 @@ export function canReadTiles(ifd: TiffIfd): boolean {
   );
 }
 
+/**
+ * True when tiledRegion can serve this level by copying its tiles, whatever their codec (libtiff decodes the mini
+ * TIFF): tiled and chunky, and 8-bit or from a little-endian file (the mini TIFF is little-endian, and uncompressed
+ * or deflated samples of more than a byte are stored in the file's byte order). How the SubIFD levels of an
+ * OME-TIFF are read: libvips cannot be pointed at a SubIFD through sharp 0.34 (its `subifd` input option is not
+ * passed on to libvips).
+ */
+export function canCopyTiles(ifd: TiffIfd, littleEndian: boolean): boolean {
+  return ifd.tileWidth !== undefined && ifd.tileHeight !== undefined && (ifd.planarConfig === 1 || ifd.samplesPerPixel === 1) && (ifd.bitsPerSample === 8 || littleEndian);
+}
+
 /** Reads an RGB region (level pixel coordinates, inside the level) as width*height*3 bytes. */
 export async function readTiledRegion(fh: FileHandle, ifd: TiffIfd, x: number, y: number, width: number, height: number): Promise<Buffer> {
+  return (await tiledRegion(fh, ifd, x, y, width, height)).raw().toBuffer();
+}
+
+/** The region as a sharp image of its tiles copied into a mini TIFF with the level's own tags, not yet decoded. */
+export async function tiledRegion(fh: FileHandle, ifd: TiffIfd, x: number, y: number, width: number, height: number): Promise<sharp.Sharp> {
   const tw = ifd.tileWidth!;
   const th = ifd.tileHeight!;
   const across = Math.ceil(ifd.width / tw);
@@ -55,10 +71,7 @@ export async function readTiledRegion(fh: FileHandle, ifd: TiffIfd, x: number, y
   const miniW = Math.min((c1 + 1) * tw, ifd.width) - c0 * tw;
   const miniH = Math.min((r1 + 1) * th, ifd.height) - r0 * th;
   const tiff = buildMiniTiff(ifd, miniW, miniH, cols * rows, offsets, idx.map((i) => ifd.byteCounts[i]!), data);
-  return sharp(tiff, { limitInputPixels: false })
-    .extract({ left: x - c0 * tw, top: y - r0 * th, width, height })
-    .raw()
-    .toBuffer();
+  return sharp(tiff, { limitInputPixels: false }).extract({ left: x - c0 * tw, top: y - r0 * th, width, height });
 }
 
 /** A classic little-endian TIFF: header, IFD, out-of-line values, then the tile data. */
@@ -67,24 +80,27 @@ function buildMiniTiff(ifd: TiffIfd, w: number, h: number, n: number, dataOffset
   const entries: Entry[] = [
     [256, 4, [w]],
     [257, 4, [h]],
-    [258, 3, [8, 8, 8]],
-    [259, 3, [7]],
+    [258, 3, Array<number>(ifd.samplesPerPixel).fill(ifd.bitsPerSample)],
+    [259, 3, [ifd.compression]],
     [262, 3, [ifd.photometric]],
-    [277, 3, [3]],
+    [277, 3, [ifd.samplesPerPixel]],
     [284, 3, [1]],
     [322, 4, [ifd.tileWidth!]],
     [323, 4, [ifd.tileHeight!]],
     [324, 4, dataOffsets], // patched below once the data position is known
     [325, 4, counts],
   ];
+  if (ifd.predictor !== 1) entries.push([317, 3, [ifd.predictor]]);
+  if (ifd.sampleFormat !== 1) entries.push([339, 3, Array<number>(ifd.samplesPerPixel).fill(ifd.sampleFormat)]);
   if (ifd.jpegTables !== undefined) entries.push([347, 7, Buffer.from(ifd.jpegTables)]);
   if (ifd.photometric === 6) entries.push([530, 3, [...ifd.ycbcrSubsampling]]);
+  entries.sort((a, b) => a[0] - b[0]); // libtiff wants ascending tags
   const ifdSize = 2 + entries.length * 12 + 4;
   const size = (e: Entry): number => (Buffer.isBuffer(e[2]) ? e[2].length : e[2].length * (e[1] === 3 ? 2 : 4));
   let extra = 8 + ifdSize;
   for (const e of entries) if (size(e) > 4) extra += (size(e) + 1) & ~1;
   const dataStart = extra;
-  entries[9] = [324, 4, dataOffsets.map((o) => o + dataStart)];
+  entries[entries.findIndex((e) => e[0] === 324)] = [324, 4, dataOffsets.map((o) => o + dataStart)];
   if (n !== dataOffsets.length) throw new Error('tile count mismatch');
   const out = Buffer.alloc(dataStart + data.length);
   out.write('II', 0, 'latin1');

@@ -280,10 +280,10 @@ t.test('refused and damaged files: clear E_SLIDE_FORMAT naming the file', async 
 t.test('a file with the slide name in a format we do not read: E_SLIDE_UNSUPPORTED naming the file and the format', async (t) => {
   const slides = join(dir, 'unsupported');
   mkdirSync(slides);
-  writeFileSync(join(slides, 'slide.qptiff'), Buffer.from('II*\0'));
+  writeFileSync(join(slides, 'slide.isyntax'), Buffer.from('<iSyntax'));
   writeFileSync(join(slides, 'zeiss.czi'), Buffer.from('ZISRAWFILE'));
   copyFileSync(tiffMulti, join(slides, 'renamed.scan'));
-  await t.rejects(resolveSlidePath(slides, 'slide'), { code: 'E_SLIDE_UNSUPPORTED', path: join(slides, 'slide.qptiff'), message: /found slide\.qptiff, PerkinElmer\/Akoya QPTIFF .*not supported/ });
+  await t.rejects(resolveSlidePath(slides, 'slide'), { code: 'E_SLIDE_UNSUPPORTED', path: join(slides, 'slide.isyntax'), message: /found slide\.isyntax, Philips iSyntax.*not supported/ });
   await t.rejects(resolveSlidePath(slides, 'zeiss'), { code: 'E_SLIDE_UNSUPPORTED', message: /found zeiss\.czi, Zeiss CZI/ });
   await t.rejects(resolveSlidePath(slides, 'renamed'), { code: 'E_SLIDE_UNSUPPORTED', message: /found renamed\.scan, a BigTIFF with an extension we do not read/ });
   await t.rejects(resolveSlidePath(slides, 'absent'), { code: 'E_SLIDE_MISSING', message: /no slide file/ });
@@ -308,14 +308,14 @@ t.test('a series folder is stamped by its .dcm files (checkpoint key), size firs
   t.equal(await slideFileStamp(tiffMulti), `${statSync(tiffMulti).size}:${statSync(tiffMulti).mtimeMs}`, 'a file keeps its size:mtime stamp');
 });
 
-t.test('through the real job (compiled CLI): a DICOM series gives the records of the same pixels as a TIFF; a .qptiff fails alone with E_SLIDE_UNSUPPORTED', async (t) => {
+t.test('through the real job (compiled CLI): a DICOM series gives the records of the same pixels as a TIFF; a .czi fails alone with E_SLIDE_UNSUPPORTED', async (t) => {
   const unavailable = e2eUnavailable();
   if (unavailable !== undefined) return t.skip(unavailable);
   const cwd = await tempDir(t, 'dicom-e2e-');
   const slides = join(cwd, 'slides');
   await writeSeries(join(slides, 'dcm'));
   copyFileSync(tiffMulti, join(slides, 'tif.tiff'));
-  writeFileSync(join(slides, 'bad.qptiff'), Buffer.from('II*\0'));
+  writeFileSync(join(slides, 'bad.czi'), Buffer.from('ZISRAWFILE'));
   const csv = join(cwd, 'in.csv');
   await writeCsv(csv, [
     { image_id: 'tif', center_id: 0, patient_id: 'pt', image_num: 0, label: '1' },
@@ -330,7 +330,9 @@ t.test('through the real job (compiled CLI): a DICOM series gives the records of
   t.match(by.get('dcm'), { status: 'ok', backend: 'dicom' });
   t.ok(by.get('tif')!.tiles_kept! > 0, `the TIFF keeps tiles (${by.get('tif')!.tiles_kept})`);
   t.same([by.get('dcm')!.tiles_total, by.get('dcm')!.tiles_kept], [by.get('tif')!.tiles_total, by.get('tif')!.tiles_kept], 'same tile counts as the TIFF');
-  t.match(by.get('bad'), { status: 'failed', code: 'E_SLIDE_UNSUPPORTED', error: /bad\.qptiff, PerkinElmer\/Akoya QPTIFF/ });
+  t.match(by.get('bad'), { status: 'failed', code: 'E_SLIDE_UNSUPPORTED', error: /bad\.czi, Zeiss CZI/ });
+  t.match(by.get('dcm'), { format: 'dicom', tile_level: 0 });
+  t.match(by.get('tif'), { format: 'bigtiff', backend: 'sharp', tile_level: 0 });
   const examples = await readExamples(out);
   t.equal(examples.length, 2, 'one record per written patient');
   const [a, b] = examples;

@@ -9,7 +9,8 @@ import sharp from 'sharp';
 import { generateSlide } from '../../stages/slides/synthetic.js';
 import { openSlide } from '../../stages/slides/open.js';
 import type { SlideReader } from '../../stages/slides/reader.js';
-import { thumbnailBands, thumbnailPlan, type ThumbnailOptions } from '../../stages/slides/thumbnail-bands.js';
+import { thumbnailBands, thumbnailPlan, type ThumbnailOptions, type ThumbnailPlan } from '../../stages/slides/thumbnail-bands.js';
+import { areaWeights, stretchWhole } from '../../stages/slides/thumbnail-stretch.js';
 import { BandSelector, backgroundMask, selectTiles } from '../../stages/slides/tile-select.js';
 import { DEFAULT_TILE_PARAMS } from '../../stages/slides/tile-params.js';
 import { pictureSize, ReportPictures } from '../../stages/report/pictures.js';
@@ -19,11 +20,17 @@ const dir = mkdtempSync(join(tmpdir(), 'bands-test-'));
 const CMU = fileURLToPath(new URL('../../../shared/testdata/slides/cmu-1-small-region.svs', import.meta.url));
 const methods = new Set<string>();
 
+/** The whole 'stretch' thumbnail: the level's source area read at once and area-averaged (what the bands must equal). */
+async function stretchReference(s: SlideReader, plan: ThumbnailPlan): Promise<{ width: number; height: number; data: Uint8Array }> {
+  const src = await s.readRegion(plan.level, 0, 0, plan.source.width, plan.source.height);
+  return { width: plan.width, height: plan.height, data: stretchWhole(src, plan.source.width, plan.source.height, plan.width, plan.height) };
+}
+
 /** Reads all bands at the selector's cuts; checks them against the whole thumbnail and the selection against selectTiles. */
 async function compare(t: Tap.Test, s: SlideReader, p: TileParams, opts: ThumbnailOptions = {}): Promise<void> {
   const plan = thumbnailPlan(s, p.downsample, opts);
   methods.add(plan.method);
-  const { image } = await s.thumbnail(p.downsample);
+  const image = plan.method === 'stretch' ? await stretchReference(s, plan) : (await s.thumbnail(p.downsample)).image;
   const sel = new BandSelector(s.width, s.height, p);
   const cuts = sel.cuts();
   const joined = new Uint8Array(image.data.length);
@@ -44,7 +51,7 @@ async function compare(t: Tap.Test, s: SlideReader, p: TileParams, opts: Thumbna
 
 const sizes: Array<[number, number]> = [
   [2340, 1400], // levels /1 /4 /16 (/16 level 146x87 used as is)
-  [3000, 2100], // /16 level of height 131 < 2100/16: stretched (whole path)
+  [3000, 2100], // /16 level of height 131 < 2100/16: stretched (stretch path)
   [900, 700], // levels /1 /4 only: the /4 level shrunk 4x (resize path)
   [1001, 1603],
 ];
@@ -113,7 +120,25 @@ t.test('OpenSlide backend: bands match its thumbnail', async (t) => {
 });
 
 t.test('all three band methods were exercised', async (t) => {
-  t.ok(methods.has('rows') && methods.has('resize') && methods.has('whole'), [...methods].join(','));
+  t.ok(methods.has('rows') && methods.has('resize') && methods.has('stretch'), [...methods].join(','));
+});
+
+t.test('stretch: area weights and the whole resample, against hand-computed values', async (t) => {
+  // 3 -> 2: output 0 covers [0, 1.5) (1 and 0.5 of inputs 0, 1), output 1 covers [1.5, 3).
+  const w = areaWeights(3, 2);
+  t.same([...w.first], [0, 1]);
+  t.same(w.weights.map((x) => [...x]), [[2 / 3, 1 / 3], [1 / 3, 2 / 3]]);
+  // 2 -> 3 (a stretch): output 1 covers [2/3, 4/3): half of each input.
+  const u = areaWeights(2, 3);
+  t.same([...u.first], [0, 0, 1]);
+  t.same(u.weights.map((x) => [...x].map((v) => Math.round(v * 1e9) / 1e9)), [[1], [0.5, 0.5], [1]]);
+  // A 3x1 image of greys 0, 90, 180 shrunk to 2x1: round(60) and round(150); stretched from 2x1 (0, 100) to 3x1: 0, 50, 100.
+  const grey = (vs: number[]): Uint8Array => new Uint8Array(vs.flatMap((v) => [v, v, v]));
+  t.same([...stretchWhole(grey([0, 90, 180]), 3, 1, 2, 1)], [...grey([30, 150])]);
+  t.same([...stretchWhole(grey([0, 100]), 2, 1, 3, 1)], [...grey([0, 50, 100])]);
+  // Same size: the identity.
+  const id = new Uint8Array(4 * 3 * 3).map((_, i) => (i * 37) & 255);
+  t.same([...stretchWhole(id, 4, 3, 4, 3)], [...id]);
 });
 
 t.test('bad cuts and out-of-order bands are refused', async (t) => {
