@@ -55,9 +55,14 @@ export class SlideH5 {
     private readonly file: H5File,
   ) {}
 
-  /** Creates (truncates) `path`. */
+  /**
+   * Opens `path` for writing: the caller creates it first with node (so a missing folder or a full disk is a proper
+   * errno naming the file); h5wasm does not throw when HDF5 cannot open a file, so its id is checked here.
+   */
   static create(h5: H5, path: string): SlideH5 {
-    return new SlideH5(path, pinnedClock(() => new h5.File(path, 'w')));
+    const file = pinnedClock(() => new h5.File(path, 'w'));
+    if (!(file.file_id > 0n)) throw new Error(`HDF5 could not create ${path}`);
+    return new SlideH5(path, file);
   }
 
   /**
@@ -110,7 +115,9 @@ export class SlideH5 {
     });
   }
 
+  /** Closes the file (HDF5 writes its metadata now): a failure throws. */
   close(): void {
-    pinnedClock(() => this.file.close());
+    const status = pinnedClock(() => this.file.close());
+    if (status < 0) throw new Error(`HDF5 could not close ${this.path} (status ${status})`);
   }
 }

@@ -68,6 +68,11 @@ export class AtomicFile {
     this.temp = join(dir, `.${name}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
   }
 
+  /** Creates the temporary file, empty (E_OUTPUT_IO naming the final file when it cannot be). */
+  async create(): Promise<void> {
+    await naming('write', this.final, async () => (await open(this.temp, 'wx')).close());
+  }
+
   /** fsync, then rename over the final name. */
   async commit(): Promise<void> {
     await naming('write', this.final, async () => {

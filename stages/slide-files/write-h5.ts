@@ -42,7 +42,7 @@ export function writeH5(opts: WriteH5Options): Stage<SlideFilesElement, SlideFil
       if (split !== undefined) {
         const files: PatientSlideH5[] = [];
         try {
-          for (const s of split.slides) files.push(new PatientSlideH5(h5, opts, s, patient_id));
+          for (const s of split.slides) files.push(await PatientSlideH5.create(h5, opts, s, patient_id));
           await fill(files, split.bag, split.slides, ctx.signal);
           for (const f of files) {
             f.finish();
@@ -54,7 +54,7 @@ export function writeH5(opts: WriteH5Options): Stage<SlideFilesElement, SlideFil
           throw h5Failure(err, ctx.name, patient_id, files);
         } finally {
           for (const f of files) {
-            f.close();
+            f.abandonH5();
             await f.file.abandon();
           }
         }
@@ -114,14 +114,27 @@ class PatientSlideH5 {
   private h5: SlideH5 | undefined;
   private readonly outputs: string[] = [];
 
-  constructor(
-    lib: Awaited<ReturnType<typeof loadH5wasm>>,
+  private constructor(
     private readonly opts: WriteH5Options,
     readonly slide: SlideTiles,
     private readonly patient_id: string,
+    file: AtomicFile,
+    h5: SlideH5,
   ) {
-    this.file = new AtomicFile(opts.outDir, `${slide.facts.image_id}.h5`);
-    this.h5 = SlideH5.create(lib, this.file.temp);
+    this.file = file;
+    this.h5 = h5;
+  }
+
+  /** The temporary file is created by node first: a missing folder, a full disk or no permission is E_OUTPUT_IO naming it. */
+  static async create(lib: Awaited<ReturnType<typeof loadH5wasm>>, opts: WriteH5Options, slide: SlideTiles, patient_id: string): Promise<PatientSlideH5> {
+    const file = new AtomicFile(opts.outDir, `${slide.facts.image_id}.h5`);
+    await file.create();
+    try {
+      return new PatientSlideH5(opts, slide, patient_id, file, SlideH5.create(lib, file.temp));
+    } catch (err) {
+      await file.abandon();
+      throw err;
+    }
   }
 
   blockWriter(output: EmbeddingOutputSpec): BlockWriter {
@@ -178,6 +191,15 @@ class PatientSlideH5 {
     const h5 = this.h5;
     this.h5 = undefined;
     h5?.close();
+  }
+
+  /** After a failure: closes the file if still open (its temporary is removed next); a second failure is only reported. */
+  abandonH5(): void {
+    try {
+      this.close();
+    } catch (err) {
+      console.error(`warning: ${this.file.temp}: ${(err as Error).message}`);
+    }
   }
 
   private open(): SlideH5 {
