@@ -5,7 +5,7 @@
  * refused before any work (exit 2).
  */
 import t from 'tap';
-import { cp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { cp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -174,10 +174,14 @@ if (unavailable) {
     const bytes = await readFile(path);
     manifest.files = manifest.files.map((e) => (e.file === 'a0.h5' ? { ...e, bytes: bytes.length, sha256: sha256(bytes) } : e));
     await writeFile(manifestPath, JSON.stringify(manifest));
-    // And a geojson without its h5 counterpart's record: an extra file no record accounts for.
+    // A slide's geojson gone, and an h5 that no record accounts for.
+    await rm(join(bad, 'b0.geojson'));
+    await cp(join(bad, 'a1.h5'), join(bad, 'zz.h5'));
     const r = await runCli(['inspect', bad], cwd);
     t.equal(r.code, 1);
     t.match(r.stderr, `E_H5_MISMATCH: ${path}: features_max[1, 3] is 12345`);
+    t.match(r.stderr, `E_GEOJSON_MISSING: ${join(bad, 'b0.geojson')} is missing`);
+    t.match(r.stderr, `E_SLIDE_FILE_UNCHECKED: ${join(bad, 'zz.h5')} belongs to no image with tiles in the shards`);
     t.notMatch(r.stderr, 'E_MANIFEST_MISMATCH');
   });
 
