@@ -31,6 +31,7 @@ import { benchOptions, CACHE, CORES } from './options.js';
 import { BenchRecord, log } from './record.js';
 import { scalingFigure } from './scaling.js';
 import { singleLevelFigure } from './single-level.js';
+import { slideFilesFigure } from './slide-files.js';
 import { slideOverheadFigure } from './slide-overhead.js';
 import { svgPlot } from './svg-plot.js';
 import { throughputFigure } from './throughput.js';
@@ -45,6 +46,7 @@ const FIGURES: readonly Figure[] = [
   firstTileFigure(), // 5 (part `overhead`)
   slideOverheadFigure(), // 5 (part `overhead`)
   singleLevelFigure(), // single-level slides (part `single-level`, only when named)
+  slideFilesFigure(), // per-slide h5 / geojson writers (part `slide-files`, only when named)
 ];
 
 /** results.json, and results.svg beside it when the memory series ran. */
