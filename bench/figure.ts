@@ -11,7 +11,7 @@ export interface BenchContext {
   readonly opts: BenchOptions;
   /** The demo models (stages/cli/models-build.ts), built once under .cache/models. */
   readonly models: Models;
-  /** StainNet's lookup table file. */
+  /** StainNet's lookup table file ('' when no selected figure uses it: every one's `usesLut` is false). */
   readonly lutFile: string;
   readonly record: BenchRecord;
 }
@@ -19,6 +19,8 @@ export interface BenchContext {
 export interface Figure {
   /** For the log and the reader. */
   readonly name: string;
+  /** False when it never runs the normalizer: the driver then skips building the lookup table for it. */
+  readonly usesLut?: boolean;
   /** Whether the run's options select it (their --only parts). */
   enabled(opts: BenchOptions): boolean;
   /** Generates or finds its inputs (slides, CSVs): excluded from every figure, done for all of them first. */

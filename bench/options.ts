@@ -2,7 +2,9 @@
  * The suite's options (bench/run.ts's command line) and the places it works in. Options: --full, --json FILE,
  * --only a,b (parts: stages, pipeline, memory, overhead; `scaling` and `single-level` run only when named), --job-args "..." (extra
  * flags for every job run: A/B of defaults), --repeat N (stage-cost and pipeline runs, medians; 3),
- * --memory-repeat N (runs of each memory-series slide, the highest peak kept; 2).
+ * --memory-repeat N (runs of each memory-series slide, the highest peak kept; 2). Part `embed-batch` (named only):
+ * --embed-model FILE (an embedder .onnx; the demo EfficientNet-B0), --precision LABEL (recorded with it; fp32),
+ * --embed-threads N (1), --embed-variant NAME (a bench/session-variants.ts name; base).
  */
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -29,12 +31,17 @@ export interface BenchOptions {
   readonly jobGroupSize: number;
   /** Runs of each memory-series slide; its figure is the highest peak (2). */
   readonly memoryRepeat: number;
+  /** Part `embed-batch`: the embedder measured (undefined: the demo model), its precision label, threads, option set. */
+  readonly embedModel: string | undefined;
+  readonly precision: string;
+  readonly embedThreads: number;
+  readonly embedVariant: string;
   /** Whether a part runs: those named by --only, or every part but the named-only ones (NAMED_ONLY). */
   runs(part: string): boolean;
 }
 
 /** Parts that run only when --only names them: long, and not among the README's figures. */
-const NAMED_ONLY = new Set(['scaling', 'single-level', 'slide-files']);
+const NAMED_ONLY = new Set(['scaling', 'single-level', 'embed-batch', 'slide-files']);
 
 export function benchOptions(argv: readonly string[]): BenchOptions {
   const flag = (name: string): string | undefined => {
@@ -50,6 +57,10 @@ export function benchOptions(argv: readonly string[]): BenchOptions {
     repeat: Number(flag('--repeat') ?? 3),
     jobGroupSize: (parseRunOptions(jobArgs.filter((a) => a !== '--help' && a !== '-h')) as RunOptions).groupSize,
     memoryRepeat: Math.max(1, Number(flag('--memory-repeat') ?? 2)),
+    embedModel: flag('--embed-model'),
+    precision: flag('--precision') ?? 'fp32',
+    embedThreads: Math.max(1, Number(flag('--embed-threads') ?? 1)),
+    embedVariant: flag('--embed-variant') ?? 'base',
     runs: (part) => (only === undefined ? !NAMED_ONLY.has(part) : only.includes(part)),
   };
 }

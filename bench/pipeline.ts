@@ -8,7 +8,7 @@ import type { BenchContext } from './figure.js';
 import { runJob, type JobResult } from './job.js';
 import type { NoEngineRun } from './no-engine.js';
 import { CORES } from './options.js';
-import { median, type BenchRecord } from './record.js';
+import { log, median, type BenchRecord } from './record.js';
 import { costSum, type StageCosts } from './stage-costs.js';
 
 /**
@@ -16,6 +16,13 @@ import { costSum, type StageCosts } from './stage-costs.js';
  * still measured (--full): the same slides capped at SHORT_JOB_TILES each.
  */
 const SHORT_JOB_TILES = 305;
+
+/**
+ * The engine's guard (issue 18): the pipeline must reach this share of the same stages run back to back with no
+ * engine on the same cores, measured at the same time. It replaces the retired 0.9-of-the-stage-sum target: the
+ * stages alone reach only 0.86-0.95 of that bound, because two cores are not twice one.
+ */
+export const NO_ENGINE_GUARD = 0.95;
 
 /** The pipeline runs and what was measured around them (bench/throughput.ts). */
 export interface PipelineRuns {
@@ -78,15 +85,25 @@ function recordEfficiency(record: BenchRecord, j: JobResult, pairs: number[], id
   const { result, show } = record;
   result.efficiency = median(pairs);
   result.efficiency_runs = pairs;
-  show('efficiency = pipeline / bound measured around it (median of runs)', `${median(pairs).toFixed(2)} (pairs ${pairs.map((x) => x.toFixed(2)).join(' / ')})`);
+  show('efficiency = pipeline / bound measured around it (median; no target: retired)', `${median(pairs).toFixed(2)} (pairs ${pairs.map((x) => x.toFixed(2)).join(' / ')})`);
   result.efficiency_vs_no_engine = median(idealPairs);
   show(`pipeline / no engine on ${CORES} cores (same-time pairs)`, `${median(idealPairs).toFixed(2)} (pairs ${idealPairs.map((x) => x.toFixed(2)).join(' / ')})`);
+  recordGuard(record, median(idealPairs));
   // Robust to the other jobs on the machine: how much CPU per tile the whole job spends beyond the stages' own.
   const cpuPerTile = (j.cpuS * 1000) / j.tiles;
   const sum = (CORES * 1000) / bound;
   result.cpu_efficiency = sum / cpuPerTile;
   show('CPU efficiency = stage cost sum / job CPU per tile', `${(sum / cpuPerTile).toFixed(2)} (whole tree, incl. start-up)`);
   return sum;
+}
+
+/** The no-engine guard: PASS or FAIL in the table and the log, and `no_engine_guard` in results.json. */
+function recordGuard(record: BenchRecord, vsNoEngine: number): void {
+  const pass = vsNoEngine >= NO_ENGINE_GUARD;
+  record.result.no_engine_guard = { min: NO_ENGINE_GUARD, value: vsNoEngine, pass };
+  const verdict = `${pass ? 'PASS' : 'FAIL'} (${vsNoEngine.toFixed(2)} ${pass ? '>=' : '<'} ${NO_ENGINE_GUARD})`;
+  record.show(`GUARD pipeline >= ${NO_ENGINE_GUARD} of no engine`, verdict);
+  log(`no-engine guard: ${verdict}`);
 }
 
 /**

@@ -16,7 +16,8 @@
  * .cache/ (the 64k slide takes about a minute once). Options (bench/options.ts): --full, --json FILE, --only a,b,
  * --job-args "..." (extra flags for every job run: A/B of defaults), --repeat N (stage-cost and pipeline runs,
  * medians; 3), --memory-repeat N. `--only scaling` (not in the default run) measures how each stage alone scales
- * to every core (bench/scaling.ts).
+ * to every core (bench/scaling.ts). `--only embed-batch` (not in the default run) measures the embedder's CPU ms per
+ * tile at batch 1-16 (bench/embed-batch.ts; --embed-model, --precision, --embed-threads, --embed-variant).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -25,6 +26,7 @@ import { ensureLut } from '../models/runtime/lut.js';
 import { ensureModels } from '../stages/cli/models-build.js';
 import { runUnderWorkerAllocator } from './env.js';
 import type { BenchContext, Figure } from './figure.js';
+import { embedBatchFigure } from './embed-batch.js';
 import { firstTileFigure } from './first-tile.js';
 import { memorySeriesFigure, type MemoryRow } from './memory-series.js';
 import { benchOptions, CACHE, CORES } from './options.js';
@@ -46,6 +48,7 @@ const FIGURES: readonly Figure[] = [
   firstTileFigure(), // 5 (part `overhead`)
   slideOverheadFigure(), // 5 (part `overhead`)
   singleLevelFigure(), // single-level slides (part `single-level`, only when named)
+  embedBatchFigure(), // embedding CPU ms/tile by batch size for one model and precision (part `embed-batch`, only when named)
   slideFilesFigure(), // per-slide h5 / geojson writers (part `slide-files`, only when named)
 ];
 
@@ -67,13 +70,14 @@ async function main(): Promise<void> {
 
   // Preparation, excluded from every figure: models, the lookup table, each figure's slides.
   const models = await ensureModels(join(CACHE, 'models'));
-  const lutFile = await ensureLut(models.stainnet, join(CACHE, 'lut'), CORES);
+  const figures = FIGURES.filter((f) => f.enabled(opts));
+  // The table takes minutes to build the first time: only when a selected figure runs the normalizer.
+  const lutFile = figures.some((f) => f.usesLut !== false) ? await ensureLut(models.stainnet, join(CACHE, 'lut'), CORES) : '';
   const record = new BenchRecord();
   const machine: Record<string, unknown> = { nproc: CORES, cpu, node: process.version, loadavg_start: load0 };
   record.result.machine = machine;
   record.result.job_args = opts.jobArgs;
   const ctx: BenchContext = { opts, models, lutFile, record };
-  const figures = FIGURES.filter((f) => f.enabled(opts));
   for (const f of figures) await f.prepare?.(ctx);
 
   for (const f of figures) await f.measure(ctx);

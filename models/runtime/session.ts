@@ -6,6 +6,9 @@ import ort from 'onnxruntime-node';
 import { LRUCache } from 'lru-cache';
 import { checkModel, type ModelKind } from '../check.js';
 import { ModelError } from '../errors.js';
+import { sessionOptions } from './session-options.js';
+
+export { sessionOptions };
 
 /**
  * A bounded cache: a pipeline holds two sessions per process; a long-lived process that swaps models (tests,
@@ -22,22 +25,6 @@ const sessions = new LRUCache<string, Promise<ort.InferenceSession>>({
     void done.finally(() => releasing.delete(done));
   },
 });
-
-/** The session options every stage uses. */
-export function sessionOptions(threads: number): ort.InferenceSession.SessionOptions {
-  return {
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    executionMode: 'sequential',
-    graphOptimizationLevel: 'all',
-    // The arena stays on: without it every batch maps and faults in its activations afresh (bench/RESULTS.md:
-    // 88 vs 36 CPU ms per tile at batch 4, for 8% less peak RSS). Memory is bounded by the batch size instead.
-    enableCpuMemArena: true,
-    // Idle pool threads sleep instead of spinning: on a shared or fully subscribed machine spinning threads steal
-    // the cores the other workers need (measured 2.3x faster with 2 threads at load average 8 on 2 cores).
-    extra: { session: { intra_op: { allow_spinning: '0' } } },
-  };
-}
 
 async function create(modelPath: string, kind: ModelKind, threads: number): Promise<ort.InferenceSession> {
   let session: ort.InferenceSession;
