@@ -8,6 +8,8 @@
  * coordinates' own plane (positive signed area: (x, y) -> (x + s, y) -> (x + s, y + s) -> (x, y + s)). Pixel
  * coordinates are not WGS 84, as QuPath's GeoJSON is not; the slide's size is a foreign member, `slide`.
  *
+ * No feature `id`: QuPath reads one as its object's UUID, so the tile is named in `properties.name` instead.
+ *
  * Streamed: features are written as they are formatted, in blocks of about 64 KB; memory does not grow with tiles.
  */
 import { open } from 'node:fs/promises';
@@ -81,7 +83,6 @@ async function writeCollection(path: string, slide: SlideTiles, patient_id: stri
       const t = tiles[i]!;
       const feature = {
         type: 'Feature',
-        id: `${facts.image_id}:${t.x}:${t.y}`,
         geometry: { type: 'Polygon', coordinates: [tileRing(t.x, t.y, size)] },
         properties: { objectType: 'annotation', name: `tile ${i} (${t.x}, ${t.y})`, classification: TILE_CLASS, isLocked: true, tile_index: i, x: t.x, y: t.y },
       };
