@@ -10,9 +10,13 @@
  *                   ├─► Embeddings ─► CombineEmbeddings (a bag per patient) ───────────────► MergeData (join on patient)
  *                   ├─► Histograms ─► CombineHistograms (mean per patient) ────────────────►   └─► DropNoTiles ─► ToExample ─► WriteTFRecords
  *                   └─► Summaries (tile selection, for the run report)
+ *
+ * With --formats h5 / geojson, the slides' facts join too and each kept patient passes two writers before ToExample:
+ *                   ├─► SlideFacts ─► CombineSlideFacts (size, scale, histogram per slide) ─► MergeData
+ *     MergeData ─► WriteH5 (<image_id>.h5 per slide) ─► WriteGeoJSON (<image_id>.geojson) ─► DropNoTiles ─► ...
  */
-import { Channel, Graph, type Node, type StageContext } from './engine/index.js';
-import type { CsvRow, SlideHistogram, SlideResult, SlideSummary, SlideTask, TileEmbeddings, TileParams } from './stages/types.js';
+import { Channel, Graph, type KV, type Node, type StageContext } from './engine/index.js';
+import type { CsvRow, EmbeddingBag, MeanHistogram, PatientData, SlideHistogram, SlideResult, SlideSummary, SlideTask, TileEmbeddings, TileParams } from './stages/types.js';
 import { parseCsv } from './stages/parse-csv.js';
 import { produceTiles } from './stages/produce-tiles.js';
 import { normalizeTiles } from './stages/normalize-tiles.js';
@@ -29,6 +33,11 @@ import { dropNoTiles, type DropReason } from './stages/drop-no-tiles.js';
 import { toExample } from './stages/to-example.js';
 import { writeTfrecords, type WriteSummary } from './stages/write-tfrecords.js';
 import { configureSharpForWorker } from './stages/slides/backend-sharp.js';
+import { combineSlideFacts, type SlideFactsInput } from './stages/slide-files/slide-facts.js';
+import type { SlideFilesConfig } from './stages/slide-files/formats.js';
+import type { SlideFilesElement } from './stages/slide-files/slide-tiles.js';
+import { writeH5 } from './stages/slide-files/write-h5.js';
+import { writeGeoJson } from './stages/slide-files/write-geojson.js';
 
 /** What the per-slide sub-pipeline needs; crosses to the worker processes (plain data). */
 export interface SlideConfig {
@@ -69,6 +78,8 @@ export interface PipelineConfig {
   readonly checkpointDir: string;
   /** Embedding rows kept in memory across all patients' bags; past it the largest bag spills to disk. */
   readonly bagMemoryBytes: number;
+  /** Per-slide files besides the shards (--formats h5, geojson); absent: TFRecord only. */
+  readonly slideFiles?: SlideFilesConfig;
 }
 
 /** What the pipeline reports besides the engine's own events. */
@@ -142,8 +153,10 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
       for await (const s of source) hooks.onSummary(s);
     });
 
-  // Join on patient id, drop patients without tiles, encode and write.
-  g.join('MergeData', { patient: patients, embeddings: bags, histograms })
+  // Join on patient id (with the slides' facts when per-slide files are asked for, written on the way), drop
+  // patients without tiles, encode and write.
+  const merged = c.slideFiles === undefined ? g.join('MergeData', { patient: patients, embeddings: bags, histograms }) : slideFiles(g, c, c.slideFiles, { patients, bags, histograms, results });
+  merged
     .pipe('DropNoTiles', dropNoTiles({ onDropped: hooks.onDropped }))
     .pipe('ToExample', toExample({ withLabel: c.withLabel }))
     .sink('WriteTFRecords', writeTfrecords({ outDir: c.outDir, ...(c.shards !== undefined && { shards: c.shards }), expectedPatients: new Set(c.rows.map(keyRows)).size, onSummary: hooks.onWritten }));
@@ -151,6 +164,22 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
 }
 
 const keyRows = (row: CsvRow): string => row.patient_id;
+
+/** The join with each patient's SlideFacts, then a writer per per-slide format (each passes the patient on). */
+function slideFiles(
+  g: Graph,
+  c: PipelineConfig,
+  files: SlideFilesConfig,
+  n: { patients: Node<KV<string, PatientData>>; bags: Node<KV<string, EmbeddingBag>>; histograms: Node<KV<string, MeanHistogram>>; results: Node<SlideResult> },
+): Node<SlideFilesElement> {
+  const facts = n.results
+    .filter('SlideFacts', (r): r is SlideFactsInput => r.kind === 'summary' || r.kind === 'slide-histogram')
+    .combinePerKey('CombineSlideFacts', (r) => r.patient_id, combineSlideFacts());
+  let joined: Node<SlideFilesElement> = g.join('MergeData', { patient: n.patients, embeddings: n.bags, histograms: n.histograms, slides: facts });
+  if (files.formats.includes('h5')) joined = joined.pipe('WriteH5', writeH5({ outDir: c.outDir, tile: c.slide.tile, encoder: files.encoder, precision: files.precision }));
+  if (files.formats.includes('geojson')) joined = joined.pipe('WriteGeoJSON', writeGeoJson({ outDir: c.outDir, tileSize: c.slide.tile.tileSize }));
+  return joined;
+}
 
 async function* once<T>(value: T): AsyncIterable<T> {
   yield value;

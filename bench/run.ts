@@ -36,6 +36,7 @@ import { embeddersFigure } from './embedders.js';
 import { BenchRecord, log } from './record.js';
 import { scalingFigure } from './scaling.js';
 import { singleLevelFigure } from './single-level.js';
+import { slideFilesFigure } from './slide-files.js';
 import { slideOverheadFigure } from './slide-overhead.js';
 import { svgPlot } from './svg-plot.js';
 import { throughputFigure } from './throughput.js';
@@ -52,6 +53,7 @@ const FIGURES: readonly Figure[] = [
   singleLevelFigure(), // single-level slides (part `single-level`, only when named)
   embedBatchFigure(), // embedding CPU ms/tile by batch size for one model and precision (part `embed-batch`, only when named)
   embeddersFigure(), // CPU ms/tile per embedder architecture, int8 ViTs (part `embedders`, only when named)
+  slideFilesFigure(), // per-slide h5 / geojson writers (part `slide-files`, only when named)
 ];
 
 /** results.json, and results.svg beside it when the memory series ran. */

@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { ExampleType } from '../tfrecord/example-proto.js';
 import { readTfrecords } from '../tfrecord/framing.js';
 import { datasetProblems } from '../dataset/verify.js';
+import { readManifest } from '../dataset/manifest.js';
+import { SlideFileCheck } from '../slide-files/check.js';
 
 export interface InspectIo {
   log(line: string): void;
@@ -91,6 +93,9 @@ export async function inspect(argv: readonly string[] | string, io: InspectIo = 
     }
   }
 
+  // Per-slide files (--formats h5, geojson): checked against each record's tiles (stages/slide-files/check.ts).
+  const formats = await readManifest(dir).then((m) => m?.params['formats'], () => undefined);
+  const slideFiles = new SlideFileCheck(dir, names, Array.isArray(formats) ? formats.map(String) : []);
   const seen = new Map<string, string>();
   let totalRecords = 0;
   let totalBytes = 0;
@@ -113,6 +118,7 @@ export async function inspect(argv: readonly string[] | string, io: InspectIo = 
         const before = seen.get(summary.patient_id);
         if (before !== undefined) problem(`E_DUPLICATE_PATIENT: ${where}: patient ${summary.patient_id} already in ${before}`);
         seen.set(summary.patient_id, where);
+        if (slideFiles.active) for (const line of await slideFiles.checkRecord(data, where)) problem(line);
         patients.push(`  ${summary.patient_id}: tiles ${summary.tiles}, label ${summary.label ?? '-'}, center ${summary.center_id}, images ${summary.images}, embeddings ${summary.embeddings.map((e) => `${e.name} ${e.dim}`).join(', ')}`);
       }
     } catch (err) {
@@ -123,6 +129,10 @@ export async function inspect(argv: readonly string[] | string, io: InspectIo = 
     totalBytes += bytes;
     io.log(`${name}: records ${records}, bytes ${bytes}`);
     for (const line of patients) io.log(line);
+  }
+  if (slideFiles.active) {
+    for (const line of slideFiles.leftovers()) problem(line);
+    io.log(`per-slide files: ${slideFiles.count} checked against the records`);
   }
   io.log(`total: ${shards.length} shard(s), ${totalRecords} records, ${totalBytes} bytes, ${problems} problem(s)`);
   return problems === 0 ? 0 : 1;

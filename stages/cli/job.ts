@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { join, relative, resolve } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
 import { Graph, onWorkerStderr, prestartWorkers, type RunResult } from '../../engine/index.js';
 import type { PipelineConfig, PipelineHooks, SlideConfig } from '../../graph.js';
 import { BATCH_WAIT_MS, HELP, optionWarnings, parseRunOptions, type RunOptions } from './options.js';
@@ -28,6 +28,7 @@ import { lockRun } from './run-lock.js';
 import { checkJobPaths } from '../dataset/paths.js';
 import { sha256File } from '../dataset/manifest.js';
 import { openDataset, publish, type Publication } from '../dataset/publish.js';
+import type { SlideFilesConfig } from '../slide-files/formats.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
@@ -98,6 +99,7 @@ async function runLocked(opts: RunOptions, deps: MainDeps): Promise<number> {
     shareSlides: opts.shareSlides,
     checkpointDir,
     bagMemoryBytes: opts.bagMemoryMb * 2 ** 20,
+    ...(opts.formats.some((f) => f !== 'tfrecord') && { slideFiles: slideFilesConfig(opts, models.report) }),
   };
 
   const record = new RunRecord(inputs.rows, opts.tileSize, createProgress(opts.progress, inputs.rows.length));
@@ -182,6 +184,13 @@ async function slideConfig(opts: RunOptions, models: JobModels, workers: number,
   };
 }
 
+/** What the per-slide writers (--formats h5, geojson) record of the run: the embedder (its weights and sha256), the precision. */
+function slideFilesConfig(opts: RunOptions, models: RunReport['models']): SlideFilesConfig {
+  const embedder = models.embedder;
+  const name = embedder === undefined ? 'unknown' : `${basename(embedder.path)}${embedder.weights === 'demo-untrained' ? ' (demo-untrained)' : ''}`;
+  return { formats: opts.formats, encoder: { name, sha256: embedder?.sha256 ?? '' }, precision: 'fp32' };
+}
+
 /** The checkpoint folder: valid only for the same tile parameters and the same model bytes (--no-resume empties it). */
 async function openCheckpoints(opts: RunOptions, workDir: string, slide: SlideConfig, models: RunReport['models']): Promise<string> {
   const fingerprint = createHash('sha256')
@@ -257,7 +266,7 @@ function runReport(p: ReportParts): RunReport {
     started_at: p.started.toISOString(),
     elapsed_s: p.elapsedMs / 1000,
     exit_code: exitCodeOf(outcome, record),
-    params: { csv: inputs.csvFile, slides: inputs.slidesDir, out: opts.out, work_dir: inputs.workDir, ...p.slide, workers: p.workers, tile_budget: opts.tileBudget, bag_memory_mb: opts.bagMemoryMb, fail_fast: opts.failFast, resume: opts.resume, share_slides: opts.shareSlides },
+    params: { csv: inputs.csvFile, slides: inputs.slidesDir, out: opts.out, work_dir: inputs.workDir, ...p.slide, workers: p.workers, tile_budget: opts.tileBudget, bag_memory_mb: opts.bagMemoryMb, fail_fast: opts.failFast, resume: opts.resume, share_slides: opts.shareSlides, formats: opts.formats },
     models: p.models,
     slides: [...record.slides.values()],
     patients: { written: record.written?.records ?? 0, dropped: record.dropped },

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { extname, resolve } from 'node:path';
 import { EMBEDDER_ARCHS } from '../../models/embedders.js';
+import { parseFormats, type OutputFormat } from '../slide-files/formats.js';
 
 export interface RunOptions {
   /** Absent for the demo run (no --csv): the demo set is generated and used. */
@@ -37,6 +38,8 @@ export interface RunOptions {
   /** Megabytes of embedding rows kept in memory across all patients before bags spill to the work folder. */
   readonly bagMemoryMb: number;
   readonly progress: 'auto' | 'bars' | 'lines' | 'none';
+  /** --formats: the outputs written (tfrecord always; h5, geojson: one file per slide). */
+  readonly formats: readonly OutputFormat[];
   /** Process slides that are not 8-bit RGB brightfield, mapped to RGB as stated in the report (default: refuse them). */
   readonly allowNonRgb: boolean;
 }
@@ -72,6 +75,9 @@ Main job options (defaults are the seed's constants):
   --embedder-arch NAME       the architecture of --embedder's weights (default: recognised from its keys):
                              \${EMBEDDER_ARCHS.join(', ')}
   --shards N                 number of TFRecord shards (from the data size)
+  --formats LIST             outputs, a comma list of tfrecord (required), h5 (<image_id>.h5 per slide:
+                             features, coords; CLAM/TRIDENT layout), geojson (<image_id>.geojson per slide:
+                             the kept tiles as QuPath annotations) (tfrecord)
   --work-dir DIR             checkpoints and temporary files (<out>/.work)
   --tile-budget N            most tiles resident in memory across all processes (256)
   --bag-memory-mb N          embeddings kept in memory across all patients; the rest spill to the work dir (256)
@@ -133,6 +139,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         'no-resume': { type: 'boolean' },
         'no-share': { type: 'boolean' },
         progress: { type: 'string' },
+        formats: { type: 'string' },
         'allow-non-rgb': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -155,6 +162,8 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
   if (!['auto', 'bars', 'lines', 'none'].includes(progress)) {
     throw new UsageError(`--progress must be auto, bars, lines or none, got "${v.progress}"`);
   }
+  const formats = parseFormats(v.formats ?? 'tfrecord');
+  if (!Array.isArray(formats)) throw new UsageError(formats.error);
   checkEmbedderArch(v.embedder, v['embedder-arch']);
   const tileSize = positiveInt('tile-size', v['tile-size'], 448);
   const downsample = positiveInt('downsample', v.downsample, 16);
@@ -195,6 +204,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     tileBudget,
     bagMemoryMb: positiveInt('bag-memory-mb', v['bag-memory-mb'], 256),
     progress,
+    formats,
     allowNonRgb: v['allow-non-rgb'] ?? false,
   };
 }
