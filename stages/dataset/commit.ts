@@ -145,7 +145,8 @@ async function oldDatasetFiles(outDir: string): Promise<string[]> {
     if (err.code === 'E_MANIFEST_INVALID') return undefined;
     throw err;
   });
-  for (const f of [...(old?.shards ?? []), ...(old?.files ?? [])]) names.add(f.file);
+  // A file in a folder (report-files/x.jpg) goes with its folder: the swap moves and removes top-level names.
+  for (const f of [...(old?.shards ?? []), ...(old?.files ?? [])]) names.add(f.file.split('/')[0]!);
   const pattern = shardPattern(PREFIX);
   for (const n of await naming('list', outDir, () => readdir(outDir))) if (pattern.test(n)) names.add(n);
   names.delete(MANIFEST);
@@ -162,11 +163,29 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
+async function isFolder(path: string): Promise<boolean> {
+  return stat(path).then(
+    (st) => st.isDirectory(),
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return false;
+      throw err;
+    },
+  );
+}
+
+/** Removes a file or a folder of the old dataset; nothing there (a step done before a kill): nothing to do. */
+async function removeOld(path: string): Promise<void> {
+  await naming('remove', path, () => rm(path, { recursive: true, force: true }));
+}
+
 /** Renames staged `name` over its final name; already moved (a step done before a kill): nothing to do. */
 async function moveIn(outDir: string, stagingDir: string, name: string): Promise<void> {
   const from = join(stagingDir, name);
   const to = join(outDir, name);
   await naming('move in', to, async () => {
+    // A folder (report-files/) cannot be renamed over the old one: the old one goes first, while the new one
+    // is still staged (once moved in, the folder in outDir is the new one and stays).
+    if ((await isFolder(to)) && (await exists(from))) await rm(to, { recursive: true, force: true });
     try {
       await rename(from, to);
     } catch (err) {
@@ -185,7 +204,7 @@ export function swapSteps(outDir: string, journal: Journal): SwapStep[] {
     // Only while the new manifest is still staged: once moved in, the manifest in outDir is the new one.
     run: async () => void ((await exists(join(stagingDir, MANIFEST))) && (await unlinkIfThere(join(outDir, MANIFEST)))),
   });
-  for (const name of journal.remove) steps.push({ what: `remove ${name}`, run: async () => void (await unlinkIfThere(join(outDir, name))) });
+  for (const name of journal.remove) steps.push({ what: `remove ${name}`, run: () => removeOld(join(outDir, name)) });
   for (const name of journal.files) {
     if (name === MANIFEST) continue;
     steps.push({ what: `move in ${name}`, run: () => moveIn(outDir, stagingDir, name) });
