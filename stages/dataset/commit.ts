@@ -12,7 +12,8 @@
  *      fsynced, and renamed into place: that one rename is the commit. Before it, the old dataset is whole
  *      and the staging folder is garbage; after it, the new dataset is decided.
  *   4. Swap (rollForward), each step idempotent: remove the old `manifest.json` (only while the new one is
- *      still staged), remove the old dataset's other files, rename each staged file over its final name,
+ *      still staged), remove the old dataset's other files, rename each staged file over its final name (a
+ *      folder, the report's `report-files/`, moves as a whole: the old folder of that name is removed first),
  *      fsync, rename the manifest last, fsync, remove the staging folder, remove the journal.
  *
  * So at every instant `<out>` holds either the old dataset with its manifest, or the new one with its
@@ -178,14 +179,21 @@ async function removeOld(path: string): Promise<void> {
   await naming('remove', path, () => rm(path, { recursive: true, force: true }));
 }
 
+/**
+ * A staged folder (report-files/) cannot be renamed over the old folder of that name: the old one goes first,
+ * while the new one is still staged (once moved in, the folder in outDir is the new one and stays). A staged
+ * file: nothing to do (a folder in its way is not removed: the move in fails, naming it).
+ */
+async function clearFolderFor(outDir: string, stagingDir: string, name: string): Promise<void> {
+  const to = join(outDir, name);
+  if ((await isFolder(join(stagingDir, name))) && (await isFolder(to))) await removeOld(to);
+}
+
 /** Renames staged `name` over its final name; already moved (a step done before a kill): nothing to do. */
 async function moveIn(outDir: string, stagingDir: string, name: string): Promise<void> {
   const from = join(stagingDir, name);
   const to = join(outDir, name);
   await naming('move in', to, async () => {
-    // A folder (report-files/) cannot be renamed over the old one: the old one goes first, while the new one
-    // is still staged (once moved in, the folder in outDir is the new one and stays).
-    if ((await isFolder(to)) && (await exists(from))) await rm(to, { recursive: true, force: true });
     try {
       await rename(from, to);
     } catch (err) {
@@ -207,6 +215,7 @@ export function swapSteps(outDir: string, journal: Journal): SwapStep[] {
   for (const name of journal.remove) steps.push({ what: `remove ${name}`, run: () => removeOld(join(outDir, name)) });
   for (const name of journal.files) {
     if (name === MANIFEST) continue;
+    steps.push({ what: `clear the way for ${name} (an old folder of that name)`, run: () => clearFolderFor(outDir, stagingDir, name) });
     steps.push({ what: `move in ${name}`, run: () => moveIn(outDir, stagingDir, name) });
   }
   steps.push({ what: 'sync', run: () => syncDir(outDir) });
