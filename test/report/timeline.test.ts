@@ -1,0 +1,123 @@
+/**
+ * The run timeline (stages/report/timeline.ts) from item and worker events on a controlled clock, and its SVG
+ * (timeline-svg.ts): one lane per worker process, one bar per attempt or join, the marks of a retried and a
+ * failed slide and of a killed process; a big run's report.json part and SVG stay bounded.
+ */
+import t from 'tap';
+import { RunTimeline, TIMELINE_LIMITS } from '../../stages/report/timeline.js';
+import { BAR_COLOURS, TIMELINE_SVG, timelineSvg } from '../../stages/report/timeline-svg.js';
+import { stagesChart, throughputSvg } from '../../stages/report/charts-svg.js';
+import { niceStep, timeLabel } from '../../stages/report/svg.js';
+
+function clocked(): { tl: RunTimeline; at: (ms: number) => RunTimeline } {
+  let now = 1000;
+  const tl = new RunTimeline(() => now);
+  return { tl, at: (ms) => ((now = 1000 + ms), tl) };
+}
+
+t.test('bars per attempt and per join, ended by done, retry, failed, a move to another slide or the run\'s end', async (t) => {
+  const { at } = clocked();
+  at(0).onWorker({ type: 'spawn', pid: 11 });
+  at(0).onWorker({ type: 'spawn', pid: 12 });
+  at(10).onItem({ type: 'started', key: 'a', attempt: 1, pid: 11 });
+  at(20).onItem({ type: 'started', key: 'b', attempt: 1, pid: 12 });
+  at(300).onWorker({ type: 'exit', pid: 11, code: null, signal: 'SIGKILL' }); // a's worker killed
+  at(310).onItem({ type: 'retry', key: 'a', attempt: 1 });
+  at(320).onWorker({ type: 'spawn', pid: 13 });
+  at(330).onItem({ type: 'started', key: 'a', attempt: 2, pid: 13 });
+  at(400).onItem({ type: 'failed', key: 'b', attempt: 1 });
+  at(410).onItem({ type: 'joined', key: 'a', attempt: 2, pid: 12 });
+  at(500).onItem({ type: 'done', key: 'a', attempt: 2 });
+  at(510).onItem({ type: 'replayed', key: 'c' });
+  at(520).onItem({ type: 'started', key: 'd', attempt: 1, pid: 12 });
+  at(530).onItem({ type: 'joined', key: 'd', attempt: 1, pid: 13 });
+  at(560).onItem({ type: 'started', key: 'e', attempt: 1, pid: 13 }); // 13 leaves d for e: its part of d is done
+  at(600).onTiles(8);
+  at(700).onTilesInUse(5);
+  const r = at(800).report(); // d and e still running: the run stopped
+  t.same(r.lanes.map((l) => [l.pid, l.spawned_ms, l.exited_ms, l.exit?.signal ?? null, l.bars]), [[11, 0, 300, 'SIGKILL', 1], [12, 0, null, null, 3], [13, 320, null, null, 3]]);
+  const bars = r.bars.map((b) => [r.lanes[b.lane]!.pid, b.slide, b.attempt, b.join, b.start_ms, b.end_ms, b.outcome]);
+  t.same(bars, [
+    [11, 'a', 1, false, 10, 300, 'retried'], // ends when its process died, not when the retry was decided
+    [12, 'b', 1, false, 20, 400, 'failed'],
+    [12, 'a', 2, true, 410, 500, 'ok'],
+    [12, 'd', 1, false, 520, 800, 'running'],
+    [13, 'a', 2, false, 330, 500, 'ok'],
+    [13, 'd', 1, true, 530, 560, 'ok'],
+    [13, 'e', 1, false, 560, 800, 'running'],
+  ]);
+  t.equal(r.replayed, 1);
+  t.same(r.tiles, { bucket_ms: 250, values: [0, 0, 8] });
+  t.same(r.tiles_in_flight, { bucket_ms: 250, values: [0, 0, 5] });
+  t.equal(r.end_ms, 800);
+
+  const svg = timelineSvg(r);
+  t.equal([...svg.matchAll(/<g class="lane" data-pid="(\d+)">/g)].map((m) => Number(m[1])).join(), '11,12,13', 'one lane per worker process');
+  const drawn = [...svg.matchAll(/<rect class="bar (\w+)"[^>]*fill="([^"]+)"/g)].map((m) => [m[1], m[2]]);
+  t.same(drawn.map((d) => d[0]), ['retried', 'failed', 'join', 'running', 'ok', 'join', 'running'], 'one bar per attempt or join, marked');
+  for (const [kind, fill] of drawn) t.equal(fill, BAR_COLOURS[kind as keyof typeof BAR_COLOURS]);
+  t.equal(svg.match(/<path class="killed"/g)?.length, 1, 'a cross where a process was killed');
+  t.match(svg, /<title>a: attempt 1, attempt retried \(its worker died\); worker 11; /, 'the bar names its slide');
+  t.match(svg, /viewBox="0 0 800 \d+" width="100%"/, 'scales with the page');
+  t.notMatch(svg, /<script|href="http/, 'no script, nothing fetched');
+});
+
+t.test('a big run: bars kept up to the limit (then the marked ones), the SVG merges ok bars and stays bounded', async (t) => {
+  const { at } = clocked();
+  const slides = TIMELINE_LIMITS.bars + 3000;
+  const workers = 4;
+  for (let w = 0; w < workers; w++) at(0).onWorker({ type: 'spawn', pid: 100 + w });
+  let ms = 0;
+  for (let i = 0; i < slides; i++) {
+    const pid = 100 + (i % workers);
+    at(ms).onItem({ type: 'started', key: `s${i}`, attempt: 1, pid });
+    ms += 7;
+    // Every 1000th slide fails: a marked bar, kept past the plain limit.
+    at(ms).onItem(i % 1000 === 999 ? { type: 'failed', key: `s${i}`, attempt: 1 } : { type: 'done', key: `s${i}`, attempt: 1 });
+    at(ms).onTiles(10);
+  }
+  const r = at(ms).report();
+  const failed = Math.floor(slides / 1000);
+  t.equal(r.bars.length + r.bars_left_out, slides, 'every bar kept or counted');
+  t.equal(r.bars.filter((b) => b.outcome === 'failed').length, failed, 'the failed ones all kept');
+  t.ok(r.bars.length <= TIMELINE_LIMITS.bars + TIMELINE_LIMITS.markedBars);
+  t.equal(r.lanes.reduce((n, l) => n + l.bars, 0), slides, 'lane totals count every bar');
+  t.ok(r.tiles.values.length <= TIMELINE_LIMITS.buckets);
+  t.equal(r.tiles.values.reduce((a, v) => a + v, 0), slides * 10);
+  const svg = timelineSvg(r);
+  const rects = svg.match(/<rect /g)?.length ?? 0;
+  t.ok(rects < workers * (TIMELINE_SVG.width + 10) + failed, `${rects} rects for ${r.bars.length} bars: merged`);
+  t.equal(svg.match(/class="bar failed"/g)?.length, failed, 'marked bars drawn one by one');
+  t.match(svg, /data-slides="\d+"/, 'a merged block says how many slides');
+  t.ok(svg.length < 400_000, `${svg.length} characters`);
+});
+
+t.test('no worker ran a slide: a sentence instead of an empty chart', async (t) => {
+  const { at } = clocked();
+  at(0).onItem({ type: 'replayed', key: 'a' });
+  const r = at(5).report();
+  t.match(timelineSvg(r), /No worker process ran a slide/);
+  t.match(throughputSvg(r, 256), /No tile was embedded/);
+  t.match(stagesChart([]), /No stage metrics/);
+});
+
+t.test('throughput and stage charts: rates from the buckets, the budget line, stages biggest first', async (t) => {
+  const { at } = clocked();
+  at(100).onTiles(50); // 50 tiles in a 250 ms bucket: 200 tiles/s
+  at(300).onTilesInUse(40);
+  const svg = throughputSvg(at(500).report(), 64);
+  t.match(svg, /at most 200\/s/);
+  t.match(svg, /<line class="budget"[^>]*>/);
+  const stages = stagesChart([{ name: 'Small', busy_ms: 100, blocked_ms: 0 }, { name: 'Big<x>', busy_ms: 3000, blocked_ms: 1000 }]);
+  t.match(stages, /Big&#60;x&#62;[\s\S]*Small/, 'the biggest first, escaped');
+  t.match(stages, /<rect class="busy" x="0" y="0" width="750"/, 'busy share of the biggest total');
+  t.match(stages, /<rect class="blocked" x="750" y="0" width="250"/);
+  t.match(stages, /<rect class="busy" x="0" y="0" width="25"/);
+});
+
+t.test('axis helpers', async (t) => {
+  t.equal(niceStep(7, 6), 2);
+  t.equal(niceStep(100, 5), 20);
+  t.equal(niceStep(0, 5), 1);
+  t.same([timeLabel(3.21), timeLabel(42), timeLabel(185), timeLabel(3723)], ['3.2 s', '42 s', '3:05', '1:02:03']);
+});
