@@ -212,10 +212,10 @@ ${report.tiles_written} tiles written for ${report.patients.written} patients; p
 max tiles in flight ${report.max_tiles_in_flight} (budget ${report.tile_budget}).</p>
 ${warnings ? `<h2>Warnings</h2><ul>${warnings}</ul>` : ''}
 ${failureSection(report)}
+${runCharts(report)}
 <h2>Slides (${report.slides.length})</h2>
 ${slideRows(report)}
 ${droppedSection(report)}
-${runCharts(report)}
 <h2>Stages</h2>
 <div class="scroll"><table><tr><th>stage</th><th>in</th><th>out</th><th>busy s</th><th>blocked s</th><th>max queue</th><th>out/busy s</th></tr>
 ${stages}</table></div>

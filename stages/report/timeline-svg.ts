@@ -1,7 +1,7 @@
 /**
  * report.html's per-worker timeline: one lane per worker process, one bar per slide attempt (or per worker that
  * joined a running slide), coloured by how it ended, with the process's life as a thin line and a cross where
- * it was killed. Each bar's <title> names the slide (a tooltip, no script). For big runs the SVG's size is
+ * it died while running a slide (killed or crashed; not the workers stopped at the run's end). Each bar's <title> names the slide (a tooltip, no script). For big runs the SVG's size is
  * bounded by the picture's resolution, not the run's length: past TIMELINE_SVG.bars bars, neighbouring ok bars
  * of a lane less than a unit of the viewBox apart are drawn as one block (its title says how many slides).
  */
@@ -9,7 +9,7 @@ import type { TimelineBar, TimelineReport } from './timeline.js';
 import { escapeXml, num, timeAxis, timeLabel } from './svg.js';
 
 /** Geometry of the chart (viewBox units) and the bar count past which ok bars are merged. */
-export const TIMELINE_SVG = { width: 800, left: 76, right: 12, top: 8, lane: 20, bar: 13, axis: 26, bars: 1500 } as const;
+export const TIMELINE_SVG = { width: 800, left: 76, right: 12, top: 8, lane: 20, bar: 13, axis: 26, bars: 1500, minBar: 4 } as const;
 
 /** Fill colour of each kind of bar (the legend and the screenshot test use the same table). */
 export const BAR_COLOURS = { ok: '#2f6fd6', join: '#9b3fd1', retried: '#f08c00', failed: '#d7263d', running: '#8a8f98' } as const;
@@ -74,7 +74,7 @@ function drawnBars(t: TimelineReport, gapMs: number): Drawn[] {
 /** The legend, as HTML (it stays readable at phone width, where the chart's own text gets small). */
 export function timelineLegend(kinds: readonly BarKind[] = ['ok', 'join', 'retried', 'failed', 'running']): string {
   const items = kinds.map((k) => `<li><span class="swatch" style="background:${BAR_COLOURS[k]}"></span>${escapeXml(BAR_LABELS[k])}</li>`);
-  items.push('<li><span class="swatch life"></span>worker process alive</li><li><span class="swatch killed">&#10005;</span>worker process killed</li>');
+  items.push('<li><span class="swatch life"></span>worker process alive</li><li><span class="swatch killed">&#10005;</span>worker process died while running a slide</li>');
   return `<ul class="legend">${items.join('')}</ul>`;
 }
 
@@ -89,7 +89,8 @@ function laneParts(t: TimelineReport, x: (ms: number) => number, laneY: (lane: n
     const host = l.host === undefined ? '' : `${l.host} `;
     const label = `<text class="lane" x="${left - 6}" y="${num(y + lane / 2 + 4)}" text-anchor="end">${escapeXml(host)}${l.pid}</text>`;
     const life = `<line class="life" x1="${num(from)}" y1="${mid}" x2="${num(to)}" y2="${mid}"><title>worker ${l.pid}: ${l.bars} bar(s), busy ${num(l.busy_ms / 1000)} s</title></line>`;
-    const killed = l.exit?.signal ? `<path class="killed" d="M${num(to - 4)} ${num(y + 3)}l8 ${lane - 6}m0 -${lane - 6}l-8 ${lane - 6}"><title>worker ${l.pid} killed by ${escapeXml(l.exit.signal)}</title></path>` : '';
+    const how = l.exit?.signal ? `killed by ${l.exit.signal}` : `exit code ${l.exit?.code}`;
+    const killed = l.exit?.during !== undefined ? `<path class="killed" d="M${num(to - 4)} ${num(y + 3)}l8 ${lane - 6}m0 -${lane - 6}l-8 ${lane - 6}"><title>${escapeXml(`worker ${l.pid} died while running ${l.exit.during} (${how})`)}</title></path>` : '';
     return `<g class="lane" data-pid="${l.pid}">${label}${life}${killed}</g>`;
   });
 }
@@ -105,7 +106,7 @@ export function timelineSvg(t: TimelineReport): string {
   const height = top + t.lanes.length * lane + axis;
   const bars = drawnBars(t, endMs / plot).map((d) => {
     const x0 = x(d.start);
-    const w = Math.max(0.8, x(d.end) - x0); // an instant's bar still shows
+    const w = Math.max(TIMELINE_SVG.minBar, x(d.end) - x0); // an instant's bar (a slide that fails at once) still shows
     const y = laneY(d.lane) + (lane - bar) / 2;
     const slides = d.slides > 1 ? ` data-slides="${d.slides}"` : '';
     return `<rect class="bar ${d.kind}" x="${num(x0)}" y="${num(y)}" width="${num(w)}" height="${bar}" fill="${BAR_COLOURS[d.kind]}"${slides}><title>${escapeXml(d.title)}</title></rect>`;

@@ -23,8 +23,8 @@ export interface TimelineLane {
   /** When the process was taken into the run and when it exited, ms since the run started (null: not seen). */
   spawned_ms: number | null;
   exited_ms: number | null;
-  /** How it exited (a signal: killed). */
-  exit?: { code: number | null; signal: string | null };
+  /** How it exited; `during`: the slide it was running when it died (a crash or a kill, not the run's end). */
+  exit?: { code: number | null; signal: string | null; during?: string };
   /** Bars on this lane (kept or left out) and their total length, ms. */
   bars: number;
   busy_ms: number;
@@ -117,8 +117,8 @@ export class RunTimeline {
     }
     const idx = this.laneOf.get(e.pid);
     if (idx === undefined) return;
-    Object.assign(this.lanes[idx]!, { exited_ms: t, exit: { code: e.code, signal: e.signal } });
     const open = this.openOn.get(e.pid);
+    Object.assign(this.lanes[idx]!, { exited_ms: t, exit: { code: e.code, signal: e.signal, ...(open !== undefined && { during: open.slide }) } });
     if (open !== undefined) open.end ??= t; // its outcome (retry, failed) comes as an item event
   }
 

@@ -36,6 +36,7 @@ t.test('bars per attempt and per join, ended by done, retry, failed, a move to a
   at(700).onTilesInUse(5);
   const r = at(800).report(); // d and e still running: the run stopped
   t.same(r.lanes.map((l) => [l.pid, l.spawned_ms, l.exited_ms, l.exit?.signal ?? null, l.bars]), [[11, 0, 300, 'SIGKILL', 1], [12, 0, null, null, 3], [13, 320, null, null, 3]]);
+  t.equal(r.lanes[0]!.exit?.during, 'a', 'it died running a');
   const bars = r.bars.map((b) => [r.lanes[b.lane]!.pid, b.slide, b.attempt, b.join, b.start_ms, b.end_ms, b.outcome]);
   t.same(bars, [
     [11, 'a', 1, false, 10, 300, 'retried'], // ends when its process died, not when the retry was decided
@@ -56,7 +57,12 @@ t.test('bars per attempt and per join, ended by done, retry, failed, a move to a
   const drawn = [...svg.matchAll(/<rect class="bar (\w+)"[^>]*fill="([^"]+)"/g)].map((m) => [m[1], m[2]]);
   t.same(drawn.map((d) => d[0]), ['retried', 'failed', 'join', 'running', 'ok', 'join', 'running'], 'one bar per attempt or join, marked');
   for (const [kind, fill] of drawn) t.equal(fill, BAR_COLOURS[kind as keyof typeof BAR_COLOURS]);
-  t.equal(svg.match(/<path class="killed"/g)?.length, 1, 'a cross where a process was killed');
+  t.equal(svg.match(/<path class="killed"/g)?.length, 1, 'a cross where a process died running a slide');
+  t.match(svg, /worker 11 died while running a \(killed by SIGKILL\)/);
+  const stopped = clocked();
+  stopped.at(0).onWorker({ type: 'spawn', pid: 5 });
+  stopped.at(9).onWorker({ type: 'exit', pid: 5, code: null, signal: 'SIGTERM' }); // the run's end: no slide open
+  t.notMatch(timelineSvg(stopped.at(10).report()), '<path class="killed"', 'a worker stopped at the end is no death');
   t.match(svg, /<title>a: attempt 1, attempt retried \(its worker died\); worker 11; /, 'the bar names its slide');
   t.match(svg, /viewBox="0 0 800 \d+" width="100%"/, 'scales with the page');
   t.notMatch(svg, /<script|href="http/, 'no script, nothing fetched');
