@@ -23,9 +23,25 @@ function stepPath(s: BucketSeries, x: (ms: number) => number, y: (v: number) => 
   return d;
 }
 
+/** Points the throughput chart draws at most: tiles arrive a group at a time, so finer buckets only draw the groups. */
+export const THROUGHPUT_POINTS = 60;
+
+/** A series with every `k` neighbouring buckets merged (summed or the largest), k chosen for at most `most` buckets. */
+export function coarser(s: BucketSeries, most: number, mode: 'sum' | 'max'): BucketSeries {
+  const k = Math.max(1, Math.ceil(s.values.length / most));
+  if (k === 1) return s;
+  const values: number[] = [];
+  for (let i = 0; i < s.values.length; i += k) {
+    const part = s.values.slice(i, i + k);
+    values.push(mode === 'sum' ? part.reduce((a, v) => a + v, 0) : Math.max(...part));
+  }
+  return { bucket_ms: s.bucket_ms * k, values };
+}
+
 /** Tiles per second over the run (area), and the tiles in memory (line, right-hand scale) against the tile budget. */
 export function throughputSvg(t: TimelineReport, tileBudget: number): string {
-  const { tiles, tiles_in_flight: inFlight } = t;
+  const tiles = coarser(t.tiles, THROUGHPUT_POINTS, 'sum');
+  const inFlight = coarser(t.tiles_in_flight, THROUGHPUT_POINTS * 2, 'max');
   if (tiles.values.length === 0) return '<p class="note">No tile was embedded in this run.</p>';
   const H = 180;
   const top = 10;
@@ -53,6 +69,9 @@ ${timeAxis(endMs, LEFT, W - RIGHT, bottom, top)}
 </svg>`;
 }
 
+/** A stage whose time is under this share of the biggest stage's is counted, not drawn. */
+const STAGE_FLOOR = 0.005;
+
 /** One stage's row as the chart needs it (report.json's StageReport fits). */
 export interface StageTime {
   readonly name: string;
@@ -65,9 +84,13 @@ export interface StageTime {
  * stage's name as HTML text and its bar as a small SVG scaled to the row (a grid: it reads at phone width too).
  */
 export function stagesChart(stages: readonly StageTime[]): string {
-  const shown = stages.filter((s) => s.busy_ms + s.blocked_ms > 0).sort((a, b) => b.busy_ms + b.blocked_ms - (a.busy_ms + a.blocked_ms));
-  if (shown.length === 0) return '<p class="note">No stage metrics (the run stopped before its graph ran).</p>';
-  const maxMs = Math.max(...shown.map((s) => s.busy_ms + s.blocked_ms));
+  const sorted = stages.filter((s) => s.busy_ms + s.blocked_ms > 0).sort((a, b) => b.busy_ms + b.blocked_ms - (a.busy_ms + a.blocked_ms));
+  if (sorted.length === 0) return '<p class="note">No stage metrics (the run stopped before its graph ran).</p>';
+  const maxMs = sorted[0]!.busy_ms + sorted[0]!.blocked_ms;
+  // Stages under 0.5% of the biggest would be empty bars: counted instead (the stage table lists them all).
+  const shown = sorted.filter((s) => s.busy_ms + s.blocked_ms >= maxMs * STAGE_FLOOR);
+  const rest = sorted.length - shown.length;
+  const more = rest > 0 ? `<p class="note">${rest} more stage(s) took under ${num((maxMs * STAGE_FLOOR) / 1000, 2)} s each (the stage table lists them).</p>` : '';
   const rows = shown.map((s) => {
     const busy = (1000 * s.busy_ms) / maxMs;
     const blocked = (1000 * s.blocked_ms) / maxMs;
@@ -78,5 +101,5 @@ export function stagesChart(stages: readonly StageTime[]): string {
       `<rect class="blocked" x="${num(busy)}" y="0" width="${num(blocked)}" height="10" fill="${CHART_COLOURS.blocked}"/></svg>` +
       `<span class="stage-s">${num(s.busy_ms / 1000)} + ${num(s.blocked_ms / 1000)} s</span></div>`;
   });
-  return `<div class="stages-chart">${rows.join('\n')}</div>`;
+  return `<div class="stages-chart">${rows.join('\n')}</div>${more}`;
 }

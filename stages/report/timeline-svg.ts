@@ -9,7 +9,7 @@ import type { TimelineBar, TimelineReport } from './timeline.js';
 import { escapeXml, num, timeAxis, timeLabel } from './svg.js';
 
 /** Geometry of the chart (viewBox units) and the bar count past which ok bars are merged. */
-export const TIMELINE_SVG = { width: 800, left: 76, right: 12, top: 8, lane: 20, bar: 13, axis: 26, bars: 1500, minBar: 4 } as const;
+export const TIMELINE_SVG = { width: 800, left: 76, right: 12, top: 8, lane: 26, bar: 17, axis: 26, bars: 1500, minBar: 4 } as const;
 
 /** Fill colour of each kind of bar (the legend and the screenshot test use the same table). */
 export const BAR_COLOURS = { ok: '#2f6fd6', join: '#9b3fd1', retried: '#f08c00', failed: '#d7263d', running: '#8a8f98' } as const;

@@ -23,7 +23,7 @@ export interface TimelineLane {
   /** When the process was taken into the run and when it exited, ms since the run started (null: not seen). */
   spawned_ms: number | null;
   exited_ms: number | null;
-  /** How it exited; `during`: the slide it was running when it died (a crash or a kill, not the run's end). */
+  /** How it exited; `during`: the slide it was running when it died (killed, or a non-zero exit; not the run's end). */
   exit?: { code: number | null; signal: string | null; during?: string };
   /** Bars on this lane (kept or left out) and their total length, ms. */
   bars: number;
@@ -118,7 +118,9 @@ export class RunTimeline {
     const idx = this.laneOf.get(e.pid);
     if (idx === undefined) return;
     const open = this.openOn.get(e.pid);
-    Object.assign(this.lanes[idx]!, { exited_ms: t, exit: { code: e.code, signal: e.signal, ...(open !== undefined && { during: open.slide }) } });
+    // Died running a slide: an exit that is not clean while a bar is open (a worker let go at the end exits 0).
+    const died = open !== undefined && (e.code !== 0 || e.signal !== null);
+    Object.assign(this.lanes[idx]!, { exited_ms: t, exit: { code: e.code, signal: e.signal, ...(died && { during: open.slide }) } });
     if (open !== undefined) open.end ??= t; // its outcome (retry, failed) comes as an item event
   }
 

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { RunTimeline, TIMELINE_LIMITS } from '../../stages/report/timeline.js';
 import { BAR_COLOURS, TIMELINE_SVG, timelineSvg } from '../../stages/report/timeline-svg.js';
-import { stagesChart, throughputSvg } from '../../stages/report/charts-svg.js';
+import { coarser, stagesChart, throughputSvg, THROUGHPUT_POINTS } from '../../stages/report/charts-svg.js';
 import { niceStep, timeLabel } from '../../stages/report/svg.js';
 
 function clocked(): { tl: RunTimeline; at: (ms: number) => RunTimeline } {
@@ -119,6 +119,16 @@ t.test('throughput and stage charts: rates from the buckets, the budget line, st
   t.match(stages, /<rect class="busy" x="0" y="0" width="750"/, 'busy share of the biggest total');
   t.match(stages, /<rect class="blocked" x="750" y="0" width="250"/);
   t.match(stages, /<rect class="busy" x="0" y="0" width="25"/);
+  const tiny = stagesChart([{ name: 'Big', busy_ms: 10_000, blocked_ms: 0 }, { name: 'Tiny', busy_ms: 10, blocked_ms: 0 }]);
+  t.notMatch(tiny, 'Tiny', 'a stage under 0.5% of the biggest is not drawn');
+  t.match(tiny, '1 more stage(s) took under 0.05 s each');
+  // Fine buckets are drawn coarser: sums of neighbours, at most THROUGHPUT_POINTS points.
+  t.same(coarser({ bucket_ms: 250, values: [1, 2, 3, 4, 5] }, 2, 'sum'), { bucket_ms: 750, values: [6, 9] });
+  t.same(coarser({ bucket_ms: 250, values: [1, 7, 3] }, 2, 'max'), { bucket_ms: 500, values: [7, 3] });
+  const many = clocked();
+  for (let i = 0; i < 200; i++) many.at(i * 250).onTiles(i % 2 === 0 ? 8 : 0);
+  const points = throughputSvg(many.at(50_000).report(), 64).match(/<path class="tiles" d="([^"]+)"/)![1]!.split('L').length;
+  t.ok(points <= 2 * THROUGHPUT_POINTS + 3, `${points} points drawn for 200 buckets`);
 });
 
 t.test('axis helpers', async (t) => {
