@@ -23,7 +23,7 @@ export interface TimelineLane {
   /** When the process was taken into the run and when it exited, ms since the run started (null: not seen). */
   spawned_ms: number | null;
   exited_ms: number | null;
-  /** How it exited; `during`: the slide it was running when it died (killed, or a non-zero exit; not the run's end). */
+  /** How it exited; `during`: the slide whose attempt died with it (then retried or failed; not a worker let go). */
   exit?: { code: number | null; signal: string | null; during?: string };
   /** Bars on this lane (kept or left out) and their total length, ms. */
   bars: number;
@@ -117,11 +117,10 @@ export class RunTimeline {
     }
     const idx = this.laneOf.get(e.pid);
     if (idx === undefined) return;
+    Object.assign(this.lanes[idx]!, { exited_ms: t, exit: { code: e.code, signal: e.signal } });
+    // Its bar ends here; the attempt's outcome comes as an item event (retried or failed: the process died with it).
     const open = this.openOn.get(e.pid);
-    // Died running a slide: an exit that is not clean while a bar is open (a worker let go at the end exits 0).
-    const died = open !== undefined && (e.code !== 0 || e.signal !== null);
-    Object.assign(this.lanes[idx]!, { exited_ms: t, exit: { code: e.code, signal: e.signal, ...(died && { during: open.slide }) } });
-    if (open !== undefined) open.end ??= t; // its outcome (retry, failed) comes as an item event
+    if (open !== undefined) open.end ??= t;
   }
 
   onItem(e: TimelineItemEvent): void {
@@ -152,6 +151,9 @@ export class RunTimeline {
   private close(pid: number, bar: OpenBar, end: number, outcome: BarOutcome): void {
     this.openOn.delete(pid);
     const lane = this.lanes[bar.lane]!;
+    // A process that exited on an attempt that then failed or was retried died with it (one let go once its part
+    // of a slide was done, or at the run's end, did not).
+    if (lane.exit !== undefined && bar.end !== undefined && (outcome === 'retried' || outcome === 'failed')) lane.exit.during = bar.slide;
     lane.bars++;
     lane.busy_ms += end - bar.start;
     const marked = outcome !== 'ok' || bar.join;

@@ -61,8 +61,10 @@ t.test('bars per attempt and per join, ended by done, retry, failed, a move to a
   t.match(svg, /worker 11 died while running a \(killed by SIGKILL\)/);
   const stopped = clocked();
   stopped.at(0).onWorker({ type: 'spawn', pid: 5 });
-  stopped.at(9).onWorker({ type: 'exit', pid: 5, code: null, signal: 'SIGTERM' }); // the run's end: no slide open
-  t.notMatch(timelineSvg(stopped.at(10).report()), '<path class="killed"', 'a worker stopped at the end is no death');
+  stopped.at(1).onItem({ type: 'started', key: 'x', attempt: 1, pid: 5 });
+  stopped.at(9).onWorker({ type: 'exit', pid: 5, code: null, signal: 'SIGKILL' }); // let go once its part was done
+  stopped.at(9).onItem({ type: 'done', key: 'x', attempt: 1 });
+  t.notMatch(timelineSvg(stopped.at(10).report()), '<path class="killed"', 'a worker let go is no death, even killed');
   t.match(svg, /<title>a: attempt 1, attempt retried \(its worker died\); worker 11; /, 'the bar names its slide');
   t.match(svg, /viewBox="0 0 800 \d+" width="100%"/, 'scales with the page');
   t.notMatch(svg, /<script|href="http/, 'no script, nothing fetched');
