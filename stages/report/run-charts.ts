@@ -3,7 +3,7 @@
  * went per stage, each with a line saying how to read it.
  */
 import type { RunReport } from './report.js';
-import { CHART_COLOURS, stagesChart, throughputSvg } from './charts-svg.js';
+import { CHART_COLOURS, coarser, stagesChart, throughputSvg, THROUGHPUT_POINTS } from './charts-svg.js';
 import { num } from './svg.js';
 import { barKind, timelineLegend, timelineSvg, type BarKind } from './timeline-svg.js';
 
@@ -25,7 +25,7 @@ export function runCharts(report: RunReport): string {
 ${timelineLegend(kindsIn(report))}
 ${timelineSvg(t)}
 <h2>Tiles per second</h2>
-<p>${swatch(CHART_COLOURS.tiles)}tiles embedded per second (${num(t.tiles.bucket_ms / 1000, 2)} s buckets) &nbsp;
+<p>${swatch(CHART_COLOURS.tiles)}tiles embedded per second (${num(coarser(t.tiles, THROUGHPUT_POINTS, 'sum').bucket_ms / 1000, 2)} s buckets) &nbsp;
 <span class="swatch life" style="background:${CHART_COLOURS.inFlight}"></span>tiles in memory, all processes (right-hand scale; dashed: the budget, ${report.tile_budget})</p>
 ${throughputSvg(t, report.tile_budget)}
 <h2>Where the time went</h2>

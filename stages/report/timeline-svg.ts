@@ -2,14 +2,14 @@
  * report.html's per-worker timeline: one lane per worker process, one bar per slide attempt (or per worker that
  * joined a running slide), coloured by how it ended, with the process's life as a thin line and a cross where
  * it died while running a slide (killed or crashed; not the workers stopped at the run's end). Each bar's <title> names the slide (a tooltip, no script). For big runs the SVG's size is
- * bounded by the picture's resolution, not the run's length: past TIMELINE_SVG.bars bars, neighbouring ok bars
- * of a lane less than a unit of the viewBox apart are drawn as one block (its title says how many slides).
+ * bounded by the picture's resolution, not the run's length: past TIMELINE_SVG.bars bars, neighbouring bars of
+ * one kind in a lane less than a unit of the viewBox apart are drawn as one block (its title says how many).
  */
 import type { TimelineBar, TimelineReport } from './timeline.js';
 import { escapeXml, num, timeAxis, timeLabel } from './svg.js';
 
 /** Geometry of the chart (viewBox units) and the bar count past which ok bars are merged. */
-export const TIMELINE_SVG = { width: 800, left: 76, right: 12, top: 8, lane: 26, bar: 17, axis: 26, bars: 1500, minBar: 4 } as const;
+export const TIMELINE_SVG = { width: 800, left: 76, right: 12, top: 8, lane: 26, bar: 17, axis: 26, bars: 600, minBar: 4 } as const;
 
 /** Fill colour of each kind of bar (the legend and the screenshot test use the same table). */
 export const BAR_COLOURS = { ok: '#2f6fd6', join: '#9b3fd1', retried: '#f08c00', failed: '#d7263d', running: '#8a8f98' } as const;
@@ -43,31 +43,36 @@ function barTitle(b: TimelineBar, pid: number): string {
   return `${b.slide}: ${what}, ${BAR_LABELS[barKind(b)]}; worker ${pid}; ${timeLabel(b.start_ms / 1000)} to ${timeLabel(b.end_ms / 1000)} (${num((b.end_ms - b.start_ms) / 1000)} s)`;
 }
 
-/** The bars as drawn: each one, or (big runs) ok bars less than `gapMs` apart in a lane merged into blocks. */
+/**
+ * The bars as drawn: each one, or (big runs) neighbouring bars of one kind in a lane, less than `gapMs` apart,
+ * merged into blocks (a thousand slides failing at once is one red block per lane, its title saying how many).
+ */
 function drawnBars(t: TimelineReport, gapMs: number): Drawn[] {
   const one = (b: TimelineBar): Drawn => ({ lane: b.lane, start: b.start_ms, end: b.end_ms, kind: barKind(b), title: barTitle(b, t.lanes[b.lane]!.pid), slides: 1 });
   if (t.bars.length <= TIMELINE_SVG.bars) return t.bars.map(one);
   const out: Drawn[] = [];
-  let block: { lane: number; start: number; end: number; slides: number } | undefined;
-  const flush = (): void => {
-    if (block === undefined) return;
-    out.push({ ...block, kind: 'ok', title: `${block.slides} slide(s) ok on worker ${t.lanes[block.lane]!.pid}, ${timeLabel(block.start / 1000)} to ${timeLabel(block.end / 1000)}` });
-    block = undefined;
+  // The open block of each kind in the current lane (bars come sorted by lane, then start).
+  const open = new Map<BarKind, { lane: number; start: number; end: number; slides: number; first: TimelineBar }>();
+  const flush = (kind: BarKind): void => {
+    const b = open.get(kind);
+    if (b === undefined) return;
+    open.delete(kind);
+    const title = `${b.slides} bar(s): ${BAR_LABELS[kind]}; worker ${t.lanes[b.lane]!.pid}; ${timeLabel(b.start / 1000)} to ${timeLabel(b.end / 1000)}`;
+    out.push(b.slides === 1 ? one(b.first) : { lane: b.lane, start: b.start, end: b.end, kind, title, slides: b.slides });
   };
   for (const b of t.bars) {
-    if (barKind(b) !== 'ok') {
-      out.push(one(b));
-      continue;
-    }
+    const kind = barKind(b);
+    const block = open.get(kind);
     if (block !== undefined && block.lane === b.lane && b.start_ms - block.end <= gapMs) {
       block.end = Math.max(block.end, b.end_ms);
       block.slides++;
       continue;
     }
-    flush();
-    block = { lane: b.lane, start: b.start_ms, end: b.end_ms, slides: 1 };
+    if (block !== undefined && block.lane !== b.lane) for (const k of [...open.keys()]) flush(k);
+    flush(kind);
+    open.set(kind, { lane: b.lane, start: b.start_ms, end: b.end_ms, slides: 1, first: b });
   }
-  flush();
+  for (const k of [...open.keys()]) flush(k);
   return out;
 }
 

@@ -95,9 +95,23 @@ t.test('a big run: bars kept up to the limit (then the marked ones), the SVG mer
   const svg = timelineSvg(r);
   const rects = svg.match(/<rect /g)?.length ?? 0;
   t.ok(rects < workers * (TIMELINE_SVG.width + 10) + failed, `${rects} rects for ${r.bars.length} bars: merged`);
-  t.equal(svg.match(/class="bar failed"/g)?.length, failed, 'marked bars drawn one by one');
+  t.equal(svg.match(/class="bar failed"/g)?.length, failed, 'marked bars far apart drawn one by one');
   t.match(svg, /data-slides="\d+"/, 'a merged block says how many slides');
   t.ok(svg.length < 400_000, `${svg.length} characters`);
+});
+
+t.test('thousands of slides failing at once: one block per lane, the SVG small', async (t) => {
+  const { at } = clocked();
+  for (let i = 0; i < 3000; i++) {
+    at(i).onItem({ type: 'started', key: `gone-${i}`, attempt: 1, pid: 7 + (i % 2) });
+    at(i + 1).onItem({ type: 'failed', key: `gone-${i}`, attempt: 1 });
+  }
+  const r = at(3001).report();
+  t.equal(r.bars.length, 3000, 'all kept: marked bars have their own room');
+  const svg = timelineSvg(r);
+  t.equal(svg.match(/class="bar failed"/g)?.length, 2, 'one block per lane');
+  t.match(svg, /data-slides="1500"/);
+  t.ok(svg.length < 5000, `${svg.length} characters`);
 });
 
 t.test('no worker ran a slide: a sentence instead of an empty chart', async (t) => {
