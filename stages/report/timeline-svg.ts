@@ -2,14 +2,15 @@
  * report.html's per-worker timeline: one lane per worker process, one bar per slide attempt (or per worker that
  * joined a running slide), coloured by how it ended, with the process's life as a thin line and a cross where
  * it died while running a slide (killed or crashed; not the workers stopped at the run's end). Each bar's <title> names the slide (a tooltip, no script). For big runs the SVG's size is
- * bounded by the picture's resolution, not the run's length: past TIMELINE_SVG.bars bars, neighbouring bars of
- * one kind in a lane less than a unit of the viewBox apart are drawn as one block (its title says how many).
+ * bounded by a resolution, not the run's length: past TIMELINE_SVG.bars bars, neighbouring bars of one kind in a
+ * lane less than 1/200 of the run apart are drawn as one block (its title says how many): at most about 200
+ * blocks per lane and kind.
  */
 import type { TimelineBar, TimelineReport } from './timeline.js';
 import { escapeXml, num, timeAxis, timeLabel } from './svg.js';
 
 /** Geometry of the chart (viewBox units) and the bar count past which ok bars are merged. */
-export const TIMELINE_SVG = { width: 800, left: 76, right: 12, top: 8, lane: 26, bar: 17, axis: 26, bars: 600, minBar: 4 } as const;
+export const TIMELINE_SVG = { width: 800, left: 76, right: 12, top: 8, lane: 26, bar: 17, axis: 26, bars: 400, minBar: 4, mergeColumns: 200 } as const;
 
 /** Fill colour of each kind of bar (the legend and the screenshot test use the same table). */
 export const BAR_COLOURS = { ok: '#2f6fd6', join: '#9b3fd1', retried: '#f08c00', failed: '#d7263d', running: '#8a8f98' } as const;
@@ -38,9 +39,10 @@ interface Drawn {
   readonly slides: number;
 }
 
-function barTitle(b: TimelineBar, pid: number): string {
-  const what = b.join ? 'joined' : `attempt ${b.attempt}`;
-  return `${b.slide}: ${what}, ${BAR_LABELS[barKind(b)]}; worker ${pid}; ${timeLabel(b.start_ms / 1000)} to ${timeLabel(b.end_ms / 1000)} (${num((b.end_ms - b.start_ms) / 1000)} s)`;
+/** A bar's tooltip, short (the lane says the worker): slide, attempt or join, outcome, when. */
+function barTitle(b: TimelineBar): string {
+  const what = b.join ? `joined attempt ${b.attempt}` : `attempt ${b.attempt}`;
+  return `${b.slide}: ${what}, ${b.outcome}, ${timeLabel(b.start_ms / 1000)} to ${timeLabel(b.end_ms / 1000)} (${num((b.end_ms - b.start_ms) / 1000)} s)`;
 }
 
 /**
@@ -48,7 +50,7 @@ function barTitle(b: TimelineBar, pid: number): string {
  * merged into blocks (a thousand slides failing at once is one red block per lane, its title saying how many).
  */
 function drawnBars(t: TimelineReport, gapMs: number): Drawn[] {
-  const one = (b: TimelineBar): Drawn => ({ lane: b.lane, start: b.start_ms, end: b.end_ms, kind: barKind(b), title: barTitle(b, t.lanes[b.lane]!.pid), slides: 1 });
+  const one = (b: TimelineBar): Drawn => ({ lane: b.lane, start: b.start_ms, end: b.end_ms, kind: barKind(b), title: barTitle(b), slides: 1 });
   if (t.bars.length <= TIMELINE_SVG.bars) return t.bars.map(one);
   const out: Drawn[] = [];
   // The open block of each kind in the current lane (bars come sorted by lane, then start).
@@ -109,7 +111,7 @@ export function timelineSvg(t: TimelineReport): string {
   const x = (ms: number): number => left + (plot * Math.min(Math.max(ms, 0), endMs)) / endMs;
   const laneY = (i: number): number => top + i * lane;
   const height = top + t.lanes.length * lane + axis;
-  const bars = drawnBars(t, endMs / plot).map((d) => {
+  const bars = drawnBars(t, endMs / TIMELINE_SVG.mergeColumns).map((d) => {
     const x0 = x(d.start);
     const w = Math.max(TIMELINE_SVG.minBar, x(d.end) - x0); // an instant's bar (a slide that fails at once) still shows
     const y = laneY(d.lane) + (lane - bar) / 2;

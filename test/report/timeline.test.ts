@@ -65,7 +65,8 @@ t.test('bars per attempt and per join, ended by done, retry, failed, a move to a
   stopped.at(9).onWorker({ type: 'exit', pid: 5, code: null, signal: 'SIGKILL' }); // let go once its part was done
   stopped.at(9).onItem({ type: 'done', key: 'x', attempt: 1 });
   t.notMatch(timelineSvg(stopped.at(10).report()), '<path class="killed"', 'a worker let go is no death, even killed');
-  t.match(svg, /<title>a: attempt 1, attempt retried \(its worker died\); worker 11; /, 'the bar names its slide');
+  t.match(svg, /<title>a: attempt 1, retried, 0 s to 0.3 s \(0.3 s\)<\/title>/, 'the bar names its slide');
+  t.match(svg, /<title>a: joined attempt 2, ok, /);
   t.match(svg, /viewBox="0 0 800 \d+" width="100%"/, 'scales with the page');
   t.notMatch(svg, /<script|href="http/, 'no script, nothing fetched');
 });
@@ -94,7 +95,7 @@ t.test('a big run: bars kept up to the limit (then the marked ones), the SVG mer
   t.equal(r.tiles.values.reduce((a, v) => a + v, 0), slides * 10);
   const svg = timelineSvg(r);
   const rects = svg.match(/<rect /g)?.length ?? 0;
-  t.ok(rects < workers * (TIMELINE_SVG.width + 10) + failed, `${rects} rects for ${r.bars.length} bars: merged`);
+  t.ok(rects < workers * (TIMELINE_SVG.mergeColumns + 10) + failed, `${rects} rects for ${r.bars.length} bars: merged`);
   t.equal(svg.match(/class="bar failed"/g)?.length, failed, 'marked bars far apart drawn one by one');
   t.match(svg, /data-slides="\d+"/, 'a merged block says how many slides');
   t.ok(svg.length < 400_000, `${svg.length} characters`);
