@@ -246,7 +246,7 @@ export function reportJsonText(report: RunReport): string {
 }
 
 /**
- * Writes report.json, the figures' pictures (report-files/, figures.ts) and report.html into `outDir`; returns the reports' paths. A file-system error is one E_OUTPUT_IO
+ * Writes report.json, report.html and the figures' pictures (report-files/, figures.ts) into `outDir`; returns the reports' paths. A file-system error is one E_OUTPUT_IO
  * line naming the path and the errno; no temporary file stays behind (stages/dataset/io.ts).
  */
 export async function writeReport(outDir: string, report: RunReport, pictures: SlidePictures): Promise<{ json: string; html: string }> {
@@ -254,7 +254,8 @@ export async function writeReport(outDir: string, report: RunReport, pictures: S
   const json = join(outDir, 'report.json');
   const html = join(outDir, 'report.html');
   await writeDurable(json, reportJsonText(report));
-  await writePictureFiles(outDir, (await drawnFigures(report, pictures)).flatMap(({ slide, picture }) => (picture === undefined ? [] : [{ imageId: slide.image_id, picture }])));
   await writeDurable(html, await renderHtml(report, pictures));
+  // The pictures last: report.json and report.html first take the space there is.
+  await writePictureFiles(outDir, (await drawnFigures(report, pictures)).flatMap(({ slide, picture }) => (picture === undefined ? [] : [{ imageId: slide.image_id, picture }])));
   return { json, html };
 }

@@ -5,19 +5,20 @@
 import type { RunReport } from './report.js';
 import { CHART_COLOURS, coarser, stagesChart, throughputSvg, THROUGHPUT_POINTS } from './charts-svg.js';
 import { num } from './svg.js';
+import { barsOf } from './timeline.js';
 import { barKind, timelineLegend, timelineSvg, type BarKind } from './timeline-svg.js';
 
 /** The legend names the kinds of bars the timeline has (ok and join always, to say what they would look like). */
 function kindsIn(report: RunReport): BarKind[] {
   const seen = new Set<BarKind>(['ok', 'join']);
-  for (const b of report.timeline?.bars ?? []) seen.add(barKind(b));
+  for (const b of barsOf(report.timeline ?? { bars: [] })) seen.add(barKind(b));
   return (['ok', 'join', 'retried', 'failed', 'running'] as const).filter((k) => seen.has(k));
 }
 
 export function runCharts(report: RunReport): string {
   const t = report.timeline;
   if (t === undefined) return '';
-  const leftOut = t.bars_left_out > 0 ? ` ${t.bars_left_out} ok attempt(s) of this big run are not drawn one by one (report.json keeps the first ${t.bars.length} bars; lane totals count all).` : '';
+  const leftOut = t.bars_left_out > 0 ? ` ${t.bars_left_out} attempt(s) of this big run are not kept one by one (report.json keeps ${t.bars.length} bars, the retried, failed and joins first; the lanes' totals count all).` : '';
   const replayed = t.replayed > 0 ? ` ${t.replayed} slide(s) came from their checkpoints (no bar).` : '';
   const swatch = (colour: string): string => `<span class="swatch" style="background:${colour}"></span>`;
   return `<h2>Timeline</h2>

@@ -6,7 +6,7 @@
  * lane less than 1/200 of the run apart are drawn as one block (its title says how many): at most about 200
  * blocks per lane and kind.
  */
-import type { TimelineBar, TimelineReport } from './timeline.js';
+import { barsOf, type TimelineBar, type TimelineReport } from './timeline.js';
 import { escapeXml, num, timeAxis, timeLabel } from './svg.js';
 
 /** Geometry of the chart (viewBox units) and the bar count past which ok bars are merged. */
@@ -51,7 +51,8 @@ function barTitle(b: TimelineBar): string {
  */
 function drawnBars(t: TimelineReport, gapMs: number): Drawn[] {
   const one = (b: TimelineBar): Drawn => ({ lane: b.lane, start: b.start_ms, end: b.end_ms, kind: barKind(b), title: barTitle(b), slides: 1 });
-  if (t.bars.length <= TIMELINE_SVG.bars) return t.bars.map(one);
+  const bars = barsOf(t);
+  if (bars.length <= TIMELINE_SVG.bars) return bars.map(one);
   const out: Drawn[] = [];
   // The open block of each kind in the current lane (bars come sorted by lane, then start).
   const open = new Map<BarKind, { lane: number; start: number; end: number; slides: number; first: TimelineBar }>();
@@ -62,7 +63,7 @@ function drawnBars(t: TimelineReport, gapMs: number): Drawn[] {
     const title = `${b.slides} bar(s): ${BAR_LABELS[kind]}; worker ${t.lanes[b.lane]!.pid}; ${timeLabel(b.start / 1000)} to ${timeLabel(b.end / 1000)}`;
     out.push(b.slides === 1 ? one(b.first) : { lane: b.lane, start: b.start, end: b.end, kind, title, slides: b.slides });
   };
-  for (const b of t.bars) {
+  for (const b of bars) {
     const kind = barKind(b);
     const block = open.get(kind);
     if (block !== undefined && block.lane === b.lane && b.start_ms - block.end <= gapMs) {

@@ -42,11 +42,22 @@ export interface TimelineBar {
   outcome: BarOutcome;
 }
 
+/** A bar as report.json stores it (compact: a big run has thousands): the BAR_FIELDS in order, `join` as 1 or 0. */
+export type TimelineBarRow = [lane: number, slide: string, attempt: number, join: 0 | 1, start_ms: number, end_ms: number, outcome: BarOutcome];
+export const BAR_FIELDS = ['lane', 'slide', 'attempt', 'join', 'start_ms', 'end_ms', 'outcome'] as const;
+
+/** The bars of a timeline as objects. */
+export function barsOf(t: Pick<TimelineReport, 'bars'>): TimelineBar[] {
+  return t.bars.map(([lane, slide, attempt, join, start_ms, end_ms, outcome]) => ({ lane, slide, attempt, join: join === 1, start_ms, end_ms, outcome }));
+}
+
 export interface TimelineReport {
   /** ms since the run started when the timeline was closed. */
   readonly end_ms: number;
   readonly lanes: TimelineLane[];
-  readonly bars: TimelineBar[];
+  /** The names of a bar row's columns (BAR_FIELDS). */
+  readonly bar_fields: typeof BAR_FIELDS;
+  readonly bars: TimelineBarRow[];
   /** Plain (ok, not joined) bars not kept: past TIMELINE_LIMITS.bars. */
   readonly bars_left_out: number;
   /** Slides taken from their checkpoints (no worker ran them: no bar). */
@@ -170,6 +181,7 @@ export class RunTimeline {
     const t = this.elapsed();
     for (const [pid, bar] of [...this.openOn]) this.close(pid, bar, bar.end ?? t, 'running');
     this.bars.sort((a, b) => a.lane - b.lane || a.start_ms - b.start_ms);
-    return { end_ms: t, lanes: this.lanes, bars: this.bars, bars_left_out: this.barsLeftOut, replayed: this.replayed, tiles: this.tiles.series(), tiles_in_flight: this.inFlight.series() };
+    const rows = this.bars.map((b): TimelineBarRow => [b.lane, b.slide, b.attempt, b.join ? 1 : 0, b.start_ms, b.end_ms, b.outcome]);
+    return { end_ms: t, lanes: this.lanes, bar_fields: BAR_FIELDS, bars: rows, bars_left_out: this.barsLeftOut, replayed: this.replayed, tiles: this.tiles.series(), tiles_in_flight: this.inFlight.series() };
   }
 }

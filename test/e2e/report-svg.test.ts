@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { descendants } from '../../stages/cli/proc-tree.js';
 import { BAR_COLOURS, barKind, type BarKind } from '../../stages/report/timeline-svg.js';
+import { barsOf } from '../../stages/report/timeline.js';
 import { readManifest } from '../../stages/dataset/manifest.js';
 import { chromiumPath, probeLayout, screenshot } from '../helpers/chromium.js';
 import { e2eUnavailable, makeSlides, readReport, runCli, startCli, tempDir, TILE, TILE_FLAGS, waitFor, writeCsv } from '../helpers/e2e.js';
@@ -104,16 +105,16 @@ if (unavailable) {
     t.equal(svg.match(/<path class="killed"/g)?.length, 1, 'one cross: the process that died running a slide (not those stopped at the end)');
     t.match(svg, new RegExp(`worker ${killed} died while running big \\(killed by SIGKILL\\)`));
     const drawn = [...svg.matchAll(/<rect class="bar (\w+)"/g)].map((m) => m[1] as BarKind);
-    t.same(drawn, timeline.bars.map(barKind), 'one bar per kept bar, in order');
+    t.same(drawn, barsOf(timeline).map(barKind), 'one bar per kept bar, in order');
     for (const s of report.slides) {
-      const bars = timeline.bars.filter((b) => b.slide === s.image_id);
+      const bars = barsOf(timeline).filter((b) => b.slide === s.image_id);
       t.equal(bars.filter((b) => !b.join).length, s.attempts ?? 0, `${s.image_id}: a bar per attempt`);
       t.equal(bars.filter((b) => b.join && b.attempt === s.attempts).length, (s.workers ?? 1) - 1, `${s.image_id}: a join bar per worker that joined the last attempt`);
     }
-    const big = timeline.bars.filter((b) => b.slide === 'big' && !b.join);
+    const big = barsOf(timeline).filter((b) => b.slide === 'big' && !b.join);
     t.same(big.map((b) => [b.attempt, b.outcome]), [[1, 'retried'], [2, 'ok']].sort(), 'big: attempt 1 retried, 2 ok');
     t.equal(timeline.lanes[big.find((b) => b.attempt === 1)!.lane]!.pid, killed, 'the retried attempt on the killed worker\'s lane');
-    t.same(timeline.bars.filter((b) => b.slide === 'bad').map((b) => b.outcome), ['failed'], 'bad: a failed bar');
+    t.same(barsOf(timeline).filter((b) => b.slide === 'bad').map((b) => b.outcome), ['failed'], 'bad: a failed bar');
     t.ok(timeline.tiles.values.reduce((a, v) => a + v, 0) >= report.tiles_written, 'every written tile counted in the series (the retried attempt\'s too)');
     t.match(html, /<svg class="chart throughput"/);
     t.match(html, /<div class="stages-chart">[\s\S]*PerSlide\/EmbedTiles/);
@@ -134,7 +135,7 @@ if (unavailable) {
   const chromium = chromiumPath();
   t.test('headless Chromium at 1400 px and at 390 px: drawn, the timeline\'s colours, nothing past the right edge', { skip: chromium === undefined ? 'chromium is not installed (apt-get install chromium); the structural tests above still ran' : false }, async (t) => {
     const page = join(out, 'report.html');
-    const kinds = new Set(timeline.bars.map(barKind));
+    const kinds = new Set(barsOf(timeline).map(barKind));
     for (const width of [1400, 390]) {
       const probe = await probeLayout(chromium!, page, html, width);
       t.equal(probe.clientWidth, width, `${width}: laid out ${width} px wide`);

@@ -4,7 +4,7 @@
  * failed slide and of a killed process; a big run's report.json part and SVG stay bounded.
  */
 import t from 'tap';
-import { RunTimeline, TIMELINE_LIMITS } from '../../stages/report/timeline.js';
+import { barsOf, RunTimeline, TIMELINE_LIMITS } from '../../stages/report/timeline.js';
 import { BAR_COLOURS, TIMELINE_SVG, timelineSvg } from '../../stages/report/timeline-svg.js';
 import { coarser, stagesChart, throughputSvg, THROUGHPUT_POINTS } from '../../stages/report/charts-svg.js';
 import { niceStep, timeLabel } from '../../stages/report/svg.js';
@@ -37,7 +37,7 @@ t.test('bars per attempt and per join, ended by done, retry, failed, a move to a
   const r = at(800).report(); // d and e still running: the run stopped
   t.same(r.lanes.map((l) => [l.pid, l.spawned_ms, l.exited_ms, l.exit?.signal ?? null, l.bars]), [[11, 0, 300, 'SIGKILL', 1], [12, 0, null, null, 3], [13, 320, null, null, 3]]);
   t.equal(r.lanes[0]!.exit?.during, 'a', 'it died running a');
-  const bars = r.bars.map((b) => [r.lanes[b.lane]!.pid, b.slide, b.attempt, b.join, b.start_ms, b.end_ms, b.outcome]);
+  const bars = barsOf(r).map((b) => [r.lanes[b.lane]!.pid, b.slide, b.attempt, b.join, b.start_ms, b.end_ms, b.outcome]);
   t.same(bars, [
     [11, 'a', 1, false, 10, 300, 'retried'], // ends when its process died, not when the retry was decided
     [12, 'b', 1, false, 20, 400, 'failed'],
@@ -88,7 +88,7 @@ t.test('a big run: bars kept up to the limit (then the marked ones), the SVG mer
   const r = at(ms).report();
   const failed = Math.floor(slides / 1000);
   t.equal(r.bars.length + r.bars_left_out, slides, 'every bar kept or counted');
-  t.equal(r.bars.filter((b) => b.outcome === 'failed').length, failed, 'the failed ones all kept');
+  t.equal(barsOf(r).filter((b) => b.outcome === 'failed').length, failed, 'the failed ones all kept');
   t.ok(r.bars.length <= TIMELINE_LIMITS.bars + TIMELINE_LIMITS.markedBars);
   t.equal(r.lanes.reduce((n, l) => n + l.bars, 0), slides, 'lane totals count every bar');
   t.ok(r.tiles.values.length <= TIMELINE_LIMITS.buckets);
