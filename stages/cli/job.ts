@@ -224,8 +224,12 @@ async function runGraph(deps: MainDeps, config: PipelineConfig, opts: RunOptions
   process.once('SIGTERM', onSignal);
   const g = new Graph({ name: 'wsi-dataset', highWaterMark: 2, tileBudget: opts.tileBudget, signal: controller.signal, tmpDir: await ensureDir(join(workDir, 'tmp')) });
   g.on('item', (e) => record.onItem(e));
+  g.on('worker', (e) => record.onWorker(e));
   let maxInflight = 0;
-  g.on('metrics', (m) => (maxInflight = Math.max(maxInflight, m.tiles.maxInUse)));
+  g.on('metrics', (m) => {
+    maxInflight = Math.max(maxInflight, m.tiles.maxInUse);
+    record.timeline.onTilesInUse(m.tiles.inUse);
+  });
   let result: RunResult | undefined;
   let fatal: unknown;
   try {
@@ -286,6 +290,7 @@ function runReport(p: ReportParts): RunReport {
     tiles_written: record.tilesWritten(),
     failures: record.failureGroups(),
     warnings: optionWarnings(opts),
+    timeline: record.timeline.report(),
   };
 }
 

@@ -3,13 +3,14 @@
  * for report.html, the patients dropped, the shards written; it also drives the progress display. Fed by the
  * pipeline's hooks (`hooks`) and the graph's item events (`onItem`).
  */
-import type { ItemEvent } from '../../engine/index.js';
+import type { ItemEvent, WorkerEvent } from '../../engine/index.js';
 import type { PipelineHooks } from '../../graph.js';
 import type { CsvRow, SlideResult, SlideSummary } from '../types.js';
 import type { WriteSummary } from '../write-tfrecords.js';
 import { slidePicture, type RunReport, type SlidePictures, type SlideReport } from '../report/report.js';
 import { errorFacts, FIRST_FAILURES, FIRST_MESSAGES, groupFailures, PRINTED_MESSAGES, type FailureGroup } from '../report/failures.js';
 import type { Progress } from './progress.js';
+import { RunTimeline } from '../report/timeline.js';
 
 /** The error of a slide the run never finished (interrupted, or stopped by another failure). */
 export const NOT_PROCESSED = 'not processed';
@@ -21,6 +22,8 @@ export class RunRecord {
   readonly dropped: RunReport['patients']['dropped'] = [];
   written: WriteSummary | undefined;
   readonly hooks: PipelineHooks;
+  /** Which worker ran which slide when, tiles over time (report.json's `timeline`, report.html's charts). */
+  readonly timeline = new RunTimeline();
   /** The full error message of the first few failures of each code (the slides keep a short one). */
   private readonly fullErrors = new Map<string, string>();
   private readonly fullPerCode = new Map<string, number>();
@@ -63,6 +66,7 @@ export class RunRecord {
   onItem(e: ItemEvent): void {
     const r = this.slides.get(e.key);
     if (!r) return;
+    this.timeline.onItem(e);
     if (e.type === 'started') {
       this.progress.slideStarted(e.key);
       r.workers = 1;
@@ -79,7 +83,10 @@ export class RunRecord {
       // Results stream in while the slide is processed: the summary first (tiles to come), then the embeddings, a group of tiles at a time.
       const value = e.value as SlideResult;
       if (value.kind === 'summary') this.progress.slideTotal(e.key, value.tiles_kept);
-      else if (value.kind === 'embeddings') this.progress.slideTiles(e.key, value.x.length);
+      else if (value.kind === 'embeddings') {
+        this.progress.slideTiles(e.key, value.x.length);
+        this.timeline.onTiles(value.x.length);
+      }
     } else if (e.type === 'done' || e.type === 'replayed') {
       Object.assign(r, { status: 'ok', error: null, seconds: e.type === 'done' ? e.durationMs / 1000 : 0, resumed: e.type === 'replayed' });
       delete r.code;
@@ -94,6 +101,11 @@ export class RunRecord {
       }
       this.progress.slideFailed(e.key, `${f.code}: ${f.message}`);
     }
+  }
+
+  /** A worker process taken into the run or gone (the timeline's lanes). */
+  onWorker(e: WorkerEvent): void {
+    this.timeline.onWorker(e);
   }
 
   /**

@@ -12,7 +12,8 @@
  *      fsynced, and renamed into place: that one rename is the commit. Before it, the old dataset is whole
  *      and the staging folder is garbage; after it, the new dataset is decided.
  *   4. Swap (rollForward), each step idempotent: remove the old `manifest.json` (only while the new one is
- *      still staged), remove the old dataset's other files, rename each staged file over its final name,
+ *      still staged), remove the old dataset's other files, rename each staged file over its final name (a
+ *      folder, the report's `report-files/`, moves as a whole: the old folder of that name is removed first),
  *      fsync, rename the manifest last, fsync, remove the staging folder, remove the journal.
  *
  * So at every instant `<out>` holds either the old dataset with its manifest, or the new one with its
@@ -145,7 +146,8 @@ async function oldDatasetFiles(outDir: string): Promise<string[]> {
     if (err.code === 'E_MANIFEST_INVALID') return undefined;
     throw err;
   });
-  for (const f of [...(old?.shards ?? []), ...(old?.files ?? [])]) names.add(f.file);
+  // A file in a folder (report-files/x.jpg) goes with its folder: the swap moves and removes top-level names.
+  for (const f of [...(old?.shards ?? []), ...(old?.files ?? [])]) names.add(f.file.split('/')[0]!);
   const pattern = shardPattern(PREFIX);
   for (const n of await naming('list', outDir, () => readdir(outDir))) if (pattern.test(n)) names.add(n);
   names.delete(MANIFEST);
@@ -160,6 +162,31 @@ async function exists(path: string): Promise<boolean> {
       throw err;
     },
   );
+}
+
+async function isFolder(path: string): Promise<boolean> {
+  return stat(path).then(
+    (st) => st.isDirectory(),
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return false;
+      throw err;
+    },
+  );
+}
+
+/** Removes a file or a folder of the old dataset; nothing there (a step done before a kill): nothing to do. */
+async function removeOld(path: string): Promise<void> {
+  await naming('remove', path, () => rm(path, { recursive: true, force: true }));
+}
+
+/**
+ * A staged folder (report-files/) cannot be renamed over the old folder of that name: the old one goes first,
+ * while the new one is still staged (once moved in, the folder in outDir is the new one and stays). A staged
+ * file: nothing to do (a folder in its way is not removed: the move in fails, naming it).
+ */
+async function clearFolderFor(outDir: string, stagingDir: string, name: string): Promise<void> {
+  const to = join(outDir, name);
+  if ((await isFolder(join(stagingDir, name))) && (await isFolder(to))) await removeOld(to);
 }
 
 /** Renames staged `name` over its final name; already moved (a step done before a kill): nothing to do. */
@@ -185,9 +212,10 @@ export function swapSteps(outDir: string, journal: Journal): SwapStep[] {
     // Only while the new manifest is still staged: once moved in, the manifest in outDir is the new one.
     run: async () => void ((await exists(join(stagingDir, MANIFEST))) && (await unlinkIfThere(join(outDir, MANIFEST)))),
   });
-  for (const name of journal.remove) steps.push({ what: `remove ${name}`, run: async () => void (await unlinkIfThere(join(outDir, name))) });
+  for (const name of journal.remove) steps.push({ what: `remove ${name}`, run: () => removeOld(join(outDir, name)) });
   for (const name of journal.files) {
     if (name === MANIFEST) continue;
+    steps.push({ what: `clear the way for ${name} (an old folder of that name)`, run: () => clearFolderFor(outDir, stagingDir, name) });
     steps.push({ what: `move in ${name}`, run: () => moveIn(outDir, stagingDir, name) });
   }
   steps.push({ what: 'sync', run: () => syncDir(outDir) });

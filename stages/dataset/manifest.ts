@@ -71,6 +71,27 @@ async function describe(dir: string, file: string): Promise<ManifestFile> {
 }
 
 /**
+ * The dataset's files in `dir`, sorted: its plain files, and the files of its folders (the report's pictures in
+ * `report-files/`) as `folder/name`, at any depth. Hidden names (staging, journal, locks) are not the dataset's.
+ */
+async function datasetFileNames(dir: string, prefix = ''): Promise<string[]> {
+  const folder = join(dir, prefix);
+  const entries = await naming('list', folder, () => readdir(folder, { withFileTypes: true }));
+  const names: string[] = [];
+  for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    if (e.name.startsWith('.')) continue;
+    if (e.isDirectory()) names.push(...(await datasetFileNames(dir, `${prefix}${e.name}/`)));
+    else names.push(`${prefix}${e.name}`);
+  }
+  return names;
+}
+
+/** A file name of the manifest: relative, inside the folder (`a/b` for a file in a folder; no `..`, no hidden part). */
+export function safeDatasetPath(name: unknown): boolean {
+  return typeof name === 'string' && name.length > 0 && !name.includes('\\') && name.split('/').every((part) => part.length > 0 && !part.startsWith('.'));
+}
+
+/**
  * The manifest of the files in `dir` (hidden names are not the dataset's): the shards as the sink reported
  * them, each checked against its file's size (the bytes are read back for the sha256), and the other files.
  */
@@ -83,8 +104,8 @@ export async function buildManifest(dir: string, input: ManifestInput): Promise<
     shards.push({ ...d, records: s.records });
   }
   const files: ManifestFile[] = [];
-  for (const name of (await naming('list', dir, () => readdir(dir))).sort()) {
-    if (name.startsWith('.') || name === MANIFEST || shardNames.has(name)) continue;
+  for (const name of await datasetFileNames(dir)) {
+    if (name === MANIFEST || shardNames.has(name)) continue;
     files.push(await describe(dir, name));
   }
   const models: Record<string, { path: string; sha256: string }> = {};
@@ -119,7 +140,7 @@ export async function readManifest(dir: string): Promise<Manifest | undefined> {
   } catch (err) {
     throw invalid(path, `not JSON (${(err as Error).message})`);
   }
-  const entry = (f: ManifestFile): boolean => typeof f?.file === 'string' && !f.file.includes('/') && Number.isInteger(f.bytes) && /^[0-9a-f]{64}$/.test(String(f.sha256));
+  const entry = (f: ManifestFile): boolean => safeDatasetPath(f?.file) && Number.isInteger(f.bytes) && /^[0-9a-f]{64}$/.test(String(f.sha256));
   if (m.format !== 1 || !Array.isArray(m.shards) || !Array.isArray(m.files) || ![...m.shards, ...m.files].every(entry)) throw invalid(path, 'not a manifest this version reads');
   return m;
 }

@@ -4,11 +4,14 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import sharp from 'sharp';
-import type { SlideSummary } from '../types.js';
 import { naming, writeDurable } from '../dataset/io.js';
 import type { FailureGroup } from './failures.js';
 import { formatCell } from './slide-format.js';
+import { slideFigure, writePictureFiles, type SlidePicture, type SlidePictures } from './figures.js';
+import type { TimelineReport } from './timeline.js';
+import { runCharts } from './run-charts.js';
+
+export { slidePicture, type SlidePicture, type SlidePictureInput, type SlidePictures } from './figures.js';
 
 export interface SlideReport {
   image_id: string;
@@ -74,73 +77,12 @@ export interface RunReport {
   failures?: FailureGroup[];
   /** Warnings about the run's options (e.g. more workers than cores), also printed when the run started. */
   warnings?: string[];
+  /** Which worker ran which slide when, and tiles over time, bounded for big runs (timeline.ts). */
+  timeline?: TimelineReport;
 }
-
-/** What a slide's figure is drawn from: its summary's PNGs and kept-tile positions. */
-export type SlidePictureInput = Pick<SlideSummary, 'width' | 'height' | 'positions' | 'thumbnailPng' | 'maskPng'> & { tileSize: number };
-
-/** A slide's figure, ready to draw: small data-URI pictures (about 360 px wide) and the kept-tile positions. */
-export interface SlidePicture {
-  readonly width: number;
-  readonly height: number;
-  readonly positions: SlideSummary['positions'];
-  readonly tileSize: number;
-  readonly thumbUri: string;
-  readonly maskUri: string;
-}
-
-/**
- * Pictures for report.html, keyed by image_id. Each is prepared (slidePicture) as its slide's summary arrives,
- * during the run, so that the report does not encode hundreds of pictures one after another at the end.
- */
-export type SlidePictures = Map<string, Promise<SlidePicture>>;
-
-const PICTURE_WIDTH = 360;
 
 function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-async function smallPngDataUri(png: Uint8Array, width: number): Promise<string> {
-  const small = await sharp(png).resize({ width, withoutEnlargement: true }).png().toBuffer();
-  return `data:image/png;base64,${small.toString('base64')}`;
-}
-
-/**
- * The background mask (grey PNG, 255 = background) as a blue picture, transparent where there is tissue.
- * (Drawn as the grey mask itself, background was white over an off-white thumbnail: invisible.)
- */
-async function blueMaskPng(maskPng: Uint8Array): Promise<Uint8Array> {
-  const { data, info } = await sharp(maskPng).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
-  const rgba = Buffer.alloc(info.width * info.height * 4);
-  for (let p = 0; p < info.width * info.height; p++) {
-    rgba[p * 4 + 1] = 90;
-    rgba[p * 4 + 2] = 255;
-    rgba[p * 4 + 3] = data[p]! > 127 ? 255 : 0;
-  }
-  return sharp(rgba, { raw: { width: info.width, height: info.height, channels: 4 } }).png().toBuffer();
-}
-
-/** Shrinks a slide's thumbnail and mask for its figure (the full-size PNGs are not kept). */
-export async function slidePicture(p: SlidePictureInput): Promise<SlidePicture> {
-  const [thumbUri, maskUri] = await Promise.all([smallPngDataUri(p.thumbnailPng, PICTURE_WIDTH), blueMaskPng(p.maskPng).then((png) => smallPngDataUri(png, PICTURE_WIDTH))]);
-  return { width: p.width, height: p.height, positions: p.positions, tileSize: p.tileSize, thumbUri, maskUri };
-}
-
-/** One slide's figure: thumbnail, mask drawn in translucent blue, kept tiles outlined in green. */
-function slideFigure(slide: SlideReport, picture: SlidePicture): string {
-  const thumb = picture.thumbUri;
-  const mask = picture.maskUri;
-  const rects = picture.positions
-    .map(([x, y]) => `<rect x="${x}" y="${y}" width="${picture.tileSize}" height="${picture.tileSize}"/>`)
-    .join('');
-  const viewBox = `0 0 ${picture.width} ${picture.height}`;
-  return `<svg class="slide" viewBox="${viewBox}" width="${PICTURE_WIDTH}" preserveAspectRatio="xMinYMin meet">
-  <image href="${thumb}" x="0" y="0" width="${picture.width}" height="${picture.height}" preserveAspectRatio="none"/>
-  <image href="${mask}" x="0" y="0" width="${picture.width}" height="${picture.height}" preserveAspectRatio="none" opacity="0.3"/>
-  <g fill="none" stroke="#0a0" stroke-width="${Math.max(2, picture.width / 400)}">${rects}</g>
-</svg>
-<figcaption>${escapeHtml(slide.image_id)} &mdash; ${slide.tiles_kept} of ${slide.tiles_total} tiles kept</figcaption>`;
 }
 
 /** Caps that keep report.html usable for big runs (report.json always lists every slide). */
@@ -186,8 +128,8 @@ function slideRows(report: RunReport): string {
   );
   const more = report.slides.length - shown.length;
   const note = more > 0 ? `<p class="note">${more} more slide(s) not listed (the table shows ${shown.length}: those that need looking at first); report.json lists every slide.</p>` : '';
-  return `<table><tr><th>image_id</th><th>patient</th><th>status</th><th>size</th><th>format</th><th>kept / grid</th><th>s</th><th>workers</th><th>attempts</th><th>error / notes</th></tr>
-${rows.join('\n')}</table>
+  return `<div class="scroll"><table><tr><th>image_id</th><th>patient</th><th>status</th><th>size</th><th>format</th><th>kept / grid</th><th>s</th><th>workers</th><th>attempts</th><th>error / notes</th></tr>
+${rows.join('\n')}</table></div>
 ${note}`;
 }
 
@@ -203,14 +145,25 @@ function failureSection(report: RunReport): string {
   return `<h2>Failed slides</h2>\n${items.join('\n')}`;
 }
 
-async function figureSection(report: RunReport, pictures: SlidePictures): Promise<string> {
+/** The figures report.html draws (at most HTML_LIMITS.figures, slides that need looking at first), each with its picture or why it has none. */
+async function drawnFigures(report: RunReport, pictures: SlidePictures): Promise<Array<{ slide: SlideReport; picture: SlidePicture | undefined; error: string | undefined }>> {
   const drawn = firstSlides(report.slides, HTML_LIMITS.figures, (s) => pictures.has(s.image_id));
-  const figures: string[] = [];
+  const out: Array<{ slide: SlideReport; picture: SlidePicture | undefined; error: string | undefined }> = [];
   for (const slide of drawn) {
     // A picture that could not be made costs the report its figure, not the report.
-    const figure = await pictures.get(slide.image_id)!.then((p) => slideFigure(slide, p), (err: Error) => `<figcaption>${escapeHtml(slide.image_id)}: no picture (${escapeHtml(err.message)})</figcaption>`);
-    figures.push(`<figure>${figure}</figure>`);
+    const picture = await pictures.get(slide.image_id)!.then((p) => ({ p, e: undefined }), (err: Error) => ({ p: undefined, e: err.message }));
+    out.push({ slide, picture: picture.p, error: picture.e });
   }
+  return out;
+}
+
+async function figureSection(report: RunReport, pictures: SlidePictures): Promise<string> {
+  const drawn = await drawnFigures(report, pictures);
+  const figures = drawn.map(({ slide, picture, error }) => {
+    const caption = `${escapeHtml(slide.image_id)} &mdash; ${slide.tiles_kept} of ${slide.tiles_total} tiles kept`;
+    const figure = picture !== undefined ? slideFigure(slide.image_id, caption, picture) : `<figcaption>${escapeHtml(slide.image_id)}: no picture (${escapeHtml(error ?? '')})</figcaption>`;
+    return `<figure>${figure}</figure>`;
+  });
   let withPicture = 0;
   for (const s of report.slides) if (pictures.has(s.image_id)) withPicture++;
   const more = withPicture - drawn.length;
@@ -226,6 +179,28 @@ function droppedSection(report: RunReport): string {
   return `<h2>Dropped patients (${all.length})</h2><ul>${items}${more}</ul>`;
 }
 
+/**
+ * The page's style: it reads at 1400 px and at phone width (~390 px): charts scale with the page (viewBox,
+ * width 100%), tables and long words scroll or wrap inside their box instead of widening the page.
+ */
+const REPORT_CSS = `*{box-sizing:border-box}
+body{font:14px system-ui,sans-serif;margin:0 auto;padding:1em 2em;color:#222;max-width:1400px;overflow-wrap:anywhere}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;overflow-wrap:normal}
+td:first-child,th:first-child{text-align:left}td,th{white-space:nowrap}td:last-child{text-align:left;min-width:16em;white-space:normal}tr.failed td{background:#fee}
+figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:100%}figcaption{font-size:12px}
+svg.slide{border:1px solid #999;background:#fff;max-width:100%;height:auto}.note{color:#555;font-style:italic}
+svg.chart{display:block;width:100%;height:auto;max-width:1100px;margin:.5em 0 1em}
+svg.chart text{font:11px system-ui,sans-serif;fill:#333}svg.chart .axis{stroke:#666}svg.chart .grid{stroke:#e3e3e3}
+svg.chart .life{stroke:#c4c8cf;stroke-width:2}svg.chart .killed{stroke:#d7263d;stroke-width:2.5;fill:none}
+svg.chart .in-flight{stroke-width:1.5}svg.chart .budget{stroke-dasharray:4 3}
+ul.legend{list-style:none;padding:0;margin:.3em 0;display:flex;flex-wrap:wrap;gap:.3em 1.2em;font-size:13px}
+.swatch{display:inline-block;width:1.1em;height:.8em;margin-right:.35em;vertical-align:-.05em;border-radius:2px}
+.swatch.life{height:3px;background:#c4c8cf;vertical-align:.2em}.swatch.killed{color:#d7263d;font-weight:bold;width:auto;height:auto}
+.stages-chart{display:grid;grid-template-columns:minmax(6em,max-content) minmax(60px,1fr) max-content;gap:3px .6em;align-items:center;max-width:1100px;font-size:13px}
+.stage-row{display:contents}svg.chart-bar{width:100%;height:12px;display:block;background:#f4f4f4}.stage-s{font-variant-numeric:tabular-nums;white-space:nowrap}
+@media (max-width:600px){body{padding:.6em}svg.chart text{font-size:22px}td:last-child{min-width:10em}}`;
+
 export async function renderHtml(report: RunReport, pictures: SlidePictures): Promise<string> {
   const stages = report.stages
     .map(
@@ -236,12 +211,9 @@ export async function renderHtml(report: RunReport, pictures: SlidePictures): Pr
   const warnings = (report.warnings ?? []).map((w) => `<li>${escapeHtml(w)}</li>`).join('');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>WSI dataset run report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{font:14px system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}td:last-child{text-align:left}tr.failed td{background:#fee}
-figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figcaption{font-size:12px}
-svg.slide{border:1px solid #999;background:#fff}.note{color:#555;font-style:italic}
+${REPORT_CSS}
 </style></head><body>
 <h1>Run report</h1>
 <p>Started ${escapeHtml(report.started_at)}; ${report.elapsed_s.toFixed(1)} s; exit code ${report.exit_code};
@@ -249,12 +221,13 @@ ${report.tiles_written} tiles written for ${report.patients.written} patients; p
 max tiles in flight ${report.max_tiles_in_flight} (budget ${report.tile_budget}).</p>
 ${warnings ? `<h2>Warnings</h2><ul>${warnings}</ul>` : ''}
 ${failureSection(report)}
+${runCharts(report)}
 <h2>Slides (${report.slides.length})</h2>
 ${slideRows(report)}
 ${droppedSection(report)}
 <h2>Stages</h2>
-<table><tr><th>stage</th><th>in</th><th>out</th><th>busy s</th><th>blocked s</th><th>max queue</th><th>out/busy s</th></tr>
-${stages}</table>
+<div class="scroll"><table><tr><th>stage</th><th>in</th><th>out</th><th>busy s</th><th>blocked s</th><th>max queue</th><th>out/busy s</th></tr>
+${stages}</table></div>
 <h2>Tile selection</h2>
 <p>Blue: background on the thumbnail; green: kept tiles.</p>
 ${await figureSection(report, pictures)}
@@ -262,20 +235,27 @@ ${await figureSection(report, pictures)}
 `;
 }
 
+/** Arrays whose rows print one per line in report.json: slides, dropped patients, the timeline's lanes and bars. */
+const ROW_ARRAYS = new Set(['slides', 'dropped', 'lanes', 'bars']);
+
 /** Marks a row to print on one line in report.json (a NUL never occurs in the report's own text). */
 const ROW = '\u0000';
 
 /**
- * report.json's text: indented, except that each slide and each dropped patient is one line (a run of 100,000
+ * report.json's text: indented, except that each slide, dropped patient, timeline lane and bar is one line, and each timeline series one line (a run of 100,000
  * slides is then ~250 bytes per slide rather than ~600, and still one slide per line for grep and diff).
  */
 export function reportJsonText(report: RunReport): string {
-  const text = JSON.stringify(report, (key, value: unknown) => ((key === 'slides' || key === 'dropped') && Array.isArray(value) ? value.map((row) => ROW + JSON.stringify(row) + ROW) : value), 2);
+  const text = JSON.stringify(report, (key, value: unknown) => {
+    if (!Array.isArray(value)) return value;
+    if (ROW_ARRAYS.has(key)) return value.map((row) => ROW + JSON.stringify(row) + ROW);
+    return key === 'values' ? ROW + JSON.stringify(value) + ROW : value; // a timeline series: one line
+  }, 2);
   return text.replace(/"\\u0000(?:[^"\\]|\\.)*\\u0000"/g, (literal) => (JSON.parse(literal) as string).slice(1, -1)) + '\n';
 }
 
 /**
- * Writes report.json and report.html into `outDir`; returns their paths. A file-system error is one E_OUTPUT_IO
+ * Writes report.json, report.html and the figures' pictures (report-files/, figures.ts) into `outDir`; returns the reports' paths. A file-system error is one E_OUTPUT_IO
  * line naming the path and the errno; no temporary file stays behind (stages/dataset/io.ts).
  */
 export async function writeReport(outDir: string, report: RunReport, pictures: SlidePictures): Promise<{ json: string; html: string }> {
@@ -284,5 +264,7 @@ export async function writeReport(outDir: string, report: RunReport, pictures: S
   const html = join(outDir, 'report.html');
   await writeDurable(json, reportJsonText(report));
   await writeDurable(html, await renderHtml(report, pictures));
+  // The pictures last: report.json and report.html first take the space there is.
+  await writePictureFiles(outDir, (await drawnFigures(report, pictures)).flatMap(({ slide, picture }) => (picture === undefined ? [] : [{ imageId: slide.image_id, picture }])));
   return { json, html };
 }

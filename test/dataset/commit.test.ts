@@ -8,15 +8,16 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { commitStaging, JOURNAL, openStaging, prepareCommit, readJournal, recover, swapSteps, type Staging } from '../../stages/dataset/commit.js';
 import { buildManifest, readManifest, verifyManifest } from '../../stages/dataset/manifest.js';
 import { writeDurable } from '../../stages/dataset/io.js';
 import { tempDir } from '../helpers/e2e.js';
 
 type Files = Record<string, string>;
-const OLD: Files = { 'data-00000-of-00002.tfrecord': 'old shard 0', 'data-00001-of-00002.tfrecord': 'old shard 1, longer', 'report.json': '{"old":true}\n' };
-const NEW: Files = { 'data-00000-of-00001.tfrecord': 'new shard 0 '.repeat(50), 'report.json': '{"new":true}\n', 'report.html': '<p>new</p>\n' };
+// Each has a folder of files (the report's pictures): the swap moves it as a whole, the manifest lists its files.
+const OLD: Files = { 'data-00000-of-00002.tfrecord': 'old shard 0', 'data-00001-of-00002.tfrecord': 'old shard 1, longer', 'report.json': '{"old":true}\n', 'report-files/old.jpg': 'old picture', 'report-files/both.png': 'old' };
+const NEW: Files = { 'data-00000-of-00001.tfrecord': 'new shard 0 '.repeat(50), 'report.json': '{"new":true}\n', 'report.html': '<p>new</p>\n', 'report-files/both.png': 'new picture', 'report-files/new.jpg': 'new' };
 const isShard = (f: string): boolean => f.endsWith('.tfrecord');
 
 /** The pid of a process that has ended. */
@@ -28,7 +29,10 @@ async function deadPid(): Promise<number> {
 
 async function writeFiles(dir: string, files: Files): Promise<void> {
   await mkdir(dir, { recursive: true });
-  for (const [f, text] of Object.entries(files)) await writeFile(join(dir, f), text);
+  for (const [f, text] of Object.entries(files)) {
+    await mkdir(dirname(join(dir, f)), { recursive: true });
+    await writeFile(join(dir, f), text);
+  }
 }
 
 async function manifestFor(dir: string, files: Files, csv: string, runId: string) {
@@ -51,9 +55,13 @@ async function setup(root: string, runId?: string): Promise<{ out: string; stagi
 }
 
 /** The folder's dataset files and their text (hidden names left out), and whether the work folder is intact. */
-async function contents(out: string): Promise<Files> {
+async function contents(out: string, prefix = ''): Promise<Files> {
   const files: Files = {};
-  for (const f of (await readdir(out)).sort()) if (!f.startsWith('.') && f !== 'manifest.json') files[f] = await readFile(join(out, f), 'utf8');
+  for (const e of (await readdir(join(out, prefix), { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
+    if (e.name.startsWith('.') || e.name === 'manifest.json') continue;
+    if (e.isDirectory()) Object.assign(files, await contents(out, `${prefix}${e.name}/`));
+    else files[`${prefix}${e.name}`] = await readFile(join(out, prefix, e.name), 'utf8');
+  }
   return files;
 }
 
@@ -72,7 +80,34 @@ t.test('a commit replaces the dataset as a whole; stale shards go, the work fold
   const m = await readManifest(out);
   t.equal(m?.run_id, staging.runId);
   t.match(m, { records: 1, shards: [{ file: 'data-00000-of-00001.tfrecord', records: 1, bytes: Buffer.byteLength(NEW['data-00000-of-00001.tfrecord']!) }], csv: { path: csv }, models: { embedder: { path: '/m.onnx' } } });
-  t.same(m?.files.map((f) => f.file), ['report.html', 'report.json']);
+  t.same(m?.files.map((f) => f.file), ['report-files/both.png', 'report-files/new.jpg', 'report.html', 'report.json'], 'the folder\'s files listed by relative path');
+});
+
+t.test('a dataset without the folder replaces one with it: the old folder goes; a file of the folder changed or gone is a problem', async (t) => {
+  const root = await tempDir(t, 'commit-folder-');
+  const { out, staging, csv } = await setup(root);
+  await rm(join(staging.dir, 'report-files'), { recursive: true });
+  const plain = Object.fromEntries(Object.entries(NEW).filter(([f]) => !f.includes('/')));
+  await commitStaging(staging, await manifestFor(staging.dir, plain, csv, staging.runId));
+  await verifies(t, out, plain, 'after the commit');
+  t.notOk(existsSync(join(out, 'report-files')), 'the old folder is gone');
+  // And back: a dataset with the folder; then damage one of its files.
+  const again = await openStaging(out);
+  await writeFiles(again.dir, NEW);
+  await commitStaging(again, await manifestFor(again.dir, NEW, csv, again.runId));
+  await verifies(t, out, NEW, 'with the folder again');
+  await writeFile(join(out, 'report-files', 'new.jpg'), 'NEW');
+  await rm(join(out, 'report-files', 'both.png'));
+  const problems = await verifyManifest(out, Object.keys(NEW).filter(isShard));
+  t.match(problems, [/E_DATASET_FILE_MISSING: .*report-files\/both\.png is listed/, /E_MANIFEST_MISMATCH: .*report-files\/new\.jpg: sha256 differs/]);
+});
+
+t.test('a manifest naming a file outside the folder is refused', async (t) => {
+  const root = await tempDir(t, 'commit-unsafe-');
+  for (const bad of ['../x', 'a//b', '.hidden/x', '/abs', 'a/../../b']) {
+    await writeFile(join(root, 'manifest.json'), JSON.stringify({ format: 1, shards: [], files: [{ file: bad, bytes: 1, sha256: 'a'.repeat(64) }] }));
+    await t.rejects(readManifest(root), { code: 'E_MANIFEST_INVALID' }, `${bad} refused`);
+  }
 });
 
 t.test('a kill after any step of the swap: the folder is never half-replaced, and recover rolls it forward', async (t) => {

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { descendants, isAlive } from '../../stages/cli/proc-tree.js';
 import { openStaging, prepareCommit, swapSteps } from '../../stages/dataset/commit.js';
@@ -19,13 +19,19 @@ import { e2eUnavailable, makeSlides, readReport, runCli, startCli, tempDir, TILE
 const T = TILE.tileSize;
 const SLIDES: SlideSpec[] = ['a0', 'b0', 'c0'].map((image_id, i) => ({ image_id, width: 1344, height: 1344, seed: 60 + i, tissue: [{ kind: 'rect' as const, x: T, y: T, w: 3 * T, h: 2 * T }] }));
 
-/** Every file of the dataset folder (the work folder left out) with its sha256 ('folder' for a folder). */
-async function snapshot(out: string): Promise<Record<string, string>> {
+/**
+ * Every file of the dataset folder (the work folder left out) with its sha256: a dataset's folder (the report's
+ * pictures, report-files/) by its files' relative paths, a hidden folder (staging) as 'folder'.
+ */
+async function snapshot(out: string, prefix = ''): Promise<Record<string, string>> {
   const files: Record<string, string> = {};
-  for (const f of (await readdir(out)).sort()) {
+  for (const f of (await readdir(join(out, prefix))).sort()) {
     if (f === '.work') continue;
-    if ((await stat(join(out, f))).isDirectory()) files[f] = 'folder';
-    else files[f] = createHash('sha256').update(await readFile(join(out, f))).digest('hex');
+    const path = join(out, prefix, f);
+    if ((await stat(path)).isDirectory()) {
+      if (f.startsWith('.')) files[`${prefix}${f}`] = 'folder';
+      else Object.assign(files, await snapshot(out, `${prefix}${f}/`));
+    } else files[`${prefix}${f}`] = createHash('sha256').update(await readFile(path)).digest('hex');
   }
   return files;
 }
@@ -52,7 +58,8 @@ if (unavailable) {
 
   t.test('a finished run: shards, report and a manifest that verifies', async (t) => {
     t.equal(first.code, 0, first.stderr);
-    t.same(Object.keys(good), ['data-00000-of-00001.tfrecord', 'manifest.json', 'report.html', 'report.json'], 'no staging folder or journal left');
+    t.same(Object.keys(good).filter((f) => !f.startsWith('report-files/')), ['data-00000-of-00001.tfrecord', 'manifest.json', 'report.html', 'report.json'], 'no staging folder or journal left');
+    t.equal(Object.keys(good).filter((f) => f.startsWith('report-files/')).length, 6, 'the report\'s pictures: a thumbnail and a mask per slide');
     const manifest = JSON.parse(goodBytes.get('manifest.json')!.toString()) as { shards: Array<{ file: string; records: number; bytes: number; sha256: string }>; csv: { path: string; sha256: string }; models: Record<string, { sha256: string }> };
     t.match(manifest.shards, [{ file: 'data-00000-of-00001.tfrecord', records: 3, bytes: goodBytes.get('data-00000-of-00001.tfrecord')!.length, sha256: good['data-00000-of-00001.tfrecord'] }]);
     t.same(manifest.csv, { path: csv, sha256: createHash('sha256').update(await readFile(csv)).digest('hex') });
@@ -117,7 +124,10 @@ if (unavailable) {
     const dead = spawn(process.execPath, ['-e', '']);
     await new Promise((resolve) => dead.on('exit', resolve));
     const staging = await openStaging(out, `0badcafe-${dead.pid}-${hostname()}`);
-    for (const f of ['data-00000-of-00001.tfrecord', 'report.json', 'report.html']) await writeFile(join(staging.dir, f), goodBytes.get(f)!);
+    for (const f of Object.keys(good).filter((n) => n !== 'manifest.json')) {
+      await mkdir(dirname(join(staging.dir, f)), { recursive: true });
+      await writeFile(join(staging.dir, f), goodBytes.get(f)!);
+    }
     const shardBytes = goodBytes.get('data-00000-of-00001.tfrecord')!.length;
     const manifest = await buildManifest(staging.dir, { runId: staging.runId, shards: [{ file: 'data-00000-of-00001.tfrecord', records: 3, bytes: shardBytes }], csvFile: csv, params: {}, models: {} });
     const journal = await prepareCommit(staging, manifest);
