@@ -53,7 +53,7 @@ if (unavailable) {
     t.equal(run2.code, 0, run2.stderr);
     t.equal(run1.code, 0, run1.stderr);
     const names = (await readdir(out2)).filter((n) => !n.startsWith('.')).sort();
-    t.same(names, ['a0.geojson', 'a0.h5', 'a1.geojson', 'a1.h5', 'b0.geojson', 'b0.h5', 'data-00000-of-00001.tfrecord', 'manifest.json', 'report.html', 'report.json']);
+    t.same(names, ['a0.geojson', 'a0.h5', 'a1.geojson', 'a1.h5', 'b0.geojson', 'b0.h5', 'data-00000-of-00001.tfrecord', 'manifest.json', 'report-files', 'report.html', 'report.json']);
     const manifest = JSON.parse(await readFile(join(out2, 'manifest.json'), 'utf8')) as { files: Array<{ file: string; bytes: number; sha256: string }>; params: { formats: string[] } };
     t.same(manifest.params.formats, ['tfrecord', 'h5', 'geojson']);
     for (const f of ['a0.h5', 'a1.h5', 'b0.h5', 'a0.geojson', 'a1.geojson', 'b0.geojson']) {
