@@ -1,5 +1,5 @@
 /** Errors raised by model building, weight import and model checks; `code` says which kind. */
-export type ModelErrorCode = 'E_WEIGHTS' | 'E_MODEL' | 'E_LUT';
+export type ModelErrorCode = 'E_WEIGHTS' | 'E_MODEL' | 'E_LUT' | 'E_INT8_GATE';
 
 export class ModelError extends Error {
   readonly code: ModelErrorCode;

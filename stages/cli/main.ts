@@ -17,7 +17,7 @@ export type { MainDeps } from './job.js';
 function isUsageError(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;
   // E_OUTPUT_IO, E_DATASET_SWAP: only from openDataset, before any slide (the job catches them afterwards).
-  return code === 'E_USAGE' || code === 'E_CSV' || code === 'E_WEIGHTS' || code === 'E_MODEL' || code === 'E_LOCKED' || code === 'E_LOCK' || code === 'E_OUTPUT_IO' || code === 'E_DATASET_SWAP';
+  return code === 'E_USAGE' || code === 'E_CSV' || code === 'E_WEIGHTS' || code === 'E_MODEL' || code === 'E_INT8_GATE' || code === 'E_LOCKED' || code === 'E_LOCK' || code === 'E_OUTPUT_IO' || code === 'E_DATASET_SWAP';
 }
 export async function main(argv: readonly string[], deps: MainDeps): Promise<number> {
   const [command, ...rest] = argv;

@@ -5,8 +5,9 @@
 import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
+import { parsePrecision, PRECISION_FLAGS, PRECISION_HELP, type PrecisionOptions } from './precision-options.js';
 
-export interface RunOptions {
+export interface RunOptions extends PrecisionOptions {
   /** Absent for the demo run (no --csv): the demo set is generated and used. */
   readonly csv?: string;
   readonly slides?: string;
@@ -72,7 +73,7 @@ Main job options (defaults are the seed's constants):
   --no-share                 a slide is read by one worker only (default: once no slide is left to start, idle
                              workers join the slides still running and take runs of their tiles)
   --progress MODE            auto | bars | lines | none (auto: bars on a terminal, lines otherwise)
-  -h, --help                 this help
+${PRECISION_HELP}  -h, --help                 this help
 `;
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number;
@@ -123,6 +124,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         'no-share': { type: 'boolean' },
         progress: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        ...PRECISION_FLAGS,
       },
     });
   } catch (err) {
@@ -181,6 +183,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     tileBudget,
     bagMemoryMb: positiveInt('bag-memory-mb', v['bag-memory-mb'], 256),
     progress,
+    ...parsePrecision(v),
   };
 }
 
