@@ -14,6 +14,8 @@ const FLOAT = 1;
 const UINT8 = 2;
 const INT8 = 3;
 const INT32 = 6;
+/** Weights use -127..127 (symmetric: zero point 0). */
+const WMAX = 127;
 
 /** The ops whose activation inputs and outputs are quantized. */
 export const QUANTIZED_OPS: ReadonlySet<string> = new Set(['Conv', 'Sigmoid', 'Mul', 'Add', 'GlobalAveragePool', 'GlobalMaxPool']);
@@ -128,9 +130,9 @@ function quantizeConvWeights(n: OnnxNode, inits: ReadonlyMap<string, OnnxTensor>
   for (let o = 0; o < cout; o++) {
     let amax = 0;
     for (let i = 0; i < per; i++) amax = Math.max(amax, Math.abs(w[o * per + i]!));
-    const s = amax > 0 ? amax / 127 : 1;
+    const s = amax > 0 ? amax / WMAX : 1;
     ws[o] = s;
-    for (let i = 0; i < per; i++) wq[o * per + i] = Math.max(-127, Math.min(127, Math.round(w[o * per + i]! / s)));
+    for (let i = 0; i < per; i++) wq[o * per + i] = Math.max(-WMAX, Math.min(WMAX, Math.round(w[o * per + i]! / s)));
   }
   const base = `${wt.name}.k${k}`;
   const tensors = [

@@ -138,7 +138,7 @@ function gateError(b: BuildRecord, s: Int8Settings): ModelError {
   const kept = b.keptFloat.length > 0 ? `, after keeping ${b.keptFloat.length} tensor(s) in fp32 (${b.keptFloat.map((k) => k.tensor).join(', ')})` : '';
   return new ModelError(
     'E_INT8_GATE',
-    `--precision int8 refused: on ${f.tiles} held-out tiles the int8 embedder agrees with fp32 at mean cosine ${f.mean_cosine.toFixed(5)} ` +
+    `--precision int8 refused (E_INT8_GATE): on ${f.tiles} held-out tiles the int8 embedder agrees with fp32 at mean cosine ${f.mean_cosine.toFixed(5)} ` +
       `and 1st percentile ${f.p1_cosine.toFixed(5)} (gate: ${s.gate.mean} / ${s.gate.p1}; max abs error ${f.max_abs_error.toPrecision(3)})${kept}.\n` +
       `The tensors whose quantization errs most:\n${worst}\n` +
       `Run with --precision fp32, allow more fallback (--int8-fallback N, now ${s.maxFallback}), or lower the gate explicitly (--int8-gate MEAN,P1).`,

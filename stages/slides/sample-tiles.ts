@@ -1,8 +1,8 @@
 /**
  * A sample of tiles drawn across a job's slides (the int8 embedder's calibration and held-out tiles): each slide's
  * tiles are selected as the run selects them (thumbnail, background threshold, --max-tiles), then `perSlide` of them
- * are taken evenly spaced through the slide's row-major list; alternate picks go to the two sets, so calibration and
- * held-out tiles are distinct and both cover every slide. Positions first (thumbnails only), pixels on demand.
+ * are taken evenly spaced through the slide's row-major list (calibration from the even-numbered tiles, held-out
+ * from the odd-numbered ones), so calibration and held-out tiles are distinct and both cover every slide. Positions first (thumbnails only), pixels on demand.
  */
 import type { SlideTask, TileParams } from '../types.js';
 import { openSlide } from './open.js';
@@ -65,10 +65,14 @@ export async function sampleTiles(tasks: readonly SlideTask[], params: TileParam
       if ((err as { code?: unknown }).code === undefined) throw err;
       continue;
     }
-    // Alternate picks: even ones calibrate, odd ones are held out (a short slide gives both sets half its tiles).
-    const picks = evenlySpaced(positions.length, 2 * Math.max(perCal, perHeld)).map((p) => ({ image_id: task.image_id, x: positions[p]![0], y: positions[p]![1] }));
-    cal.push(...picks.filter((_, i) => i % 2 === 0).slice(0, Math.min(perCal, calibration - cal.length)));
-    held.push(...picks.filter((_, i) => i % 2 === 1).slice(0, Math.min(perHeld, heldOut - held.length)));
+    // Even-numbered kept tiles calibrate, odd-numbered ones are held out, each set spread evenly over its half:
+    // the two never share a tile, and one set's size does not move the other's tiles.
+    const pick = (parity: number, k: number): SampledTile[] => {
+      const half = positions.filter((_, i) => i % 2 === parity);
+      return evenlySpaced(half.length, k).map((i) => ({ image_id: task.image_id, x: half[i]![0], y: half[i]![1] }));
+    };
+    cal.push(...pick(0, Math.min(perCal, calibration - cal.length)));
+    held.push(...pick(1, Math.min(perHeld, heldOut - held.length)));
   }
   return { calibration: cal, heldOut: held };
 }
