@@ -1,5 +1,5 @@
 /**
- * Issue 18, int8 EfficientNet-B0 (`npm run build && node dist/bench/int8.js [--pairs N] [--job]`):
+ * Issue 18, int8 EfficientNet-B0 (`npm run build && node dist/bench/int8.js [--pairs N] [--job | --job-only]`):
  *   1. embedding CPU ms per tile, fp32 vs int8 (the QDQ model, calibrated on seeded tissue-like tiles), at batch 1
  *      and 8, one onnxruntime thread, measured in alternated pairs in one process (process.cpuUsage), medians;
  *   2. with --job: the main job end to end on the demo slides (demo models; StainNet table; 2 workers), fp32 vs
@@ -119,7 +119,7 @@ function endToEnd(): string[] {
 }
 
 const load0 = os.loadavg()[0]!;
-const rows = [...(await embedding()), ...(args.includes('--job') ? endToEnd() : [])];
+const rows = [...(args.includes('--job-only') ? [] : await embedding()), ...(args.includes('--job') || args.includes('--job-only') ? endToEnd() : [])];
 console.log(`CPU: ${os.cpus()[0]?.model} x ${os.cpus().length}; load average ${load0.toFixed(1)} -> ${os.loadavg()[0]!.toFixed(1)}`);
 console.log('| figure | fp32 | int8 | int8/fp32 | how |\n|---|---|---|---|---|');
 for (const r of rows) console.log(r);
