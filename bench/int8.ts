@@ -92,7 +92,7 @@ async function embedding(): Promise<string[]> {
 }
 
 function job(dir: string, out: string, precision: 'fp32' | 'int8'): { tilesPerS: number; rssMb: number } {
-  const cli = resolve(fileURLToPath(new URL('../graph.js', import.meta.url)));
+  const cli = resolve(fileURLToPath(new URL('../../graph.js', import.meta.url)));
   const r = spawnSync(process.execPath, [cli, '--out', join(dir, out), '--progress', 'none', '--workers', '2', '--no-resume', '--precision', precision], { cwd: dir, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`job ${precision} exited ${r.status}: ${r.stderr}`);
   const report = JSON.parse(readFileSync(join(dir, out, 'report.json'), 'utf8')) as { tiles_written: number; elapsed_s: number; peak_rss_mb: number };
