@@ -97,6 +97,9 @@ export async function preparePrecision(p: PrecisionInputs): Promise<{ embedder: 
     await writeAtomic(recordFile, JSON.stringify(built));
   }
   if (!built.passed) throw gateError(built, s);
+  const f = built.figures;
+  p.log(`int8: ${reused ? 'cached model' : 'gate passed'}: mean cosine ${f.mean_cosine.toFixed(5)}, 1st percentile ${f.p1_cosine.toFixed(5)} on ${f.tiles} held-out tiles` +
+    (built.keptFloat.length > 0 ? `, ${built.keptFloat.length} tensor(s) kept in fp32: ${built.keptFloat.map((k) => k.tensor).join(', ')}` : ''));
   return {
     embedder: modelFile,
     record: {
