@@ -29,6 +29,7 @@ import { checkJobPaths } from '../dataset/paths.js';
 import { sha256File } from '../dataset/manifest.js';
 import { openDataset, publish, type Publication } from '../dataset/publish.js';
 import type { SlideFilesConfig } from '../slide-files/formats.js';
+import { preparePrecision, type PrecisionRecord } from './precision.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
@@ -82,8 +83,12 @@ async function runLocked(opts: RunOptions, deps: MainDeps): Promise<number> {
   prestartWorkers(Math.min(workers, inputs.rows.length || 1), deps.workerModule);
 
   const models = await prepareModels(opts, inputs.workDir, cacheDir);
-  const slide = await slideConfig(opts, models, workers, cacheDir);
-  const checkpointDir = await openCheckpoints(opts, inputs.workDir, slide, models.report);
+  const fp32Slide = await slideConfig(opts, models, workers, cacheDir);
+  // --precision int8: the embedder's int8 copy, calibrated and gated on these slides (E_INT8_GATE: exit 2).
+  const precision = await preparePrecision({ ...opts, rows: inputs.rows, slidesDir: inputs.slidesDir, slide: fp32Slide, embedderSha256: models.report.embedder!.sha256, normalizerSha256: models.report.normalizer?.sha256 ?? 'none', cacheDir, log: (line) => console.error(line) });
+  const slide: SlideConfig = { ...fp32Slide, embedder: precision.embedder };
+  if (precision.record.int8) models.report.embedder_int8 = { path: precision.record.int8.model, sha256: precision.record.int8.sha256, weights: `int8 of ${models.report.embedder!.weights}` };
+  const checkpointDir = await openCheckpoints(opts, inputs.workDir, slide, models.report, precision.record);
   // The run writes into a staging folder; the dataset in --out is replaced only as a whole (stages/dataset/).
   const staging = await openDataset(opts.out, (line) => console.error(line));
   const config: PipelineConfig = {
@@ -105,7 +110,7 @@ async function runLocked(opts: RunOptions, deps: MainDeps): Promise<number> {
   const record = new RunRecord(inputs.rows, opts.tileSize, createProgress(opts.progress, inputs.rows.length));
   onWorkerStderr((pid, line) => record.onWorkerLine(pid, line)); // a worker's messages name the slide it runs
   const outcome = await runGraph(deps, config, opts, inputs.workDir, record);
-  const report = runReport({ opts, inputs, slide, workers, models: models.report, record, outcome, started, elapsedMs: performance.now() - t0, peakRssBytes: rss.stop() });
+  const report = runReport({ opts, inputs, slide, precision: precision.record, workers, models: models.report, record, outcome, started, elapsedMs: performance.now() - t0, peakRssBytes: rss.stop() });
   const finished = outcome.fatal === undefined && outcome.stoppedBy === undefined;
   const paths = await publish({ staging, workDir: inputs.workDir, report, pictures: record.pictures, written: record.written, finished, csvFile: inputs.csvFile });
   await tellUser({ opts, inputs, checkpointDir, record, outcome, report, paths });
@@ -188,13 +193,15 @@ async function slideConfig(opts: RunOptions, models: JobModels, workers: number,
 function slideFilesConfig(opts: RunOptions, models: RunReport['models']): SlideFilesConfig {
   const embedder = models.embedder;
   const name = embedder === undefined ? 'unknown' : `${basename(embedder.path)}${embedder.weights === 'demo-untrained' ? ' (demo-untrained)' : ''}`;
-  return { formats: opts.formats, encoder: { name, sha256: embedder?.sha256 ?? '' }, precision: 'fp32' };
+  return { formats: opts.formats, encoder: { name, sha256: embedder?.sha256 ?? '' }, precision: opts.precision };
 }
 
 /** The checkpoint folder: valid only for the same tile parameters and the same model bytes (--no-resume empties it). */
-async function openCheckpoints(opts: RunOptions, workDir: string, slide: SlideConfig, models: RunReport['models']): Promise<string> {
+async function openCheckpoints(opts: RunOptions, workDir: string, slide: SlideConfig, models: RunReport['models'], precision: PrecisionRecord): Promise<string> {
+  // int8: the int8 model's own sha256 too, so an fp32 and an int8 run (or two int8 calibrations) never share slides.
+  const embedder = precision.int8 === undefined ? models.embedder?.sha256 : { precision: 'int8', fp32: models.embedder?.sha256, int8: precision.int8.sha256 };
   const fingerprint = createHash('sha256')
-    .update(JSON.stringify({ format: CHECKPOINT_FORMAT, tile: slide.tile, normalizer: models.normalizer?.sha256 ?? 'none', embedder: models.embedder?.sha256, ...(slide.allowNonRgb === true && { allowNonRgb: true }) }))
+    .update(JSON.stringify({ format: CHECKPOINT_FORMAT, tile: slide.tile, normalizer: models.normalizer?.sha256 ?? 'none', embedder, ...(slide.allowNonRgb === true && { allowNonRgb: true }) }))
     .digest('hex')
     .slice(0, 16);
   const checkpointDir = join(workDir, 'checkpoints', fingerprint);
@@ -254,6 +261,7 @@ interface ReportParts {
   readonly opts: RunOptions;
   readonly inputs: JobInputs;
   readonly slide: SlideConfig;
+  readonly precision: PrecisionRecord;
   readonly workers: number;
   readonly models: RunReport['models'];
   readonly record: RunRecord;
@@ -270,7 +278,7 @@ function runReport(p: ReportParts): RunReport {
     started_at: p.started.toISOString(),
     elapsed_s: p.elapsedMs / 1000,
     exit_code: exitCodeOf(outcome, record),
-    params: { csv: inputs.csvFile, slides: inputs.slidesDir, out: opts.out, work_dir: inputs.workDir, ...p.slide, workers: p.workers, tile_budget: opts.tileBudget, bag_memory_mb: opts.bagMemoryMb, fail_fast: opts.failFast, resume: opts.resume, share_slides: opts.shareSlides, formats: opts.formats },
+    params: { csv: inputs.csvFile, slides: inputs.slidesDir, out: opts.out, work_dir: inputs.workDir, ...p.slide, precision: p.precision, workers: p.workers, tile_budget: opts.tileBudget, bag_memory_mb: opts.bagMemoryMb, fail_fast: opts.failFast, resume: opts.resume, share_slides: opts.shareSlides, formats: opts.formats },
     models: p.models,
     slides: [...record.slides.values()],
     patients: { written: record.written?.records ?? 0, dropped: record.dropped },

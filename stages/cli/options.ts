@@ -7,8 +7,9 @@ import { availableParallelism } from 'node:os';
 import { extname, resolve } from 'node:path';
 import { EMBEDDER_ARCHS } from '../../models/embedders.js';
 import { parseFormats, type OutputFormat } from '../slide-files/formats.js';
+import { parsePrecision, PRECISION_FLAGS, PRECISION_HELP, type PrecisionOptions } from './precision-options.js';
 
-export interface RunOptions {
+export interface RunOptions extends PrecisionOptions {
   /** Absent for the demo run (no --csv): the demo set is generated and used. */
   readonly csv?: string;
   readonly slides?: string;
@@ -88,7 +89,7 @@ Main job options (defaults are the seed's constants):
   --progress MODE            auto | bars | lines | none (auto: bars on a terminal, lines otherwise)
   --allow-non-rgb            process fluorescence / 16-bit / single-channel slides, mapped to 8-bit RGB as
                              report.json states per slide (default: they fail with E_SLIDE_NOT_BRIGHTFIELD)
-  -h, --help                 this help
+${PRECISION_HELP}  -h, --help                 this help
 `;
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number;
@@ -142,6 +143,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         formats: { type: 'string' },
         'allow-non-rgb': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
+        ...PRECISION_FLAGS,
       },
     });
   } catch (err) {
@@ -206,6 +208,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     progress,
     formats,
     allowNonRgb: v['allow-non-rgb'] ?? false,
+    ...parsePrecision(v),
   };
 }
 

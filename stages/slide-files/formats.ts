@@ -23,6 +23,6 @@ export interface SlideFilesConfig {
   readonly formats: readonly OutputFormat[];
   /** The embedder: a name (its weights) and the ONNX file's sha256. */
   readonly encoder: { readonly name: string; readonly sha256: string };
-  /** The embeddings' precision ('fp32'). */
+  /** The embeddings' precision ('fp32' or 'int8', as --precision). */
   readonly precision: string;
 }
