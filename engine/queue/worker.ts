@@ -119,10 +119,14 @@ export class QueueWorker {
     const data = job.data;
     const id = job.id ?? '';
     this.active.set(id, { job, token });
+    this.log(`took ${data.key} attempt ${job.attemptsMade + 1}`);
     try {
       await this.check(data);
-      return await this.runOnProcess(job, data);
+      const result = await this.runOnProcess(job, data);
+      this.log(`done ${data.key} (${result.tiles} tiles, ${result.seconds.toFixed(1)} s)`);
+      return result;
     } catch (err) {
+      this.log(`failed ${data.key}: ${err instanceof EngineError ? err.code : 'E_WORKER_CRASH'}: ${this.opts.connection.redact((err as Error).message)}`);
       // A checked or deterministic failure fails the job at once; a crashed process is retried (job attempts).
       if (err instanceof EngineError && err.code !== 'E_WORKER_CRASH') throw new UnrecoverableError(reasonOf(err.code, this.opts.connection.redact(err.message)));
       throw err;
