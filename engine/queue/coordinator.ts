@@ -12,7 +12,7 @@ import { Channel } from '../channel.js';
 import type { FanOutOptions, FanOutSettings } from '../fanout/options.js';
 import type { FanOutRunner } from '../fanout/runner.js';
 import type { RunEnv } from '../run-env.js';
-import { findCommitted, replayCommitted } from '../staging.js';
+import { findCommitted, removePartials, replayCommitted } from '../staging.js';
 import { EngineError, type StageContext } from '../types.js';
 import type { QueueConnection } from './connection.js';
 import { itemJobId, JOB_VERSION, parseReason, QUEUE_NAME, QUEUE_PREFIX, type ItemJob, type ItemJobProgress, type ItemJobResult, type ItemQueue } from './job-data.js';
@@ -61,13 +61,18 @@ export class QueueRunner implements FanOutRunner {
         () => run.out.close(),
         (e: unknown) => run.out.fail(e),
       );
+      let finished = false;
       try {
         yield* run.out;
+        finished = true;
       } finally {
         run.out.cancel();
         run.stop();
         await all;
       }
+      // Every item is committed or failed: partial files left by machines that died mid-item go (a late one from a
+      // machine cut off then fails its rename, and its job was redone elsewhere anyway).
+      if (finished) await removePartials(dir);
     } finally {
       waits.close();
       await events.close();
