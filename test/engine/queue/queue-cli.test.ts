@@ -9,7 +9,10 @@ import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freePort, redisMissing, startRedis } from '../../helpers/redis.js';
-import { CLI, e2eUnavailable, makeSlides, runCli, tempDir, TILE_FLAGS, writeCsv, type CliResult } from '../../helpers/e2e.js';
+import { readFile } from 'node:fs/promises';
+import { Queue } from 'bullmq';
+import { QUEUE_NAME, QUEUE_PREFIX } from '../../../engine/queue/job-data.js';
+import { CLI, e2eUnavailable, makeSlides, runCli, startCli, tempDir, TILE_FLAGS, waitFor, writeCsv, type CliResult } from '../../helpers/e2e.js';
 
 const SECRET = 'pw-s3cr3t-4217';
 
@@ -74,6 +77,30 @@ if (unavailable) {
     const fromEnv = await cli(['worker', '--queue', redis.url, '--root', cwd, '--workers', '1'], cwd, { REDIS_PASSWORD: SECRET }, /worker: ready on/);
     t.ok(fromEnv.ready, `ready with REDIS_PASSWORD: ${fromEnv.stderr}`);
     t.notOk(fromEnv.stderr.includes(SECRET), 'the password is not printed');
+  });
+
+  t.test('two coordinators on one --out: the second is refused (E_LOCKED, exit 2); the lock and its message hold no password', async (t) => {
+    const redis = await startRedis(t, ['--requirepass', SECRET]);
+    const url = `redis://:${SECRET}@127.0.0.1:${redis.port}`;
+    // --workers 0 and no worker: the first coordinator waits for its job, holding the lock.
+    const first = startCli(job('locked', url).concat(['--workers', '0']), cwd);
+    t.teardown(() => first.child.kill('SIGKILL'));
+    const lockFile = join(cwd, 'locked', '.run.lock');
+    const lock = await waitFor('the first coordinator holds the lock', async () => (existsSync(lockFile) ? readFile(lockFile, 'utf8') : undefined));
+    t.notOk(lock.includes(SECRET), 'the lock file does not record the password');
+    t.match(lock, /redis:\/\/:\*\*\*@127\.0\.0\.1/, 'it records the command with the password redacted');
+    const second = await runCli(job('locked', url).concat(['--workers', '0']), cwd);
+    t.equal(second.code, 2, second.stderr);
+    t.match(second.stderr, /E_LOCKED|is locked|another run|in use/i);
+    t.notOk(second.stderr.includes(SECRET), 'the refusal does not print the password');
+    // Once its job waits in Redis, the first coordinator is in its run: SIGTERM stops it (143) and it tells how to resume.
+    const queue = new Queue(QUEUE_NAME, { connection: { host: '127.0.0.1', port: redis.port, password: SECRET }, prefix: QUEUE_PREFIX });
+    t.teardown(() => queue.close());
+    await waitFor('the job in Redis', async () => ((await queue.getJobCounts('waiting')).waiting ?? 0) >= 1);
+    first.child.kill('SIGTERM');
+    const r = await first.done;
+    t.equal(r.code, 143, 'the first coordinator stops on SIGTERM');
+    t.notOk(r.stderr.includes(SECRET), 'nor does the first coordinator');
   });
 
   t.test('bad queue flags are usage errors (exit 2)', async (t) => {
