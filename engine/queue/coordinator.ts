@@ -6,6 +6,7 @@
  * delivers, so the output is the same. A job failed on every attempt is the item failed (its event, the run goes on,
  * or stops with failFast); a wait never outlives the run (abort) and never misses an end (events plus a sweep).
  */
+import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import { Queue, QueueEvents, type Job } from 'bullmq';
 import { Channel } from '../channel.js';
@@ -99,6 +100,8 @@ class QueueRun<I, O> {
   ) {
     this.out = new Channel<O>(Math.max(1, settings.opts.highWaterMark ?? 2));
     this.fo = settings.opts;
+    // Every awaited job listens for this run's stop: one listener per item (node warns past 10 by default).
+    setMaxListeners(0, this.controller.signal);
     ctx.signal.addEventListener('abort', () => this.stop(), { once: true });
   }
 

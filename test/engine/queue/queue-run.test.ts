@@ -5,6 +5,7 @@
  */
 import t from 'tap';
 import { hostname } from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { redisMissing, startRedis } from '../../helpers/redis.js';
 import { e2eUnavailable, makeSlides, readReport, runCli, shardBytes, startCli, tempDir, TILE, TILE_FLAGS, writeCsv, type SlideSpec } from '../../helpers/e2e.js';
@@ -76,6 +77,24 @@ if (unavailable) {
     t.equal(gone?.code, 'E_SLIDE_MISSING', 'the slide keeps its own code');
     t.equal(gone?.attempts, 1, 'not retried: the error is the slide\'s own');
     t.equal(report.patients.written, 2, 'the other patients are written');
+  });
+
+  t.test('a worker whose --root holds the work folder but not the slides: every slide fails E_QUEUE_PATH', async (t) => {
+    const redis = await startRedis(t);
+    const out = join(cwd, 'q4');
+    await mkdir(out, { recursive: true });
+    const worker = startCli(['worker', '--queue', redis.url, '--root', out, '--workers', '1'], cwd);
+    t.teardown(() => {
+      worker.child.kill('SIGKILL');
+    });
+    const run = await runCli([...args(out), '--queue', redis.url, '--workers', '0'], cwd);
+    t.equal(run.code, 1, 'exit 1: slides failed');
+    const report = await readReport(join(out, '.work')); // no patient written: the report is in the work folder
+    t.equal(report.slides.length, SLIDES.length);
+    for (const s of report.slides) {
+      t.equal(s.code, 'E_QUEUE_PATH', `${s.image_id}: refused`);
+      t.match(s.error ?? '', /slides folder .* is outside this worker's --root/);
+    }
   });
 
   t.test('a coordinator with its own workers; rerun: every slide replayed, nothing redone', async (t) => {
