@@ -8,6 +8,8 @@ import { extname, resolve } from 'node:path';
 import { EMBEDDER_ARCHS } from '../../models/embedders.js';
 import { parseFormats, type OutputFormat } from '../slide-files/formats.js';
 import { parsePrecision, PRECISION_FLAGS, PRECISION_HELP, type PrecisionOptions } from './precision-options.js';
+import { UsageError } from './usage-error.js';
+import { QUEUE_FLAGS, QUEUE_HELP, queueOptions, type QueueOptions } from './queue-options.js';
 
 export interface RunOptions extends PrecisionOptions {
   /** Absent for the demo run (no --csv): the demo set is generated and used. */
@@ -43,12 +45,11 @@ export interface RunOptions extends PrecisionOptions {
   readonly formats: readonly OutputFormat[];
   /** Process slides that are not 8-bit RGB brightfield, mapped to RGB as stated in the report (default: refuse them). */
   readonly allowNonRgb: boolean;
+  /** --queue: the slides run through BullMQ on Redis (stages/cli/queue-run.ts); --workers may then be 0. */
+  readonly queue?: QueueOptions;
 }
 
-export class UsageError extends Error {
-  readonly code = 'E_USAGE';
-  override readonly name = 'UsageError';
-}
+export { UsageError } from './usage-error.js';
 
 export const HELP = `Usage:
   node graph.js                                   run on the built-in demo data (out/demo/)
@@ -90,7 +91,8 @@ Main job options (defaults are the seed's constants):
   --allow-non-rgb            process fluorescence / 16-bit / single-channel slides, mapped to 8-bit RGB as
                              report.json states per slide (default: they fail with E_SLIDE_NOT_BRIGHTFIELD)
 ${PRECISION_HELP}  -h, --help                 this help
-`;
+
+${QUEUE_HELP}`;
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number;
 function positiveInt(name: string, value: string | undefined, fallback: undefined): number | undefined;
@@ -144,6 +146,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         'allow-non-rgb': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         ...PRECISION_FLAGS,
+        ...QUEUE_FLAGS,
       },
     });
   } catch (err) {
@@ -176,11 +179,13 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
   // 8 tiles go through each stage one after another (each stage's code and tables stay in the caches), run by
   // EfficientNet one model batch at a time: 5-9% less CPU per tile than one tile at a time (bench/RESULTS.md, 26).
   const groupSize = Math.max(batchSize, positiveInt('group-size', v['group-size'], 8));
-  const workers = positiveInt('workers', v.workers, availableParallelism());
+  const queue = queueOptions(v);
+  // With --queue, 0 workers: this machine only coordinates (other machines run the slides).
+  const workers = queue !== undefined && v.workers === '0' ? 0 : positiveInt('workers', v.workers, availableParallelism());
   const tileBudget = positiveInt('tile-budget', v['tile-budget'], 256);
   // Each worker gets floor(budget / workers) tiles and decodes at least one at a time: below one per worker the
   // budget could not hold (the run would keep more tiles in memory than asked).
-  if (tileBudget < workers) {
+  if (tileBudget < Math.max(1, workers)) {
     throw new UsageError(`--tile-budget ${tileBudget} is below --workers ${workers}: each worker holds at least 1 tile, so the run needs --tile-budget ${workers} or more (or fewer --workers)`);
   }
   return {
@@ -209,6 +214,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     formats,
     allowNonRgb: v['allow-non-rgb'] ?? false,
     ...parsePrecision(v),
+    ...(queue !== undefined && { queue }),
   };
 }
 
@@ -233,6 +239,7 @@ export const BATCH_WAIT_MS = 50;
 export function optionWarnings(opts: Pick<RunOptions, 'workers' | 'tileBudget' | 'groupSize'>, cores = availableParallelism()): string[] {
   const warnings: string[] = [];
   if (opts.workers > cores) warnings.push(`--workers ${opts.workers} is more than the ${cores} core(s) of this machine: the workers share the cores (more memory, no faster)`);
+  if (opts.workers === 0) return warnings;
   const perWorker = Math.floor(opts.tileBudget / opts.workers);
   if (perWorker < opts.groupSize) {
     warnings.push(

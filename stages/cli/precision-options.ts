@@ -42,7 +42,8 @@ export const PRECISION_HELP = `  --precision P              embedder precision: 
   --int8-fallback N          most tensors kept in fp32, one at a time, to pass the gate (8; 0: none)
 `;
 
-type Values = Record<string, string | boolean | undefined>;
+/** The parsed values of PRECISION_FLAGS (all strings). */
+type Values = { readonly [K in keyof typeof PRECISION_FLAGS]?: string };
 
 class PrecisionUsageError extends Error {
   readonly code = 'E_USAGE';
@@ -60,7 +61,7 @@ function count(name: string, value: string | boolean | undefined, fallback: numb
 export function parsePrecision(v: Values): PrecisionOptions {
   const precision = (v.precision ?? 'fp32') as Precision;
   if (precision !== 'fp32' && precision !== 'int8') throw new PrecisionUsageError(`--precision must be fp32 or int8, got "${String(v.precision)}"`);
-  const given = Object.keys(PRECISION_FLAGS).filter((k) => k !== 'precision' && v[k] !== undefined);
+  const given = (Object.keys(PRECISION_FLAGS) as Array<keyof Values>).filter((k) => k !== 'precision' && v[k] !== undefined);
   if (precision === 'fp32' && given.length > 0) throw new PrecisionUsageError(`--${given[0]} applies to --precision int8 only`);
   const method = (v['int8-calibration'] ?? 'percentile') as CalibrationMethod;
   if (!CALIBRATION_METHODS.includes(method)) throw new PrecisionUsageError(`--int8-calibration must be ${CALIBRATION_METHODS.join(' or ')}, got "${String(method)}"`);

@@ -74,7 +74,7 @@ export type TimelineItemEvent =
   | { readonly type: 'retry' | 'failed'; readonly key: string; readonly attempt: number }
   | { readonly type: 'done'; readonly key: string; readonly attempt: number }
   | { readonly type: 'replayed'; readonly key: string }
-  | { readonly type: 'progress'; readonly key: string };
+  | { readonly type: 'progress' | 'remote-progress'; readonly key: string };
 
 export type TimelineWorkerEvent =
   | { readonly type: 'spawn'; readonly pid: number }
