@@ -4,7 +4,7 @@
  * Redis keeps its data across kill -9 (AOF), and teardown leaves no namespace, interface or process.
  */
 import t from 'tap';
-import { createLab, netnsMissing, type Lab, type Machine } from './netns.js';
+import { createLab, netnsMissing, type Lab, type Machine, type NsProcess } from './netns.js';
 import { startNsRedis, type NsRedis } from './netns-redis.js';
 
 /** A PING over TCP from inside a namespace: prints Redis's answer, or the error, or "timeout" after `timeoutMs`. */
@@ -35,6 +35,8 @@ if (missing) {
     t.equal(await ping(lab, m0, redis), '+PONG', 'm0 reaches redis on m1 across the bridge');
     t.equal(await ping(lab, m2, redis), '+PONG', 'm2 too');
     t.equal(await ping(lab, m1, redis), '+PONG', 'and m1 itself on its own address');
+    const named = await lab.run(m2, process.execPath, ['-p', 'require("node:os").hostname()']).done;
+    t.equal(named.stdout.trim(), 'm2', 'a process on m2 sees the hostname m2');
 
     lab.linkDown(m0);
     t.not(await ping(lab, m0, redis, 2000), '+PONG', 'm0 cut off: no answer');
@@ -63,16 +65,16 @@ if (missing) {
   });
 
   let lab: Lab | undefined;
-  let pid: number | undefined;
+  let sleeper: NsProcess | undefined;
   await t.test('a lab with processes running at its end', async (t) => {
     lab = createLab(t, 2);
-    const p = lab.run(lab.machines[0]!, 'sleep', ['1000']);
-    pid = p.child.pid;
+    sleeper = lab.run(lab.machines[0]!, 'sleep', ['1000']);
     t.ok(lab.leftovers().length >= 3, 'namespaces exist while the test runs');
   });
   t.test('teardown left nothing', async (t) => {
     t.same(lab!.leftovers(), [], 'no namespace or interface of the lab');
-    t.throws(() => process.kill(pid!, 0), { code: 'ESRCH' }, 'its process is gone');
+    t.equal(sleeper!.child.signalCode, 'SIGKILL', 'its process was killed and reaped');
+    t.throws(() => process.kill(sleeper!.child.pid!, 0), { code: 'ESRCH' }, 'and is gone');
   });
 
   t.test('createLab refuses a silly size', async (t) => {

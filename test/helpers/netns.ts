@@ -6,7 +6,7 @@
  * so parallel runs cannot collide. The file system is shared (a namespace only changes the network), so one temp
  * folder is every machine's "shared storage".
  *
- * What a test does with it: run a process on a machine (`ip netns exec`, stdout/stderr captured, output awaited by
+ * What a test does with it: run a process on a machine (`ip netns exec`, under its own hostname, stdout/stderr captured, output awaited by
  * pattern), take a machine's link down and up (its port on the bridge: a cut cable, the machine sees no error of
  * its own), kill every process of a machine (`ip netns pids` then SIGKILL, as a power loss). `t.teardown` kills
  * every process left in the lab's namespaces, deletes the namespaces (their veths go with them) and checks that no
@@ -106,13 +106,13 @@ export function createLab(t: Teardown, n: number): Lab {
     dev: `${prefix}m${i}`,
     port: `${prefix}p${i}`,
   }));
-  const started = new Set<ChildProcess>();
+  const started = new Set<NsProcess>();
   const lab: Lab = {
     machines,
     bridgeNs,
     run: (m, cmd, args, opts = {}) => {
       const p = runIn(m, cmd, args, opts);
-      started.add(p.child);
+      started.add(p);
       return p;
     },
     pids: (m) => nsPids(m.ns),
@@ -123,7 +123,8 @@ export function createLab(t: Teardown, n: number): Lab {
   };
   t.teardown(async () => {
     for (const m of machines) if (nsExists(m.ns)) await killNs(m.ns);
-    for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const { child } of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await Promise.all([...started].map((p) => p.done));
     for (const ns of [...machines.map((m) => m.ns), bridgeNs]) if (nsExists(ns)) ip('netns', 'del', ns);
     const left = leftovers(prefix);
     if (left.length > 0) throw new Error(`netns lab ${prefix}: left behind ${left.join(', ')}`);
@@ -205,7 +206,9 @@ function leftovers(prefix: string): string[] {
 }
 
 function runIn(machine: Machine, cmd: string, args: readonly string[], opts: RunOptions): NsProcess {
-  const child = spawn('ip', ['netns', 'exec', machine.ns, cmd, ...args], { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own UTS namespace too, so os.hostname() names the machine (m0, m1, ...); unshare and sh exec, so the child's pid is cmd's.
+  const argv = ['netns', 'exec', machine.ns, 'unshare', '--uts', '--', 'sh', '-c', 'hostname "$0" && exec "$@"', machine.name, cmd, ...args];
+  const child = spawn('ip', argv, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   const waiters: Array<() => void> = [];
