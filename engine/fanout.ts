@@ -25,6 +25,10 @@ export type { FanOutOptions } from './fanout/options.js';
 /** Runs each item of `source` on a pool of worker processes (options: FanOutOptions) and yields their results. */
 export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageContext, env: RunEnv, opts: FanOutOptions<I>): AsyncGenerator<O> {
   const settings = fanOutSettings(ctx.name, opts, env);
+  if (env.fanOutRunner !== undefined) {
+    yield* env.fanOutRunner.run<I, O>(source, ctx, env, settings); // another runner (engine/fanout/runner.ts)
+    return;
+  }
   await mkdir(settings.stageDir, { recursive: true });
   if (opts.checkpointDir !== undefined) await removePartials(settings.stageDir);
   const run = new FanOutRun<I, O>(source, ctx, env, settings);

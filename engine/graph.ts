@@ -19,6 +19,7 @@ import type { RunEnv } from './run-env.js';
 import { combineStage } from './combine.js';
 import { joinStage, type JoinOutput } from './join.js';
 import { fanOutStage, type FanOutOptions } from './fanout.js';
+import type { FanOutRunner } from './fanout/runner.js';
 
 export interface GraphOptions {
   /** Used in error messages and metrics snapshots. */
@@ -37,6 +38,8 @@ export interface GraphOptions {
   readonly metricsIntervalMs?: number;
   /** Receives the stages' final metrics when the run ends, however it ends (a worker's sub-graph passes ctx.collect). */
   readonly collect?: (metrics: readonly StageMetrics[]) => void;
+  /** Runs the fan-out stages' items another way than the local worker pool (e.g. through a queue, engine/queue/). */
+  readonly fanOutRunner?: FanOutRunner;
 }
 
 export interface PipeOptions<I> {
@@ -295,6 +298,7 @@ export class Graph extends EventEmitter<GraphEvents> {
       },
       worker: (ev) => this.emit('worker', ev),
       subMetrics: (parent, stages) => tally.addSub(parent, stages),
+      ...(this.opts.fanOutRunner && { fanOutRunner: this.opts.fanOutRunner }),
     };
   }
 

@@ -7,6 +7,7 @@ export { batchStage, realClock, type BatchOptions, type Clock } from './batch.js
 export { compareKeys } from './combine.js';
 export type { JoinOutput } from './join.js';
 export type { FanOutOptions } from './fanout.js';
+export type { FanOutRunner } from './fanout/runner.js';
 export { onWorkerStderr, prestartWorkers, stopPrestarted, type StderrSink } from './worker-proc.js';
 export type { ItemFn } from './worker.js';
 export type { ItemEvent, WorkerEvent, ItemFailure } from './events.js';

@@ -8,10 +8,13 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { encodeFrame, FrameDecoder } from './frames.js';
 
 let seq = 0;
+/** Names this machine in partial files: on shared storage, machines with the same pids never share one (engine/queue/). */
+const host = hostname().replace(/[^\w.-]/g, '_');
 
 /** File name of a committed item in a checkpoint directory. */
 export function committedName(key: string): string {
@@ -131,7 +134,7 @@ export class Staging {
 
   private async openFile(): Promise<void> {
     const base = this.checkpoint ? committedName(this.key) : `stage-${seq}`;
-    this.path = join(this.dir, `${base}.partial-${process.pid}-${seq++}`);
+    this.path = join(this.dir, `${base}.partial-${host}-${process.pid}-${seq++}`);
     this.file = await open(this.path, 'w');
     if (this.checkpoint) await this.writeFrame({ key: this.key });
   }

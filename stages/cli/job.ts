@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
-import { Graph, onWorkerStderr, prestartWorkers, type RunResult } from '../../engine/index.js';
+import { Graph, onWorkerStderr, prestartWorkers, type FanOutRunner, type RunResult } from '../../engine/index.js';
 import type { PipelineConfig, PipelineHooks, SlideConfig } from '../../graph.js';
 import { BATCH_WAIT_MS, HELP, optionWarnings, parseRunOptions, type RunOptions } from './options.js';
 import { createProgress } from './progress.js';
@@ -28,6 +28,8 @@ import { lockRun } from './run-lock.js';
 import { checkJobPaths } from '../dataset/paths.js';
 import { sha256File } from '../dataset/manifest.js';
 import { openDataset, publish, type Publication } from '../dataset/publish.js';
+import type { QueueConnection } from '../../engine/queue/connection.js';
+import { modelInWorkDir, openQueue, startQueueRun } from './queue-run.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
@@ -53,16 +55,18 @@ export async function runJob(argv: readonly string[], deps: MainDeps): Promise<n
   // The folders, before any work: --slides a folder; --out and the work folder creatable and writable (exit 2).
   await checkJobPaths({ slides: parsed.slides, out: parsed.out, workDir: parsed.workDir ?? join(parsed.out, '.work') });
   // Before anything is written: a second run into the same --out or work folder stops here (E_LOCKED, exit 2).
+  // --queue: Redis reachable (and the password found) before any work, else exit 2 (E_QUEUE_UNREACHABLE).
+  const queue = parsed.queue === undefined ? undefined : await openQueue(parsed.queue);
   const lock = await lockRun(parsed);
   try {
-    return await runLocked(parsed, deps);
+    return await runLocked(parsed, deps, queue);
   } finally {
     await lock.release();
   }
 }
 
 /** runJob's steps, under the run lock. */
-async function runLocked(opts: RunOptions, deps: MainDeps): Promise<number> {
+async function runLocked(opts: RunOptions, deps: MainDeps, queue: QueueConnection | undefined): Promise<number> {
   for (const w of optionWarnings(opts)) console.error(`warning: ${w}`);
   const started = new Date();
   const t0 = performance.now();
@@ -78,7 +82,7 @@ async function runLocked(opts: RunOptions, deps: MainDeps): Promise<number> {
   // only join start when there is something to join, so they do not slow down the first slide's start.
   prestartWorkers(Math.min(workers, inputs.rows.length || 1), deps.workerModule);
 
-  const models = await prepareModels(opts, inputs.workDir, cacheDir);
+  const models = await prepareModels(opts, inputs.workDir, cacheDir, queue !== undefined);
   const slide = await slideConfig(opts, models, workers, cacheDir);
   const checkpointDir = await openCheckpoints(opts, inputs.workDir, slide, models.report);
   // The run writes into a staging folder; the dataset in --out is replaced only as a whole (stages/dataset/).
@@ -100,7 +104,13 @@ async function runLocked(opts: RunOptions, deps: MainDeps): Promise<number> {
 
   const record = new RunRecord(inputs.rows, opts.tileSize, createProgress(opts.progress, inputs.rows.length));
   onWorkerStderr((pid, line) => record.onWorkerLine(pid, line)); // a worker's messages name the slide it runs
-  const outcome = await runGraph(deps, config, opts, inputs.workDir, record);
+  const queueRun = queue === undefined ? undefined : await startQueueRun({ connection: queue, queue: opts.queue!, sha256: Object.fromEntries(Object.values(models.report).map((m) => [m.path, m.sha256])), workers, retries: config.retries, tileBudget: opts.tileBudget, slidesDir: inputs.slidesDir, workDir: inputs.workDir, workerModule: deps.workerModule, lutCacheDir: slide.lutCacheDir, log: (line) => console.error(line) });
+  let outcome: RunOutcome;
+  try {
+    outcome = await runGraph(deps, config, opts, inputs.workDir, record, queueRun?.runner);
+  } finally {
+    await queueRun?.stop();
+  }
   const report = runReport({ opts, inputs, slide, workers, models: models.report, record, outcome, started, elapsedMs: performance.now() - t0, peakRssBytes: rss.stop() });
   const finished = outcome.fatal === undefined && outcome.stoppedBy === undefined;
   const paths = await publish({ staging, workDir: inputs.workDir, report, pictures: record.pictures, written: record.written, finished, csvFile: inputs.csvFile });
@@ -143,18 +153,26 @@ interface JobModels {
   readonly report: RunReport['models'];
 }
 
-/** Demo ONNX files built once; user weights imported (and checked) into the work folder; each file's sha256. */
-async function prepareModels(opts: RunOptions, workDir: string, cacheDir: string): Promise<JobModels> {
+/**
+ * Demo ONNX files built once; user weights imported (and checked) into the work folder; each file's sha256. `shared`
+ * (--queue): every model, the demo ones too, is copied into the work folder, where every machine loads it from.
+ */
+async function prepareModels(opts: RunOptions, workDir: string, cacheDir: string, shared: boolean): Promise<JobModels> {
   const demoModels = await ensureModels(join(cacheDir, 'models'));
-  const normalizer = opts.normalizer === 'none' ? 'none' : await prepareModel(opts.normalizer, 'stainnet', demoModels.stainnet, join(workDir, 'models'));
-  const embedder = await prepareModel(opts.embedder, 'efficientnet', demoModels.efficientnet, join(workDir, 'models'));
+  const files = {
+    normalizer: opts.normalizer === 'none' ? 'none' : await prepareModel(opts.normalizer, 'stainnet', demoModels.stainnet, join(workDir, 'models')),
+    embedder: await prepareModel(opts.embedder, 'efficientnet', demoModels.efficientnet, join(workDir, 'models')),
+  };
   const report: RunReport['models'] = {};
-  for (const [name, file] of [['normalizer', normalizer], ['embedder', embedder]] as const) {
+  for (const name of ['normalizer', 'embedder'] as const) {
+    const file = files[name];
     if (file === 'none') continue;
     const sha256 = await sha256File(file);
-    report[name] = { path: file, sha256, weights: file.startsWith(cacheDir) ? 'demo-untrained' : relative(process.cwd(), file) };
+    const weights = file.startsWith(cacheDir) ? 'demo-untrained' : relative(process.cwd(), file);
+    if (shared) files[name] = await modelInWorkDir(file, name, sha256, workDir);
+    report[name] = { path: files[name], sha256, weights };
   }
-  return { normalizer, embedder, report };
+  return { ...files, report };
 }
 
 /** What every worker process gets: tile parameters, batching, models, threads. */
@@ -175,7 +193,7 @@ async function slideConfig(opts: RunOptions, models: JobModels, workers: number,
     embedder: models.embedder,
     lutCacheDir,
     ...(models.normalizer !== 'none' && { normalizerMode: await normalizerMode(models.normalizer, lutCacheDir, availableParallelism()) }),
-    threads: Math.max(1, Math.floor(availableParallelism() / workers)),
+    threads: Math.max(1, Math.floor(availableParallelism() / Math.max(1, workers))),
   };
 }
 
@@ -201,7 +219,7 @@ interface RunOutcome {
 }
 
 /** Runs the pipeline's graph; SIGINT / SIGTERM abort it (finished slides stay checkpointed). */
-async function runGraph(deps: MainDeps, config: PipelineConfig, opts: RunOptions, workDir: string, record: RunRecord): Promise<RunOutcome> {
+async function runGraph(deps: MainDeps, config: PipelineConfig, opts: RunOptions, workDir: string, record: RunRecord, fanOutRunner?: FanOutRunner): Promise<RunOutcome> {
   const controller = new AbortController();
   let stoppedBy: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -210,7 +228,7 @@ async function runGraph(deps: MainDeps, config: PipelineConfig, opts: RunOptions
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const g = new Graph({ name: 'wsi-dataset', highWaterMark: 2, tileBudget: opts.tileBudget, signal: controller.signal, tmpDir: await ensureDir(join(workDir, 'tmp')) });
+  const g = new Graph({ name: 'wsi-dataset', highWaterMark: 2, tileBudget: opts.tileBudget, signal: controller.signal, tmpDir: await ensureDir(join(workDir, 'tmp')), ...(fanOutRunner && { fanOutRunner }) });
   g.on('item', (e) => record.onItem(e));
   let maxInflight = 0;
   g.on('metrics', (m) => (maxInflight = Math.max(maxInflight, m.tiles.maxInUse)));

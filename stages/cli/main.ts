@@ -10,6 +10,7 @@ import { runJob, type MainDeps } from './job.js';
 import { modelsBuild } from './models-build.js';
 import { split } from './split.js';
 import { inspect } from './inspect.js';
+import { workerCommand } from './worker.js';
 
 export type { MainDeps } from './job.js';
 
@@ -17,8 +18,13 @@ export type { MainDeps } from './job.js';
 function isUsageError(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;
   // E_OUTPUT_IO, E_DATASET_SWAP: only from openDataset, before any slide (the job catches them afterwards).
-  return code === 'E_USAGE' || code === 'E_CSV' || code === 'E_WEIGHTS' || code === 'E_MODEL' || code === 'E_LOCKED' || code === 'E_LOCK' || code === 'E_OUTPUT_IO' || code === 'E_DATASET_SWAP';
+  return code === 'E_USAGE' || code === 'E_CSV' || code === 'E_WEIGHTS' || code === 'E_MODEL' || code === 'E_LOCKED' || code === 'E_LOCK' || code === 'E_OUTPUT_IO' || code === 'E_DATASET_SWAP' || isQueueStartError(code);
 }
+/** The queue's errors before any work (engine/queue/): a bad URL or --root, Redis unreachable or too old. */
+function isQueueStartError(code: unknown): boolean {
+  return code === 'E_QUEUE_URL' || code === 'E_QUEUE_UNREACHABLE' || code === 'E_QUEUE_REDIS' || code === 'E_QUEUE_ROOT';
+}
+
 export async function main(argv: readonly string[], deps: MainDeps): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -28,6 +34,7 @@ export async function main(argv: readonly string[], deps: MainDeps): Promise<num
       return 0;
     }
     if (command === 'inspect') return await inspect(rest);
+    if (command === 'worker') return await workerCommand(rest, deps.workerModule);
     if (command === 'models') {
       if (rest[0] !== 'build') throw new UsageError(`unknown models command "${rest[0] ?? ''}" (expected: models build)`);
       return await modelsBuild(rest.slice(1));

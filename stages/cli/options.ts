@@ -5,6 +5,8 @@
 import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
+import { UsageError } from './usage-error.js';
+import { QUEUE_FLAGS, QUEUE_HELP, queueOptions, type QueueOptions } from './queue-options.js';
 
 export interface RunOptions {
   /** Absent for the demo run (no --csv): the demo set is generated and used. */
@@ -34,12 +36,11 @@ export interface RunOptions {
   /** Megabytes of embedding rows kept in memory across all patients before bags spill to the work folder. */
   readonly bagMemoryMb: number;
   readonly progress: 'auto' | 'bars' | 'lines' | 'none';
+  /** --queue: the slides run through BullMQ on Redis (stages/cli/queue-run.ts); --workers may then be 0. */
+  readonly queue?: QueueOptions;
 }
 
-export class UsageError extends Error {
-  readonly code = 'E_USAGE';
-  override readonly name = 'UsageError';
-}
+export { UsageError } from './usage-error.js';
 
 export const HELP = `Usage:
   node graph.js                                   run on the built-in demo data (out/demo/)
@@ -73,7 +74,8 @@ Main job options (defaults are the seed's constants):
                              workers join the slides still running and take runs of their tiles)
   --progress MODE            auto | bars | lines | none (auto: bars on a terminal, lines otherwise)
   -h, --help                 this help
-`;
+
+${QUEUE_HELP}`;
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number;
 function positiveInt(name: string, value: string | undefined, fallback: undefined): number | undefined;
@@ -123,6 +125,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         'no-share': { type: 'boolean' },
         progress: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        ...QUEUE_FLAGS,
       },
     });
   } catch (err) {
@@ -152,11 +155,13 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
   // 8 tiles go through each stage one after another (each stage's code and tables stay in the caches), run by
   // EfficientNet one model batch at a time: 5-9% less CPU per tile than one tile at a time (bench/RESULTS.md, 26).
   const groupSize = Math.max(batchSize, positiveInt('group-size', v['group-size'], 8));
-  const workers = positiveInt('workers', v.workers, availableParallelism());
+  const queue = queueOptions(v);
+  // With --queue, 0 workers: this machine only coordinates (other machines run the slides).
+  const workers = queue !== undefined && v.workers === '0' ? 0 : positiveInt('workers', v.workers, availableParallelism());
   const tileBudget = positiveInt('tile-budget', v['tile-budget'], 256);
   // Each worker gets floor(budget / workers) tiles and decodes at least one at a time: below one per worker the
   // budget could not hold (the run would keep more tiles in memory than asked).
-  if (tileBudget < workers) {
+  if (tileBudget < Math.max(1, workers)) {
     throw new UsageError(`--tile-budget ${tileBudget} is below --workers ${workers}: each worker holds at least 1 tile, so the run needs --tile-budget ${workers} or more (or fewer --workers)`);
   }
   return {
@@ -181,6 +186,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     tileBudget,
     bagMemoryMb: positiveInt('bag-memory-mb', v['bag-memory-mb'], 256),
     progress,
+    ...(queue !== undefined && { queue }),
   };
 }
 
@@ -197,6 +203,7 @@ export const BATCH_WAIT_MS = 50;
 export function optionWarnings(opts: Pick<RunOptions, 'workers' | 'tileBudget' | 'groupSize'>, cores = availableParallelism()): string[] {
   const warnings: string[] = [];
   if (opts.workers > cores) warnings.push(`--workers ${opts.workers} is more than the ${cores} core(s) of this machine: the workers share the cores (more memory, no faster)`);
+  if (opts.workers === 0) return warnings;
   const perWorker = Math.floor(opts.tileBudget / opts.workers);
   if (perWorker < opts.groupSize) {
     warnings.push(

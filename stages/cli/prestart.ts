@@ -7,7 +7,7 @@ import { prestartWorkers } from '../../engine/worker-proc.js';
 import { parseRunOptions, UsageError } from './options.js';
 
 /** The sub-commands of `node graph.js` (main.ts dispatches them); anything else is a job. */
-export const SUBCOMMANDS: readonly string[] = ['split', 'inspect', 'models'];
+export const SUBCOMMANDS: readonly string[] = ['split', 'inspect', 'models', 'worker'];
 
 /**
  * Prestarts one worker for `workerModule` if `argv` runs a job: not for a sub-command, --help or a usage error
@@ -16,7 +16,8 @@ export const SUBCOMMANDS: readonly string[] = ['split', 'inspect', 'models'];
 export function prestartFirstWorker(argv: readonly string[], workerModule: string): boolean {
   if (argv[0] !== undefined && SUBCOMMANDS.includes(argv[0])) return false;
   try {
-    if (parseRunOptions(argv) === 'help') return false;
+    const opts = parseRunOptions(argv);
+    if (opts === 'help' || opts.workers === 0) return false; // --queue --workers 0: no local worker
   } catch (err) {
     if (err instanceof UsageError) return false; // main() parses the options again and reports it
     throw err;

@@ -28,6 +28,8 @@ export class RunRecord {
   private readonly notes = new Map<string, string>();
   /** The slide each worker process runs (or last ran), from the 'started' and 'joined' events: whom its stderr lines are about. */
   private readonly runningOn = new Map<number, string>();
+  /** Tiles each slide on another machine had done at its last progress (--queue: progress comes as totals). */
+  private readonly remoteTiles = new Map<string, number>();
 
   constructor(
     private readonly rows: readonly CsvRow[],
@@ -66,7 +68,9 @@ export class RunRecord {
       this.progress.slideStarted(e.key);
       r.workers = 1;
       r.attempts = e.attempt;
-      this.runningOn.set(e.pid, e.key);
+      this.remoteTiles.delete(e.key); // a new attempt counts afresh
+      if (e.host !== undefined) r.host = e.host;
+      else this.runningOn.set(e.pid, e.key); // another machine's pid names none of this machine's processes
     } else if (e.type === 'joined') {
       r.workers = (r.workers ?? 1) + 1;
       this.runningOn.set(e.pid, e.key);
@@ -79,11 +83,19 @@ export class RunRecord {
       const value = e.value as SlideResult;
       if (value.kind === 'summary') this.progress.slideTotal(e.key, value.tiles_kept);
       else if (value.kind === 'embeddings') this.progress.slideTiles(e.key, value.x.length);
+    } else if (e.type === 'remote-progress') {
+      // A slide on another machine (--queue): its job's progress, cumulative.
+      if (e.total !== undefined) this.progress.slideTotal(e.key, e.total);
+      const seen = this.remoteTiles.get(e.key) ?? 0;
+      if (e.tiles > seen) this.progress.slideTiles(e.key, e.tiles - seen);
+      this.remoteTiles.set(e.key, e.tiles);
     } else if (e.type === 'done' || e.type === 'replayed') {
+      if (e.type === 'done') queueFacts(r, e);
       Object.assign(r, { status: 'ok', error: null, seconds: e.type === 'done' ? e.durationMs / 1000 : 0, resumed: e.type === 'replayed' });
       delete r.code;
       this.progress.slideDone(e.key, r.tiles_kept ?? 0, r.seconds ?? 0, e.type === 'replayed');
     } else if (e.type === 'failed') {
+      queueFacts(r, e);
       const f = errorFacts(e.error);
       Object.assign(r, { status: 'failed', error: this.withoutCommonNote(f.code, f.message), code: f.code });
       const stored = this.fullPerCode.get(f.code) ?? 0;
@@ -137,4 +149,12 @@ export class RunRecord {
   tilesWritten(): number {
     return [...this.slides.values()].reduce((n, s) => n + (s.status === 'ok' ? s.tiles_kept ?? 0 : 0), 0);
   }
+}
+
+/** With --queue: the machine that ran the slide, its attempts and stalls. */
+function queueFacts(r: SlideReport, e: { readonly attempt: number; readonly host?: string; readonly stalls?: number }): void {
+  if (e.host === undefined) return;
+  r.host = e.host;
+  r.stalls = e.stalls ?? 0;
+  if (e.attempt > 0) r.attempts = e.attempt;
 }

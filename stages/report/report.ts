@@ -30,6 +30,9 @@ export interface SlideReport {
   code?: string;
   /** Attempts the slide took (more than 1 when its worker process died and it was retried). */
   attempts?: number;
+  /** With --queue: the machine that processed the slide (its last attempt), and how often its job was found stalled (a machine lost). */
+  host?: string;
+  stalls?: number;
   /** Why each attempt before the last one failed. */
   failed_attempts?: Array<{ attempt: number; code: string; error: string }>;
   /** Lines the worker process printed on stderr while it ran the slide (decoder warnings...): a count and the first few. */

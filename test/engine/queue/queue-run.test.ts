@@ -1,0 +1,78 @@
+/**
+ * The queue runner through the compiled CLI, on a real redis-server: a coordinator with --workers 0 and one
+ * `node graph.js worker` process write the same bytes as a local run; the coordinator with its own workers does too;
+ * the report names the host of each slide; killed and rerun, nothing is redone.
+ */
+import t from 'tap';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { redisMissing, startRedis } from '../../helpers/redis.js';
+import { e2eUnavailable, makeSlides, readReport, runCli, shardBytes, startCli, tempDir, TILE, TILE_FLAGS, writeCsv, type SlideSpec } from '../../helpers/e2e.js';
+
+const T = TILE.tileSize;
+const SLIDES: SlideSpec[] = Array.from({ length: 4 }, (_, i) => ({
+  image_id: `s${i}`,
+  width: 1344,
+  height: 1344,
+  seed: 70 + i,
+  tissue: [{ kind: 'rect' as const, x: T * (i % 2), y: T, w: 3 * T, h: 2 * T }],
+}));
+
+const unavailable = e2eUnavailable() ?? redisMissing();
+if (unavailable) {
+  t.plan(0, unavailable);
+} else {
+  const cwd = await tempDir(t, 'queue-run-');
+  const slidesDir = join(cwd, 'slides');
+  await makeSlides(slidesDir, SLIDES);
+  const csv = join(cwd, 'in.csv');
+  await writeCsv(csv, SLIDES.map((s, i) => ({ image_id: s.image_id, center_id: 0, patient_id: `p${Math.floor(i / 2)}`, image_num: i % 2, label: String(Math.floor(i / 2) % 2) })), true);
+  const args = (out: string): string[] => ['--csv', csv, '--slides', slidesDir, '--out', out, ...TILE_FLAGS, '--progress', 'none'];
+  const local = await runCli([...args(join(cwd, 'local')), '--workers', '2'], cwd);
+  const localBytes = await shardBytes(join(cwd, 'local'));
+
+  const sameBytes = async (t: Tap.Test, out: string): Promise<void> => {
+    const bytes = await shardBytes(out);
+    t.same([...bytes.keys()], [...localBytes.keys()], 'same shard files as the local run');
+    for (const [f, b] of bytes) t.ok(b.equals(localBytes.get(f)!), `${f} byte-identical to the local run`);
+  };
+
+  t.test('the local run (the reference)', async (t) => {
+    t.equal(local.code, 0, local.stderr);
+    t.ok(localBytes.size > 0, 'shards written');
+  });
+
+  t.test('a coordinator (--workers 0) and one worker command: byte-identical to the local run', async (t) => {
+    const redis = await startRedis(t);
+    const worker = startCli(['worker', '--queue', redis.url, '--root', cwd, '--workers', '1'], cwd);
+    t.teardown(() => {
+      worker.child.kill('SIGKILL');
+    });
+    const out = join(cwd, 'q1');
+    const run = await runCli([...args(out), '--queue', redis.url, '--workers', '0'], cwd);
+    t.equal(run.code, 0, run.stderr);
+    await sameBytes(t, out);
+    const report = await readReport(out);
+    for (const s of report.slides) {
+      t.equal(s.host, hostname(), `${s.image_id}: processed on this host`);
+      t.equal(s.attempts, 1, `${s.image_id}: one attempt`);
+      t.equal(s.stalls, 0, `${s.image_id}: no stall`);
+    }
+    worker.child.kill('SIGTERM');
+    const w = await worker.done;
+    t.equal(w.code, 0, `the worker exits 0 after SIGTERM: ${w.stderr}`);
+  });
+
+  t.test('a coordinator with its own workers; rerun: every slide replayed, nothing redone', async (t) => {
+    const redis = await startRedis(t);
+    const out = join(cwd, 'q2');
+    const run = await runCli([...args(out), '--queue', redis.url, '--workers', '2'], cwd);
+    t.equal(run.code, 0, run.stderr);
+    await sameBytes(t, out);
+    const again = await runCli([...args(out), '--queue', redis.url, '--workers', '0'], cwd);
+    t.equal(again.code, 0, again.stderr);
+    const report = await readReport(out);
+    t.ok(report.slides.every((s) => s.resumed === true), 'every slide replayed from its checkpoint');
+    await sameBytes(t, out);
+  });
+}
