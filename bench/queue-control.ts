@@ -9,12 +9,14 @@
  * core's worth of either bounds the rate), and memory per completed job (completed jobs are kept a day).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { Graph } from '../engine/index.js';
+import { descendants } from '../stages/cli/proc-tree.js';
 import { queueConnection } from '../engine/queue/connection.js';
 import { QueueRunner } from '../engine/queue/coordinator.js';
 import { QUEUE_NAME, QUEUE_PREFIX } from '../engine/queue/job-data.js';
@@ -30,6 +32,8 @@ export interface ControlPlaneFigures {
   readonly drain_jobs_per_s: number;
   readonly redis_cpu_ms_per_job: number;
   readonly coordinator_cpu_ms_per_job: number;
+  /** CPU of the worker processes and their local processes, per job (the rest of a job's cost). */
+  readonly workers_cpu_ms_per_job: number;
   readonly redis_bytes_per_queued_job: number;
   readonly redis_bytes_per_completed_job: number;
 }
@@ -45,6 +49,20 @@ function startWorker(url: string, root: string): Promise<ChildProcess> {
     });
     p.once('exit', (code) => reject(new Error(`bench worker exited (${code}) before it was ready`)));
   });
+}
+
+/** utime + stime (s) of `pid` and its live descendants. */
+function treeCpuS(pid: number): number {
+  let ticks = 0;
+  for (const p of [pid, ...descendants(pid)]) {
+    try {
+      const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // exited meanwhile
+    }
+  }
+  return ticks / 100;
 }
 
 async function* items(n: number): AsyncGenerator<TinyItem> {
@@ -92,6 +110,7 @@ export async function measureControlPlane(jobs = 10_000, machines = 4): Promise<
     const tDone = performance.now();
     const cpu2 = process.cpuUsage();
     const redisCpu2 = redis.cpuS();
+    const workersCpuS = workers.reduce((sum, w) => sum + treeCpuS(w.pid!), 0);
     if (delivered !== jobs) throw new Error(`queue-control: ${delivered} results for ${jobs} jobs`);
     const mem2 = await redis.usedMemory();
     const cpuMs = (a: NodeJS.CpuUsage, b: NodeJS.CpuUsage): number => (b.user - a.user + b.system - a.system) / 1000;
@@ -102,6 +121,7 @@ export async function measureControlPlane(jobs = 10_000, machines = 4): Promise<
       drain_jobs_per_s: jobs / ((tDone - tWorkers) / 1000),
       redis_cpu_ms_per_job: ((redisCpu2 - redisCpu0) * 1000) / jobs,
       coordinator_cpu_ms_per_job: (cpuMs(cpu0, cpu1) + cpuMs(cpu1, cpu2)) / jobs,
+      workers_cpu_ms_per_job: (workersCpuS * 1000) / jobs,
       redis_bytes_per_queued_job: (mem1 - mem0) / jobs,
       redis_bytes_per_completed_job: (mem2 - mem0) / jobs,
     };
@@ -125,7 +145,7 @@ export async function measureControlPlane(jobs = 10_000, machines = 4): Promise<
 export function showControlPlane(record: Pick<BenchRecord, 'show'>, f: ControlPlaneFigures): void {
   record.show(`queue control plane: enqueue (${f.jobs} tiny jobs, coordinator + Redis)`, `${f.enqueue_jobs_per_s.toFixed(0)} jobs/s`);
   record.show(`queue control plane: drained by ${f.machines} worker processes`, `${f.drain_jobs_per_s.toFixed(0)} jobs/s`);
-  record.show('queue control plane: CPU per job, Redis / coordinator', `${f.redis_cpu_ms_per_job.toFixed(2)} ms / ${f.coordinator_cpu_ms_per_job.toFixed(2)} ms`);
+  record.show('queue control plane: CPU per job, Redis / coordinator / workers', `${f.redis_cpu_ms_per_job.toFixed(2)} ms / ${f.coordinator_cpu_ms_per_job.toFixed(2)} ms / ${f.workers_cpu_ms_per_job.toFixed(2)} ms`);
   record.show('queue control plane: Redis memory per job, queued / completed (kept 24 h)', `${f.redis_bytes_per_queued_job.toFixed(0)} B / ${f.redis_bytes_per_completed_job.toFixed(0)} B`);
 }
 

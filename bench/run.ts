@@ -16,7 +16,8 @@
  * .cache/ (the 64k slide takes about a minute once). Options (bench/options.ts): --full, --json FILE, --only a,b,
  * --job-args "..." (extra flags for every job run: A/B of defaults), --repeat N (stage-cost and pipeline runs,
  * medians; 3), --memory-repeat N. `--only scaling` (not in the default run) measures how each stage alone scales
- * to every core (bench/scaling.ts).
+ * to every core (bench/scaling.ts). `--only queue-throughput,queue-control` (named only; need redis-server): the queue
+ * against the local pool, and the queue's control plane (bench/queue-throughput.ts, bench/queue-control.ts).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -29,6 +30,8 @@ import { firstTileFigure } from './first-tile.js';
 import { memorySeriesFigure, type MemoryRow } from './memory-series.js';
 import { benchOptions, CACHE, CORES } from './options.js';
 import { BenchRecord, log } from './record.js';
+import { queueControlFigure } from './queue-control.js';
+import { queueThroughputFigure } from './queue-throughput.js';
 import { scalingFigure } from './scaling.js';
 import { singleLevelFigure } from './single-level.js';
 import { slideOverheadFigure } from './slide-overhead.js';
@@ -45,6 +48,8 @@ const FIGURES: readonly Figure[] = [
   firstTileFigure(), // 5 (part `overhead`)
   slideOverheadFigure(), // 5 (part `overhead`)
   singleLevelFigure(), // single-level slides (part `single-level`, only when named)
+  queueThroughputFigure(), // the queue against the local pool (part `queue-throughput`, only when named)
+  queueControlFigure(), // the queue's control plane, 10,000 tiny jobs (part `queue-control`, only when named)
 ];
 
 /** results.json, and results.svg beside it when the memory series ran. */

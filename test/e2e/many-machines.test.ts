@@ -18,19 +18,19 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLI, e2eUnavailable, makeSlides, readReport, runCli, shardBytes, tempDir, TILE, TILE_FLAGS, waitFor, writeCsv, type ReportJson, type SlideSpec } from '../helpers/e2e.js';
+import { CLI, e2eUnavailable, makeSlides, readReport, runCli, shardBytes, tempDir, TILE, TILE_FLAGS, waitFor, writeCsv, type SlideSpec } from '../helpers/e2e.js';
 import { createLab, netnsMissing, type Lab, type Machine, type NsProcess } from '../helpers/netns.js';
 import { startNsRedis, type NsRedis } from '../helpers/netns-redis.js';
 import { redisMissing } from '../helpers/redis.js';
 
 const T = TILE.tileSize;
-// Six slides of 12 kept tiles each, three patients (as test/e2e/resume.test.ts): long enough to break things part-way.
-const SLIDES: SlideSpec[] = Array.from({ length: 6 }, (_, i) => ({
+// Four slides of 6 kept tiles each, two patients: long enough to break things part-way, short enough for 2 cores.
+const SLIDES: SlideSpec[] = Array.from({ length: 4 }, (_, i) => ({
   image_id: `s${i}`,
-  width: 1792,
-  height: 1792,
+  width: 1344,
+  height: 1344,
   seed: 40 + i,
-  tissue: [{ kind: 'rect' as const, x: T * (i % 3), y: T, w: 4 * T, h: 3 * T }],
+  tissue: [{ kind: 'rect' as const, x: T * (i % 3), y: T, w: 3 * T, h: 2 * T }],
 }));
 const PASSWORD = 'e2e-secret-7f3a';
 // Short lock and stalled-check periods: a lost machine's slide is taken again within about 3 s.
@@ -59,14 +59,6 @@ async function committed(out: string): Promise<Map<string, string>> {
   for (const f of (await walk(join(out, '.work'))).filter((f) => f.endsWith('.done'))) m.set(f, createHash('sha256').update(await readFile(join(out, '.work', f))).digest('hex'));
   return m;
 }
-
-/** The report's per-slide queue facts (which machine did it, how often its job was found stalled). */
-interface QueueRow {
-  readonly image_id: string;
-  readonly host?: string;
-  readonly stalls?: number;
-}
-const queueRows = (r: ReportJson): QueueRow[] => r.slides as unknown as QueueRow[];
 
 const unavailable = e2eUnavailable() ?? netnsMissing() ?? redisMissing();
 if (unavailable) {
@@ -159,6 +151,8 @@ if (unavailable) {
   t.test('the single-machine reference', async (t) => {
     t.equal(single.code, 0, single.stderr);
     t.ok(singleBytes.size > 0);
+    const report = await readReport(join(cwd, 'single'));
+    t.ok(report.slides.every((s) => s.status === 'ok' && s.tiles_kept === 6), 'six tiles kept on every slide');
   });
 
   const labs: Lab[] = [];
@@ -179,7 +173,7 @@ if (unavailable) {
     c.workers.delete(victim);
     const r = await coord.done;
     await sameAsSingle(t, out, c, r);
-    const rows = queueRows(await readReport(out));
+    const rows = (await readReport(out)).slides;
     t.ok(rows.some((s) => (s.stalls ?? 0) >= 1), 'the lost slide is reported stalled');
     t.ok(rows.every((s) => (s.stalls ?? 0) === 0 || s.host === survivor.name), 'a stalled slide was finished by the survivor');
     t.ok(rows.every((s) => s.host === survivor.name || s.host === victim.name), 'each slide names the machine that did it');
@@ -201,7 +195,7 @@ if (unavailable) {
     await waitFor(`${victim.name} done with its late slide`, async () => (await partials(out, victim.name)).length === 0, 120_000);
     t.same(await committed(out), before, 'the late commit left every checkpoint as it was (same bytes)');
     await sameAsSingle(t, out, c, r);
-    const rows = queueRows(await readReport(out));
+    const rows = (await readReport(out)).slides;
     t.ok(rows.some((s) => (s.stalls ?? 0) >= 1), 'the cut-off slide is reported stalled');
     t.ok(rows.every((s) => (s.stalls ?? 0) === 0 || s.host === survivor.name), 'and credited to the machine that redid it');
   });

@@ -121,7 +121,18 @@ export function createLab(t: Teardown, n: number): Lab {
     linkUp: (m) => void ip('-n', bridgeNs, 'link', 'set', m.port, 'up'),
     leftovers: () => leftovers(prefix),
   };
+  // A test process stopped another way (a tap timeout's SIGTERM, an uncaught error) removes the lab too, synchronously.
+  const namespaces = [...machines.map((m) => m.ns), bridgeNs];
+  const onExit = (): void => removeNow(namespaces);
+  const onTerm = (sig: NodeJS.Signals): void => {
+    removeNow(namespaces);
+    process.kill(process.pid, sig);
+  };
+  process.once('exit', onExit);
+  process.once('SIGTERM', onTerm);
   t.teardown(async () => {
+    process.off('exit', onExit);
+    process.off('SIGTERM', onTerm);
     for (const m of machines) if (nsExists(m.ns)) await killNs(m.ns);
     for (const { child } of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await Promise.all([...started].map((p) => p.done));
@@ -149,6 +160,21 @@ function build(bridgeNs: string, machines: readonly Machine[]): void {
     ip('-n', bridgeNs, 'link', 'set', m.port, 'up');
     ip('-n', m.ns, 'addr', 'add', `${m.address}/24`, 'dev', m.dev);
     ip('-n', m.ns, 'link', 'set', m.dev, 'up');
+  }
+}
+
+/** Last resort: SIGKILL what runs in the namespaces and delete them, without waiting (exit handlers cannot). */
+function removeNow(namespaces: readonly string[]): void {
+  for (const ns of namespaces) {
+    if (!nsExists(ns)) continue;
+    for (const pid of nsPids(ns)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+      }
+    }
+    spawnSync('ip', ['netns', 'del', ns]);
   }
 }
 
