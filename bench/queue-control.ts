@@ -1,6 +1,7 @@
 /**
  * The queue's control plane by simulation (part `queue-control`, only when named; or `node dist/bench/queue-control.js
- * [JOBS] [MACHINES]` alone): JOBS (10,000) tiny items (bench/queue-tiny.ts) through one Redis, by the runner's own code
+ * [JOBS] [MACHINES]` alone): JOBS (10,000) tiny items (bench/queue-tiny.ts; each job carries a slide job's item, config and model hashes, so it
+ * weighs what a slide's does) through one Redis, by the runner's own code
  * path: this process is the coordinator (a Graph whose fan-out runs on engine/queue/coordinator.ts's QueueRunner),
  * MACHINES (4) child processes are the workers (bench/queue-control-worker.ts: engine/queue/worker.ts's QueueWorker, one
  * local process each; each item is still a real job, a real process hand-off, a checkpoint file and its replay).
@@ -66,8 +67,26 @@ function treeCpuS(pid: number): number {
 }
 
 async function* items(n: number): AsyncGenerator<TinyItem> {
-  for (let i = 0; i < n; i++) yield { key: `j${String(i).padStart(6, '0')}` };
+  for (let i = 0; i < n; i++) {
+    const id = `TCGA-${String(i).padStart(6, '0')}-01Z-00-DX1`;
+    yield { key: id, image_id: id, patient_id: `P${Math.floor(i / 3)}`, image_num: i % 3, slidesDir: '/mnt/shared/slides/cohort-2024', fileStamp: `${1_000_000_000 + i}-1733000000000` };
+  }
 }
+
+const HASH = 'a'.repeat(64);
+/** A slide job's config and model hashes as the coordinator sends them (graph.ts SlideConfig): the tiny item ignores them. */
+const CONFIG = {
+  tile: { tileSize: 448, downsample: 16, backgroundThreshold: 190, maxBackground: 0.1 },
+  batchSize: 1,
+  groupSize: 8,
+  batchMaxWaitMs: 50,
+  normalizer: `/mnt/shared/out/.work/models/stainnet-${HASH}.onnx`,
+  embedder: `/mnt/shared/out/.work/models/efficientnet_b0-${HASH}.onnx`,
+  lutCacheDir: '/mnt/shared/out/.work/lut',
+  normalizerMode: 'lut',
+  threads: 1,
+};
+const SHA256 = { [CONFIG.normalizer]: HASH, [CONFIG.embedder]: HASH };
 
 /** The whole simulation; everything it starts is stopped in `finally`. */
 export async function measureControlPlane(jobs = 10_000, machines = 4): Promise<ControlPlaneFigures> {
@@ -79,10 +98,10 @@ export async function measureControlPlane(jobs = 10_000, machines = 4): Promise<
   const workers: ChildProcess[] = [];
   try {
     const mem0 = await redis.usedMemory();
-    const g = new Graph({ name: 'queue-control', tmpDir: join(dir, 'tmp'), metricsIntervalMs: 0, fanOutRunner: new QueueRunner({ connection, sha256: {}, attempts: 2 }) });
+    const g = new Graph({ name: 'queue-control', tmpDir: join(dir, 'tmp'), metricsIntervalMs: 0, fanOutRunner: new QueueRunner({ connection, sha256: SHA256, attempts: 2 }) });
     let delivered = 0;
     g.source('Items', () => items(jobs))
-      .fanOut('Tiny', { module: new URL('./queue-tiny.js', import.meta.url).href, exportName: 'tinyItem', key: (i: TinyItem) => i.key, checkpointDir: join(dir, 'checkpoints') })
+      .fanOut('Tiny', { module: new URL('./queue-tiny.js', import.meta.url).href, exportName: 'tinyItem', config: CONFIG, key: (i: TinyItem) => i.key, checkpointDir: join(dir, 'checkpoints') })
       .sink('Count', async (s) => {
         for await (const _ of s) delivered++;
       });

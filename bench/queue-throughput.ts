@@ -4,8 +4,8 @@
  * worker processes, run as a local job (`--workers N`) and as a coordinator (`--queue`, `--workers 0`) with one
  * `node graph.js worker --workers N` process group, in alternated pairs; the throughput ratio (queue / local, median
  * of the pairs; target >= 0.95) and the per-slide scheduling latency: on each worker process, the gap between
- * finishing one slide's job and starting the next (BullMQ's finishedOn / processedOn, read back from Redis), i.e.
- * what the queue adds between two slides. The worker group is started (and connected) before the coordinator's
+ * finishing one slide's job and starting the next, plus the job's time that is not the slide's processing (BullMQ's
+ * processedOn / finishedOn read back from Redis against the seconds the worker measured): what the queue adds. The worker group is started (and connected) before the coordinator's
  * clock starts, as a machine serving a queue would be.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,7 +17,9 @@ import { queueConnection } from '../engine/queue/connection.js';
 import { QUEUE_NAME, QUEUE_PREFIX, type ItemJob, type ItemJobResult } from '../engine/queue/job-data.js';
 import { userEnv } from './env.js';
 import { slidesFigure, type Figure } from './figure.js';
-import { SLIDES as SLIDES_DIR, ROOT } from './options.js';
+import { ensureLut } from '../models/runtime/lut.js';
+import { ensureModels } from '../stages/cli/models-build.js';
+import { CACHE, CORES, SLIDES as SLIDES_DIR, ROOT } from './options.js';
 import { smallSlides, throughputSlides, writeCsv, type SlideSet } from './inputs.js';
 import { runJob, type JobResult } from './job.js';
 import { startBenchRedis, type BenchRedis } from './queue-redis.js';
@@ -32,7 +34,7 @@ export interface QueueThroughput {
   readonly queue_tiles_per_s: number;
   /** Median over the pairs of queue / local tiles per second. */
   readonly ratio: number;
-  /** Median gap between two slides on one worker process (ms), and its 90th percentile. */
+  /** Median of what the queue adds to a slide on its worker (ms, schedulingLatencies), and its 90th percentile. */
   readonly scheduling_latency_ms: number;
   readonly scheduling_latency_p90_ms: number;
   readonly local_cpu_s: number;
@@ -61,25 +63,31 @@ function stop(p: ChildProcess): Promise<void> {
   });
 }
 
-/** The gaps (ms) between consecutive jobs on each worker process, from the completed jobs Redis keeps. */
-async function schedulingGaps(redis: BenchRedis): Promise<number[]> {
+/**
+ * What the queue adds to each slide (ms), from the completed jobs Redis keeps: on each worker process, the gap
+ * between finishing one job and starting the next (BullMQ hands the next job over in the completing call, so
+ * usually 0), plus the part of the job's time that is not the slide's own processing (the worker's checks, the
+ * process hand-off, the completion round trip: finishedOn - processedOn - the seconds the worker measured).
+ */
+async function schedulingLatencies(redis: BenchRedis): Promise<number[]> {
   const conn = await queueConnection(redis.url);
   const queue = new Queue<ItemJob, ItemJobResult>(QUEUE_NAME, { connection: conn.options, prefix: QUEUE_PREFIX });
   try {
     const jobs = await queue.getJobs(['completed'], 0, -1);
-    const byProc = new Map<string, Array<{ start: number; end: number }>>();
+    const byProc = new Map<string, Array<{ start: number; end: number; overhead: number }>>();
     for (const j of jobs) {
       const r = j.returnvalue;
       if (r === null || r === undefined || j.processedOn === undefined || j.finishedOn === undefined) continue;
       const k = `${r.host}:${r.pid}`;
-      byProc.set(k, [...(byProc.get(k) ?? []), { start: j.processedOn, end: j.finishedOn }]);
+      const overhead = Math.max(0, j.finishedOn - j.processedOn - r.seconds * 1000);
+      byProc.set(k, [...(byProc.get(k) ?? []), { start: j.processedOn, end: j.finishedOn, overhead }]);
     }
-    const gaps: number[] = [];
+    const out: number[] = [];
     for (const runs of byProc.values()) {
       runs.sort((a, b) => a.start - b.start);
-      for (let i = 1; i < runs.length; i++) gaps.push(runs[i]!.start - runs[i - 1]!.end);
+      runs.forEach((run, i) => out.push(run.overhead + (i > 0 ? Math.max(0, run.start - runs[i - 1]!.end) : 0)));
     }
-    return gaps;
+    return out;
   } finally {
     await queue.close();
   }
@@ -103,7 +111,7 @@ export async function measureQueueThroughput(set: SlideSet, jobArgs: readonly st
       } finally {
         await stop(group);
       }
-      gaps.push(...(await schedulingGaps(redis)));
+      gaps.push(...(await schedulingLatencies(redis)));
     } finally {
       await redis.stop();
     }
@@ -127,7 +135,7 @@ export async function measureQueueThroughput(set: SlideSet, jobArgs: readonly st
 
 export function showQueueThroughput(record: Pick<BenchRecord, 'show'>, f: QueueThroughput): void {
   record.show(`queue vs local pool (${f.slides} slides, ${f.tiles} tiles, ${f.workers} processes, ${f.pairs} pairs)`, `${f.queue_tiles_per_s.toFixed(1)} vs ${f.local_tiles_per_s.toFixed(1)} tiles/s, ratio ${f.ratio.toFixed(3)}`);
-  record.show('queue: scheduling latency between two slides on a worker (median / p90)', `${f.scheduling_latency_ms.toFixed(0)} ms / ${f.scheduling_latency_p90_ms.toFixed(0)} ms`);
+  record.show('queue: scheduling latency per slide on its worker (median / p90)', `${f.scheduling_latency_ms.toFixed(0)} ms / ${f.scheduling_latency_p90_ms.toFixed(0)} ms`);
 }
 
 export function queueThroughputFigure(): Figure {
@@ -141,6 +149,9 @@ export function queueThroughputFigure(): Figure {
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
   const argv = process.argv.slice(2);
   const flag = (name: string, fallback: number): number => (argv.includes(name) ? Number(argv[argv.indexOf(name) + 1]) : fallback);
+  // As the suite's driver does: the models and the lookup table exist before any measured run.
+  const models = await ensureModels(join(CACHE, 'models'));
+  await ensureLut(models.stainnet, join(CACHE, 'lut'), CORES);
   const set = argv.includes('--small') ? await smallSlides() : await throughputSlides();
   const f = await measureQueueThroughput(set, [], flag('--repeat', 3), flag('--workers', 2));
   showQueueThroughput({ show: (what, value) => console.log(`${what}: ${value}`) }, f);

@@ -4,8 +4,14 @@
  */
 import type { ItemFn } from '../engine/worker.js';
 
+/** A slide task's fields (stages/types.ts SlideTask), so that a job weighs in Redis what a slide's does. */
 export interface TinyItem {
   readonly key: string;
+  readonly image_id: string;
+  readonly patient_id: string;
+  readonly image_num: number;
+  readonly slidesDir: string;
+  readonly fileStamp: string;
 }
 
 export interface TinyResult {
