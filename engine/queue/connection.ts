@@ -77,6 +77,11 @@ function redactUrl(u: URL): string {
   return c.href;
 }
 
+/** A command line with the password of every redis:// or rediss:// URL in it replaced by *** (for lock files and logs). */
+export function redactArgs(argv: readonly string[]): string[] {
+  return argv.map((a) => redactText(a, undefined));
+}
+
 function redactText(text: string, password: string | undefined): string {
   let out = text.replace(/(rediss?:\/\/[^:@/\s]*:)[^@\s]*@/g, '$1***@');
   if (password !== undefined && password !== '') out = out.split(password).join('***');

@@ -12,7 +12,7 @@ import { Channel } from '../channel.js';
 import type { FanOutOptions, FanOutSettings } from '../fanout/options.js';
 import type { FanOutRunner } from '../fanout/runner.js';
 import type { RunEnv } from '../run-env.js';
-import { findCommitted, replayCommitted } from '../staging.js';
+import { findCommitted, removePartials, replayCommitted } from '../staging.js';
 import { EngineError, type StageContext } from '../types.js';
 import type { QueueConnection } from './connection.js';
 import { itemJobId, JOB_VERSION, parseReason, QUEUE_NAME, QUEUE_PREFIX, type ItemJob, type ItemJobProgress, type ItemJobResult, type ItemQueue } from './job-data.js';
@@ -61,13 +61,18 @@ export class QueueRunner implements FanOutRunner {
         () => run.out.close(),
         (e: unknown) => run.out.fail(e),
       );
+      let finished = false;
       try {
         yield* run.out;
+        finished = true;
       } finally {
         run.out.cancel();
         run.stop();
         await all;
       }
+      // Every item is committed or failed: partial files left by machines that died mid-item go (a late one from a
+      // machine cut off then fails its rename, and its job was redone elsewhere anyway).
+      if (finished) await removePartials(dir);
     } finally {
       waits.close();
       await events.close();
@@ -167,14 +172,14 @@ class QueueRun<I, O> {
   private async completed(job: Job<ItemJob, ItemJobResult>, key: string, checkpointKey: string, t0: number): Promise<void> {
     const r = job.returnvalue;
     const facts = { host: r?.host ?? '?', stalls: job.stalledCounter ?? 0 };
-    if (await this.replay(key, checkpointKey, { attempt: job.attemptsMade || 1, durationMs: r !== undefined && r !== null ? r.seconds * 1000 : performance.now() - t0, ...facts })) return;
+    if (await this.replay(key, checkpointKey, { attempt: attemptsOf(job), durationMs: r !== undefined && r !== null ? r.seconds * 1000 : performance.now() - t0, ...facts })) return;
     this.failItem(key, job.attemptsMade, new EngineError('E_QUEUE_NO_CHECKPOINT', this.settings.stage, key, `the job completed on ${facts.host} but its checkpoint is not in ${this.dir} (is the work folder on storage every machine shares?)`), facts);
   }
 
   private failed(job: Job<ItemJob, ItemJobResult>, key: string): void {
     const { code, message } = parseReason(job.failedReason ?? 'failed', 'E_WORKER_CRASH');
     const cause = Object.assign(new Error(message), { code });
-    const attempts = job.attemptsMade || 1;
+    const attempts = attemptsOf(job);
     const err = new EngineError(code === 'E_WORKER_CRASH' ? 'E_WORKER_CRASH' : 'E_WORKER_ITEM', this.settings.stage, key, `item failed after ${attempts} attempt(s): ${message}`, { cause });
     this.failItem(key, attempts, err, { host: lastHost(job), stalls: job.stalledCounter ?? 0 });
   }
@@ -216,4 +221,9 @@ class QueueRun<I, O> {
 function lastHost(job: Job<ItemJob, ItemJobResult>): string | undefined {
   const p = job.progress as Partial<ItemJobProgress> | number | undefined;
   return typeof p === 'object' && p !== null && typeof p.host === 'string' ? p.host : undefined;
+}
+
+/** Attempts a finished job took, the ones cut short by a lost machine included (BullMQ counts those as started only). */
+function attemptsOf(job: Job<ItemJob, ItemJobResult>): number {
+  return Math.max(1, job.attemptsStarted ?? 0, job.attemptsMade);
 }

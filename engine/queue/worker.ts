@@ -119,10 +119,14 @@ export class QueueWorker {
     const data = job.data;
     const id = job.id ?? '';
     this.active.set(id, { job, token });
+    this.log(`took ${data.key} attempt ${attemptOf(job)}`);
     try {
       await this.check(data);
-      return await this.runOnProcess(job, data);
+      const result = await this.runOnProcess(job, data);
+      this.log(`done ${data.key} (${result.tiles} tiles, ${result.seconds.toFixed(1)} s)`);
+      return result;
     } catch (err) {
+      this.log(`failed ${data.key}: ${err instanceof EngineError ? err.code : 'E_WORKER_CRASH'}: ${this.opts.connection.redact((err as Error).message)}`);
       // A checked or deterministic failure fails the job at once; a crashed process is retried (job attempts).
       if (err instanceof EngineError && err.code !== 'E_WORKER_CRASH') throw new UnrecoverableError(reasonOf(err.code, this.opts.connection.redact(err.message)));
       throw err;
@@ -151,7 +155,7 @@ export class QueueWorker {
     const t0 = performance.now();
     const proc = await this.pool.acquire({ moduleUrl: this.opts.moduleUrl, exportName: data.exportName, config: this.opts.localConfig(data), stage: data.stage, tileLimit: this.opts.tileLimit });
     const staging = new Staging(data.checkpointDir, 0, data.checkpointKey, true);
-    const progress: { -readonly [K in keyof ItemJobProgress]: ItemJobProgress[K] } = { host, pid: proc.pid, attempt: job.attemptsMade + 1, tiles: 0 };
+    const progress: { -readonly [K in keyof ItemJobProgress]: ItemJobProgress[K] } = { host, pid: proc.pid, attempt: attemptOf(job), tiles: 0 };
     let sent = 0;
     const report = (force: boolean): void => {
       if (!force && performance.now() - sent < PROGRESS_MS) return;
@@ -181,4 +185,9 @@ export class QueueWorker {
       if (!committed) await staging.discard();
     }
   }
+}
+
+/** The job's attempt now, counting the ones cut short by a lost machine (stalled: BullMQ counts them as started, not made). */
+function attemptOf(job: Job<ItemJob, ItemJobResult>): number {
+  return Math.max(job.attemptsStarted ?? 0, job.attemptsMade + 1);
 }

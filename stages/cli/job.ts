@@ -105,11 +105,11 @@ async function runLocked(opts: RunOptions, deps: MainDeps, queue: QueueConnectio
   const record = new RunRecord(inputs.rows, opts.tileSize, createProgress(opts.progress, inputs.rows.length));
   onWorkerStderr((pid, line) => record.onWorkerLine(pid, line)); // a worker's messages name the slide it runs
   const queueRun = queue === undefined ? undefined : await startQueueRun({ connection: queue, queue: opts.queue!, sha256: Object.fromEntries(Object.values(models.report).map((m) => [m.path, m.sha256])), workers, retries: config.retries, tileBudget: opts.tileBudget, slidesDir: inputs.slidesDir, workDir: inputs.workDir, workerModule: deps.workerModule, lutCacheDir: slide.lutCacheDir, log: (line) => console.error(line) });
-  let outcome: RunOutcome;
+  let outcome: RunOutcome | undefined;
   try {
     outcome = await runGraph(deps, config, opts, inputs.workDir, record, queueRun?.runner);
   } finally {
-    await queueRun?.stop();
+    await queueRun?.stop(outcome === undefined || outcome.stoppedBy !== undefined || outcome.fatal !== undefined);
   }
   const report = runReport({ opts, inputs, slide, workers, models: models.report, record, outcome, started, elapsedMs: performance.now() - t0, peakRssBytes: rss.stop() });
   const finished = outcome.fatal === undefined && outcome.stoppedBy === undefined;

@@ -56,8 +56,11 @@ export interface QueueRunParts {
 
 export interface QueueRun {
   readonly runner: QueueRunner;
-  /** Stops the local workers (the run is over: nothing is in hand). */
-  stop(): Promise<void>;
+  /**
+   * Stops the local workers: once the run is over, after the jobs they hold (of another run on the same queue);
+   * `now` (the run was interrupted): those go back to the queue at once.
+   */
+  stop(now: boolean): Promise<void>;
 }
 
 /** The runner for the graph, and this machine's own workers when --workers > 0 (started now). */
@@ -78,5 +81,5 @@ export async function startQueueRun(p: QueueRunParts): Promise<QueueRun> {
     ...slideWorkerParts(p.workers, p.lutCacheDir),
   });
   await worker.start();
-  return { runner, stop: () => worker.stop() };
+  return { runner, stop: (now) => worker.stop(now) };
 }

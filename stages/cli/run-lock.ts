@@ -5,6 +5,7 @@
  */
 import { join, resolve } from 'node:path';
 import { RunLock } from '../../engine/lock.js';
+import { redactArgs } from '../../engine/queue/connection.js';
 import type { RunOptions } from './options.js';
 
 /** What runJob holds while it runs; `release()` in its finally. */
@@ -16,9 +17,11 @@ export interface RunLockHandle {
 export async function lockRun(opts: RunOptions): Promise<RunLockHandle> {
   const out = resolve(opts.out);
   const work = resolve(opts.workDir ?? join(opts.out, '.work'));
-  const locks = [await RunLock.acquire(out, { what: 'output folder (--out)' })];
+  // The command is recorded in the lock (and told to a second run): without the Redis password of --queue.
+  const argv = redactArgs(process.argv);
+  const locks = [await RunLock.acquire(out, { what: 'output folder (--out)', argv })];
   try {
-    if (work !== out) locks.push(await RunLock.acquire(work, { what: 'work folder (--work-dir)' }));
+    if (work !== out) locks.push(await RunLock.acquire(work, { what: 'work folder (--work-dir)', argv }));
   } catch (err) {
     await locks[0]!.release();
     throw err;

@@ -75,7 +75,8 @@ export async function workerCommand(argv: readonly string[], workerModule: strin
     process.on('SIGINT', onSignal);
   });
   await worker.start();
-  log(`worker on ${hostname()}: ${processes} process(es), queue ${q.name} at ${connection.display}, roots ${roots.folders.join(', ')}`);
+  // The ready line (scripts and tests wait for it): connected, taking jobs.
+  log(`worker: ready on ${connection.display} (queue ${q.name}, ${processes} processes, host ${hostname()}, roots ${roots.folders.join(', ')})`);
   try {
     await done;
   } finally {

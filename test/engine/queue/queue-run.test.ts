@@ -63,6 +63,21 @@ if (unavailable) {
     t.equal(w.code, 0, `the worker exits 0 after SIGTERM: ${w.stderr}`);
   });
 
+  t.test('a slide that fails (missing file): reported failed once, exit 1, the other patients written', async (t) => {
+    const redis = await startRedis(t);
+    const csv2 = join(cwd, 'with-missing.csv');
+    await writeCsv(csv2, [...SLIDES.map((s, i) => ({ image_id: s.image_id, center_id: 0, patient_id: `p${Math.floor(i / 2)}`, image_num: i % 2, label: String(Math.floor(i / 2) % 2) })), { image_id: 'gone', center_id: 0, patient_id: 'pg', image_num: 0, label: '1' }], true);
+    const out = join(cwd, 'q3');
+    const run = await runCli(['--csv', csv2, '--slides', slidesDir, '--out', out, ...TILE_FLAGS, '--progress', 'none', '--queue', redis.url, '--workers', '1'], cwd);
+    t.equal(run.code, 1, 'exit 1: a slide failed');
+    const report = await readReport(out);
+    const gone = report.slides.find((s) => s.image_id === 'gone');
+    t.equal(gone?.status, 'failed');
+    t.equal(gone?.code, 'E_SLIDE_MISSING', 'the slide keeps its own code');
+    t.equal(gone?.attempts, 1, 'not retried: the error is the slide\'s own');
+    t.equal(report.patients.written, 2, 'the other patients are written');
+  });
+
   t.test('a coordinator with its own workers; rerun: every slide replayed, nothing redone', async (t) => {
     const redis = await startRedis(t);
     const out = join(cwd, 'q2');
