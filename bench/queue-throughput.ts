@@ -49,7 +49,7 @@ function startWorkerGroup(url: string, workers: number): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     p.stderr!.setEncoding('utf8').on('data', (d: string) => {
       err += d;
-      if (/worker on \S+: /.test(err)) resolve(p);
+      if (/worker: ready on /.test(err)) resolve(p);
     });
     p.once('exit', (code) => reject(new Error(`the worker group exited (${code}) before it was ready:\n${err}`)));
   });

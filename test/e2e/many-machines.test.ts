@@ -102,7 +102,7 @@ if (unavailable) {
       const p = lab.run(m, process.execPath, [CLI, 'worker', '--queue', `redis://${m0.address}:6379`, ...LOCK_FLAGS, '--root', cwd, '--workers', '1'], { cwd, env: { ...env, REDIS_PASSWORD: PASSWORD } });
       all.push(p);
       workers.set(m, p);
-      await p.waitOutput(new RegExp(`worker on ${m.name}: `));
+      await p.waitOutput(new RegExp(`worker: ready on .*host ${m.name},`));
       return p;
     };
     await Promise.all([startWorker(m2), startWorker(m3)]);
@@ -174,7 +174,7 @@ if (unavailable) {
     const r = await coord.done;
     await sameAsSingle(t, out, c, r);
     const rows = (await readReport(out)).slides;
-    t.ok(rows.some((s) => (s.stalls ?? 0) >= 1), 'the lost slide is reported stalled');
+    t.ok(rows.some((s) => (s.stalls ?? 0) >= 1 && (s.attempts ?? 0) >= 2), 'the lost slide is reported stalled, with its attempts');
     t.ok(rows.every((s) => (s.stalls ?? 0) === 0 || s.host === survivor.name), 'a stalled slide was finished by the survivor');
     t.ok(rows.every((s) => s.host === survivor.name || s.host === victim.name), 'each slide names the machine that did it');
   });
