@@ -33,7 +33,7 @@ export async function queueConnection(url: string, sources: PasswordSources = {}
   try {
     u = new URL(url);
   } catch {
-    throw new EngineError('E_QUEUE_URL', STAGE, undefined, `--queue must be redis://[:password@]host:port[/db] or rediss://..., got "${url.replace(/\/\/[^@/]*@/, '//***@')}"`);
+    throw new EngineError('E_QUEUE_URL', STAGE, undefined, `--queue must be redis://[:password@]host:port[/db] or rediss://..., got "${url.includes('@') ? `***@${url.slice(url.lastIndexOf('@') + 1)}` : url}"`);
   }
   const display = redactUrl(u);
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new EngineError('E_QUEUE_URL', STAGE, undefined, `--queue must start with redis:// or rediss://, got ${display}`);

@@ -35,8 +35,11 @@ export interface QueueWorkerOptions {
   /** The worker module (this machine's copy) and the exports a job may name. */
   readonly moduleUrl: string;
   readonly exportNames: readonly string[];
-  /** The paths a job's config and item name (resolved by the domain, e.g. a slide's file). */
-  readonly paths: (job: ItemJob) => Promise<JobPaths>;
+  /**
+   * The paths a job's config and item name (resolved by the domain, e.g. a slide's file). `roots` lets the hook check a
+   * folder before it looks inside it (every path it returns is checked again).
+   */
+  readonly paths: (job: ItemJob, roots: RootGuard) => Promise<JobPaths>;
   /** The config as this machine runs it (its own caches, threads). */
   readonly localConfig: (job: ItemJob) => unknown;
   /** How far a result takes the item: the total when it becomes known, tiles done. */
@@ -142,7 +145,7 @@ export class QueueWorker {
     if (data.v !== JOB_VERSION) throw new EngineError('E_QUEUE_JOB', stage, key, `job format ${String(data.v)}, this worker reads ${JOB_VERSION} (update the worker or the coordinator)`);
     if (!this.opts.exportNames.includes(data.exportName)) throw new EngineError('E_QUEUE_JOB', stage, key, `the job names the export ${JSON.stringify(data.exportName)}, not one this worker runs`);
     await this.opts.roots.check(data.checkpointDir, 'checkpoint folder', stage, key);
-    const paths = await this.opts.paths(data);
+    const paths = await this.opts.paths(data, this.opts.roots);
     for (const p of paths.reads) await this.opts.roots.check(p, 'input', stage, key);
     for (const m of paths.models) {
       const real = await this.opts.roots.check(m, 'model', stage, key);

@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { SlideConfig } from '../../graph.js';
 import type { ItemJob } from '../../engine/queue/job-data.js';
+import type { RootGuard } from '../../engine/queue/roots.js';
 import type { JobPaths, QueueWorkerOptions } from '../../engine/queue/worker.js';
 import { resolveSlidePath } from '../slides/resolve.js';
 import type { SlideResult, SlideTask } from '../types.js';
@@ -14,11 +15,12 @@ import type { SlideResult, SlideTask } from '../types.js';
 /** The exports of graph.js a job may name. */
 export const SLIDE_EXPORTS: readonly string[] = ['perSlide'];
 
-/** The slide's folder, its file when it resolves (a missing one is the slide's own error, E_SLIDE_MISSING), the models. */
-async function slideJobPaths(job: ItemJob): Promise<JobPaths> {
+/** The slide's folder (checked first), its file when it resolves (a missing one is the slide's own error, E_SLIDE_MISSING), the models. */
+async function slideJobPaths(job: ItemJob, roots: RootGuard): Promise<JobPaths> {
   const task = job.item as SlideTask;
   const config = job.config as SlideConfig;
   const reads = [String(task.slidesDir)];
+  await roots.check(reads[0]!, 'slides folder', job.stage, job.key); // before looking inside it
   const file = await resolveSlidePath(task.slidesDir, task.image_id).catch(() => undefined);
   if (file !== undefined) reads.push(file);
   const models = [config.embedder, ...(config.normalizer === 'none' ? [] : [config.normalizer])];

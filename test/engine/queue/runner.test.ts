@@ -92,36 +92,22 @@ const missing = redisMissing();
 if (missing) {
   t.plan(0, missing);
 } else {
-  t.test('items through the queue: every result delivered once, each item committed once', async (t) => {
+  t.test('items through the queue: delivered once, committed once; a crash retried; a thrown error fails its item alone', async (t) => {
     const s = await setup(t);
     await worker(t, s);
-    const items: TestItem[] = [{ key: 'a', n: 5 }, { key: 'b', n: 3, bytes: 100 }, { key: 'c', n: 0 }];
+    const fine: TestItem[] = [{ key: 'a', n: 5 }, { key: 'b', n: 3, bytes: 100 }, { key: 'c', n: 0 }];
+    const items: TestItem[] = [...fine, { key: 'crash', n: 4, failAt: 2, fail: 'kill', failOnce: true }, { key: 'throws', n: 4, failAt: 1, fail: 'throw' }];
     const r = await run(s, items);
-    t.equal(r.error, undefined);
-    t.same(byKey(r.results), ['a:0:0,0', 'a:1:1,0.5', 'a:2:2,1', 'a:3:3,1.5', 'a:4:4,2', 'b:0:0,0', 'b:1:1,0.5', 'b:2:2,1']);
-    t.equal((await readdir(s.checkpointDir)).filter((f) => f.endsWith('.done')).length, 3, 'three committed checkpoints');
+    t.equal(r.error, undefined, 'the run goes on');
+    const expected = ['a:0:0,0', 'a:1:1,0.5', 'a:2:2,1', 'a:3:3,1.5', 'a:4:4,2', 'b:0:0,0', 'b:1:1,0.5', 'b:2:2,1', 'crash:0:0,0', 'crash:1:1,0.5', 'crash:2:2,1', 'crash:3:3,1.5'];
+    t.same(byKey(r.results), expected, 'every result once; the crashed attempt delivered nothing of its own');
+    t.equal((await readdir(s.checkpointDir)).filter((f) => f.endsWith('.done')).length, 4, 'four committed checkpoints');
     t.same((await readdir(s.checkpointDir)).filter((f) => f.includes('.partial-')), [], 'no partial file left');
     const done = r.events.filter((e) => e.type === 'done');
-    t.equal(done.length, 3);
+    t.equal(done.length, 4);
     for (const e of done) t.ok(e.type === 'done' && typeof e.host === 'string' && e.stalls === 0, `${e.key}: host and stalls reported`);
-    // Run again: every item replayed from its checkpoint, nothing sent to a worker.
-    const again = await run(s, items);
-    t.same(byKey(again.results), byKey(r.results));
-    t.equal(again.events.filter((e) => e.type === 'replayed').length, 3);
-    t.equal((await startedLines(s.dir)).length, 3, 'no item ran again');
-  });
-
-  t.test('a crashed attempt is retried (job attempts); a thrown error fails the item at once, the others go on', async (t) => {
-    const s = await setup(t);
-    await worker(t, s);
-    const r = await run(s, [
-      { key: 'crash', n: 4, failAt: 2, fail: 'kill', failOnce: true },
-      { key: 'throws', n: 4, failAt: 1, fail: 'throw' },
-      { key: 'fine', n: 2 },
-    ]);
-    t.equal(r.error, undefined, 'the run goes on');
-    const done = r.events.find((e) => e.type === 'done' && e.key === 'crash');
-    t.equal(done?.type === 'done' ? done.attempt : undefined, 2, 'the crashed item succeeded on its second attempt');
+    const crash = done.find((e) => e.key === 'crash');
+    t.equal(crash?.type === 'done' ? crash.attempt : undefined, 2, 'the crashed item succeeded on its second attempt');
     const failed = r.events.find((e) => e.type === 'failed' && e.key === 'throws');
     t.ok(failed, 'the throwing item failed');
     if (failed?.type === 'failed') {
@@ -129,9 +115,13 @@ if (missing) {
       t.equal((failed.error.cause as { code?: string }).code, 'E_TEST', 'the item error keeps its code');
       t.match(failed.error.message, /item failed after 1 attempt\(s\): .*item throws failed at 1/);
     }
-    t.same(byKey(r.results).filter((k) => k.startsWith('fine')), ['fine:0:0,0', 'fine:1:1,0.5']);
-    t.equal(r.results.filter((x) => x.key === 'crash').length, 4, 'the crashed attempt delivered nothing of its own');
     t.equal((await startedLines(s.dir)).filter((l) => l.startsWith('throws ')).length, 1, 'the throwing item ran once');
+    // Run the good ones again: every item replayed from its checkpoint, nothing sent to a worker.
+    const before = (await startedLines(s.dir)).length;
+    const again = await run(s, [...fine, items[3]!]);
+    t.same(byKey(again.results), expected);
+    t.equal(again.events.filter((e) => e.type === 'replayed').length, 4);
+    t.equal((await startedLines(s.dir)).length, before, 'no item ran again');
   });
 
   t.test('a coordinator stopped while its jobs wait, then started again: no job added twice, each item run once', async (t) => {
