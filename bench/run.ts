@@ -20,6 +20,8 @@
  * tile at batch 1-16 (bench/embed-batch.ts; --embed-model, --precision, --embed-threads, --embed-variant).
  * `--only embedders` the CPU cost per tile of each embedder architecture and the dynamically quantized ViTs' speed
  * and accuracy (bench/embedders.ts).
+ * to every core (bench/scaling.ts). `--only queue-throughput,queue-control` (named only; need redis-server): the queue
+ * against the local pool, and the queue's control plane (bench/queue-throughput.ts, bench/queue-control.ts).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -34,6 +36,8 @@ import { memorySeriesFigure, type MemoryRow } from './memory-series.js';
 import { benchOptions, CACHE, CORES } from './options.js';
 import { embeddersFigure } from './embedders.js';
 import { BenchRecord, log } from './record.js';
+import { queueControlFigure } from './queue-control.js';
+import { queueThroughputFigure } from './queue-throughput.js';
 import { scalingFigure } from './scaling.js';
 import { singleLevelFigure } from './single-level.js';
 import { slideFilesFigure } from './slide-files.js';
@@ -54,6 +58,8 @@ const FIGURES: readonly Figure[] = [
   embedBatchFigure(), // embedding CPU ms/tile by batch size for one model and precision (part `embed-batch`, only when named)
   embeddersFigure(), // CPU ms/tile per embedder architecture, int8 ViTs (part `embedders`, only when named)
   slideFilesFigure(), // per-slide h5 / geojson writers (part `slide-files`, only when named)
+  queueThroughputFigure(), // the queue against the local pool (part `queue-throughput`, only when named)
+  queueControlFigure(), // the queue's control plane, 10,000 tiny jobs (part `queue-control`, only when named)
 ];
 
 /** results.json, and results.svg beside it when the memory series ran. */
