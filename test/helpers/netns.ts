@@ -94,6 +94,21 @@ export function netnsMissing(): string | undefined {
 
 let labs = 0;
 
+/**
+ * Brings the machine's bridge port up and makes the link usable at once: the neighbour entries that failed while it was
+ * down (which make a connect fail with EHOSTUNREACH until the kernel probes again) are flushed on every machine, and
+ * the call returns once the bridge reports the port forwarding (a bounded number of polls).
+ */
+function linkUp(bridgeNs: string, m: Machine, machines: readonly Machine[]): void {
+  ip('-n', bridgeNs, 'link', 'set', m.port, 'up');
+  for (const other of machines) ip('-n', other.ns, 'neigh', 'flush', 'all');
+  for (let i = 0; i < 1000; i++) {
+    const state = ip('-n', bridgeNs, '-d', 'link', 'show', m.port);
+    if (/ state forwarding /.test(state) && /[<,]LOWER_UP[,>]/.test(state)) return;
+  }
+  throw new Error(`netns: ${m.port} did not come back to forwarding`);
+}
+
 /** Creates the bridge and `n` machines (n <= 200); everything is removed in `t.teardown`. */
 export function createLab(t: Teardown, n: number): Lab {
   if (n < 1 || n > 200) throw new Error(`createLab: ${n} machines (1..200)`);
@@ -118,7 +133,7 @@ export function createLab(t: Teardown, n: number): Lab {
     pids: (m) => nsPids(m.ns),
     killMachine: (m) => killNs(m.ns),
     linkDown: (m) => void ip('-n', bridgeNs, 'link', 'set', m.port, 'down'),
-    linkUp: (m) => void ip('-n', bridgeNs, 'link', 'set', m.port, 'up'),
+    linkUp: (m) => linkUp(bridgeNs, m, machines),
     leftovers: () => leftovers(prefix),
   };
   // A test process stopped another way (a tap timeout's SIGTERM, an uncaught error) removes the lab too, synchronously.
