@@ -2,7 +2,7 @@
  * The records that flow through the pipeline's edges. Stages in this folder are written against
  * these; keep them small and plain (they cross process boundaries with v8 serialization).
  */
-import type { SlideBackend } from './slides/reader.js';
+import type { SlideBackend, SlideFacts } from './slides/reader.js';
 
 /** One CSV row, validated. `line` is the 1-based line number in the file (header is line 1). */
 export interface CsvRow {
@@ -113,8 +113,11 @@ export interface HistogramTick {
   readonly kind: 'histogram-tick';
 }
 
-/** What the tile selection found for one slide: for the run report (and its thumbnail picture). */
-export interface SlideSummary {
+/**
+ * What the tile selection found for one slide: for the run report (and its thumbnail picture); with the reader's
+ * SlideFacts: the format, and the scale (MPP, magnification) when the file states it.
+ */
+export interface SlideSummary extends SlideFacts {
   readonly kind: 'summary';
   readonly image_id: string;
   readonly patient_id: string;
@@ -128,17 +131,6 @@ export interface SlideSummary {
   readonly thumbnailLevel: number;
   /** Which pyramid level the tiles are read from (0: full resolution). */
   readonly tileLevel: number;
-  /** The file's format as detected, e.g. 'svs', 'ome-tiff', 'tiff', 'bigtiff', 'dicom', 'ndpi' (stages/slides/README.md lists them). */
-  readonly format: string;
-  /** Level-0 microns per pixel across / down, when the file states it (absent, never guessed, otherwise). */
-  readonly mppX?: number;
-  readonly mppY?: number;
-  /** Objective magnification the slide was scanned at (20, 40...), when the file states it. */
-  readonly magnification?: number;
-  /** Where mppX/mppY/magnification came from, e.g. 'aperio', 'ome', 'tiff-resolution', 'dicom', 'openslide'. */
-  readonly scaleSource?: string;
-  /** Only for a non-brightfield image forced through with --allow-non-rgb: how its samples were mapped to 8-bit RGB. */
-  readonly channelMapping?: string;
   /** Tiles on the grid (full tiles only) and tiles kept by the background rule (after max tiles). */
   readonly tiles_total: number;
   readonly tiles_kept: number;
