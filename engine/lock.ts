@@ -371,6 +371,9 @@ async function staleReason(seen: SeenLock, path: string, staleMs: number): Promi
  */
 export async function claimStale(path: string, seen: SeenLock, runId: string): Promise<'claimed' | 'gone' | 'restored'> {
   const mine = `${path}.stale-${runId}`;
+  // Already replaced (another contender took over since our read): never move a live lock aside. This narrows, but
+  // does not close, the window in which a live lock is moved aside and a third contender links meanwhile.
+  if (inodeOf(path) !== seen.ino) return 'gone';
   try {
     await rename(path, mine);
   } catch (err) {
