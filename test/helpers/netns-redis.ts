@@ -8,19 +8,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Lab, Machine, NsProcess } from './netns.js';
+import type { RedisServer, Teardown } from './redis.js';
 
-export interface NsRedis {
+export interface NsRedis extends RedisServer {
   readonly machine: Machine;
-  readonly url: string;
-  readonly dir: string;
-  /** kill -9 the server (the AOF stays in `dir`). */
-  kill(): Promise<void>;
-  /** Starts it again on the same address and folder (after kill); resolves once it accepts connections. */
-  restart(): Promise<void>;
-}
-
-interface Teardown {
-  teardown(fn: () => unknown): void;
 }
 
 export const REDIS_PORT = 6379;

@@ -8,17 +8,21 @@ import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export interface TestRedis {
-  readonly port: number;
+/** A test's redis-server, wherever it runs (here on 127.0.0.1; test/helpers/netns-redis.ts inside a namespace). */
+export interface RedisServer {
   readonly url: string;
   readonly dir: string;
   /** kill -9 the server (the AOF stays in `dir`). */
   kill(): Promise<void>;
-  /** Starts it again on the same port and folder (after kill). */
+  /** Starts it again on the same address and folder (after kill); resolves once it accepts connections. */
   restart(): Promise<void>;
 }
 
-interface Teardown {
+export interface TestRedis extends RedisServer {
+  readonly port: number;
+}
+
+export interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
