@@ -6,36 +6,15 @@
  * at 1400 px and at phone width (390 px) with the timeline's colours drawn and nothing past the right edge.
  */
 import t from 'tap';
-import { readdirSync, readlinkSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { descendants } from '../../stages/cli/proc-tree.js';
+import { holderOf } from '../helpers/proc.js';
 import { BAR_COLOURS, barKind, type BarKind } from '../../stages/report/timeline-svg.js';
 import { barsOf } from '../../stages/report/timeline.js';
 import { readManifest } from '../../stages/dataset/manifest.js';
 import { chromiumPath, probeLayout, screenshot } from '../helpers/chromium.js';
 import { e2eUnavailable, makeSlides, readReport, runCli, startCli, tempDir, TILE, TILE_FLAGS, waitFor, writeCsv } from '../helpers/e2e.js';
-
-/** The pid of a process under `root` that has `file` open, if any (from /proc/<pid>/fd). */
-function holderOf(root: number, file: string): number | undefined {
-  for (const pid of descendants(root)) {
-    let fds: string[];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue; // it exited meanwhile
-    }
-    for (const fd of fds) {
-      try {
-        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === file) return pid;
-      } catch {
-        // the fd closed meanwhile: look at the next one
-      }
-    }
-  }
-  return undefined;
-}
 
 /** Pixels of the picture's columns [x0, x1) within `tol` of each channel of `hex`. */
 function countColour(img: { data: Buffer; width: number; height: number; channels: number }, hex: string, x0: number, x1: number, tol = 6): number {

@@ -4,34 +4,14 @@
  * the first few in full), a lean report.json that still lists every slide, and a report.html of bounded size.
  */
 import t from 'tap';
-import { readdirSync, readlinkSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { open, writeFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { parseTiff } from '../../stages/slides/tiff-parse.js';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { descendants } from '../../stages/cli/proc-tree.js';
+import { holderOf } from '../helpers/proc.js';
 import { e2eUnavailable, makeSlides, readReport, runCli, startCli, tempDir, TILE, TILE_FLAGS, waitFor, writeCsv } from '../helpers/e2e.js';
-
-/** The pid of a process under `root` that has `file` open, if any (from /proc/<pid>/fd). */
-function holderOf(root: number, file: string): number | undefined {
-  for (const pid of descendants(root)) {
-    let fds: string[];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue; // it exited meanwhile
-    }
-    for (const fd of fds) {
-      try {
-        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === file) return pid;
-      } catch {
-        // the fd closed meanwhile: look at the next one
-      }
-    }
-  }
-  return undefined;
-}
 
 /**
  * Overwrites the entropy-coded data of JPEG tile / strip `index` of the first page, from 100 bytes past its start of
