@@ -11,9 +11,13 @@
  * - Stale: on the holder's own host, at once when its pid is gone (`kill(pid, 0)` -> ESRCH), when the pid now
  *   belongs to another process (start time in /proc/PID/stat differs) or when the host has rebooted (boot_id);
  *   from another host, only when the heartbeat is older than `staleMs`.
- * - Takeover without a race: a contender renames the stale file to a name of its own (one rename wins), checks
- *   that what it got is the very file it judged stale (inode and bytes), and only then links its own lock. A
- *   contender that got a newer lock instead (another contender's, made in between) links it back.
+ * - Takeover without a race: only the holder of the takeover mutex `<lock>.takeover` (made like the lock, held for
+ *   milliseconds) may move a stale lock aside. Under it the contender reads the lock again and moves it only when
+ *   it is still the very file judged stale (inode and bytes), renaming it to a name of its own and checking again.
+ *   So a lock another contender linked meanwhile is never moved aside: each lock file is judged and removed by
+ *   one contender at a time, and the link that follows has one winner. A mutex left by a contender that died in
+ *   its takeover is stale by the same rules as a lock and moved aside the same way (the one remaining window: two
+ *   contenders taking over a dead contender's mutex while a third takes over the lock).
  * - Released in `release()` (the caller's finally), on process exit, and on SIGINT / SIGTERM when no handler of
  *   the signal was added after the lock was taken (then the signal is raised again, so the process still ends by
  *   it). A SIGKILL leaves the file: that is the stale case.
@@ -24,6 +28,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import { link, mkdir, open, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
 import { dirname, join, resolve } from 'node:path';
 
 /** The lock file's name inside the locked folder. */
@@ -54,6 +59,8 @@ export interface LockOptions {
   readonly argv?: readonly string[];
   /** Names the folder in messages ("output folder"). */
   readonly what?: string;
+  /** How long a contender waits for another live contender's takeover to end before E_LOCK (staleMs + 10 s). */
+  readonly takeoverWaitMs?: number;
 }
 
 export type LockCode = 'E_LOCKED' | 'E_LOCK';
@@ -79,6 +86,8 @@ export const DEFAULT_STALE_MS = 30_000;
 export const DEFAULT_REFRESH_MS = 5_000;
 /** Acquire gives up after this many rounds of "exists, stale, taken over, someone else was faster". */
 const MAX_ROUNDS = 8;
+/** How often a contender looks again while another contender holds the takeover mutex (held for milliseconds). */
+const TAKEOVER_POLL_MS = 20;
 
 /** The lock file as a contender read it: for the takeover's "is it still the same file" check. */
 export interface SeenLock {
@@ -135,7 +144,7 @@ export class RunLock {
     const tmp = `${path}.${holder.run_id}.tmp`;
     try {
       await writeNew(tmp, bytes, path);
-      await linkLock(tmp, path, holder, opts);
+      await linkLock(tmp, bytes, path, holder, opts);
       const fd = await open(path, 'r+').catch((err: unknown) => fail('E_LOCK', path, `cannot open the lock just made: ${(err as Error).message}`, err));
       const st = await fd.stat();
       return new RunLock(path, holder, bytes, fd, st.ino, createdDirs, opts);
@@ -285,20 +294,70 @@ async function writeNew(tmp: string, bytes: Buffer, path: string): Promise<void>
 }
 
 /**
- * Links `tmp` to the lock's name, taking over stale locks; a bounded number of rounds. The takeover is told by
- * the one contender that moved the stale file aside (in a race another contender may then make the link first:
- * this one is then refused, naming it).
+ * Links `tmp` to the lock's name, taking over stale locks under the takeover mutex; a bounded number of rounds,
+ * and a bounded wait while another contender's takeover is under way. The takeover is told by the one contender
+ * that moved the stale file aside (another contender may then make the link first: this one is then refused,
+ * naming it).
  */
-async function linkLock(tmp: string, path: string, holder: LockHolder, opts: LockOptions): Promise<void> {
-  for (let round = 0; round < MAX_ROUNDS; round++) {
+async function linkLock(tmp: string, bytes: Buffer, path: string, holder: LockHolder, opts: LockOptions): Promise<void> {
+  const staleMs = opts.staleMs ?? DEFAULT_STALE_MS;
+  const waitUntil = Date.now() + (opts.takeoverWaitMs ?? staleMs + 10_000);
+  for (let round = 0; round < MAX_ROUNDS; ) {
     if (await tryLink(tmp, path)) return;
     const seen = await readLock(path);
-    if (seen === undefined) continue; // released in between: try again
-    const why = await staleReason(seen, path, opts.staleMs ?? DEFAULT_STALE_MS);
+    if (seen === undefined) {
+      round++; // released in between: try again
+      continue;
+    }
+    const why = await staleReason(seen, path, staleMs);
     if (typeof why !== 'string') fail('E_LOCKED', path, lockedMessage(path, seen, why.ageMs, opts), undefined, seen.holder);
-    if ((await claimStale(path, seen, holder.run_id)) === 'claimed') (opts.log ?? ((l) => console.error(l)))(`taking over the stale lock ${path} of ${describe(seen.holder)}: ${why}`);
+    const mutex = await takeMutex(path, bytes, holder.run_id, staleMs);
+    if (mutex.busy !== undefined) {
+      if (Date.now() > waitUntil) fail('E_LOCK', path, `another run's takeover of this stale lock has not ended: ${describe(mutex.busy.holder)} holds ${path}${MUTEX_SUFFIX}`, undefined, mutex.busy.holder);
+      await delay(TAKEOVER_POLL_MS);
+      continue;
+    }
+    round++;
+    try {
+      const now = await readLock(path); // under the mutex: still the file judged stale? (else look again)
+      if (now !== undefined && now.ino === seen.ino && now.raw === seen.raw && (await claimStale(path, seen, holder.run_id)) === 'claimed') {
+        (opts.log ?? ((l) => console.error(l)))(`taking over the stale lock ${path} of ${describe(seen.holder)}: ${why}`);
+      }
+    } finally {
+      await mutex.release();
+    }
   }
   fail('E_LOCK', path, `could not take the lock after ${MAX_ROUNDS} attempts (other runs keep taking it)`);
+}
+
+const MUTEX_SUFFIX = '.takeover';
+
+/** The takeover mutex, held (`release` then) or `busy` with another live contender's (the caller waits). */
+type Mutex = { readonly busy: undefined; release(): Promise<void> } | { readonly busy: SeenLock };
+
+/**
+ * Takes `<lock>.takeover`: a private file with our holder's bytes, linked to the mutex's name (EEXIST: held). A
+ * mutex whose holder is gone (the rules of a lock, `staleReason`) is moved aside with `claimStale`, then taken.
+ */
+async function takeMutex(path: string, bytes: Buffer, runId: string, staleMs: number): Promise<Mutex> {
+  const mutex = path + MUTEX_SUFFIX;
+  const tmp = `${mutex}.${runId}.tmp`;
+  await writeNew(tmp, bytes, path);
+  try {
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      if (await tryLink(tmp, mutex)) {
+        const ino = statSync(mutex).ino;
+        return { busy: undefined, release: async () => void (inodeOf(mutex) === ino && (await unlink(mutex).catch(ignoreMissing))) };
+      }
+      const seen = await readLock(mutex);
+      if (seen === undefined) continue; // released in between
+      if (typeof (await staleReason(seen, mutex, staleMs)) !== 'string') return { busy: seen };
+      await claimStale(mutex, seen, runId);
+    }
+    fail('E_LOCK', path, `could not take the takeover mutex ${mutex} after ${MAX_ROUNDS} attempts`);
+  } finally {
+    await unlink(tmp).catch(ignoreMissing);
+  }
 }
 
 /** link(tmp, path): true when made (also when NFS lost the reply: tmp then has two links), false on EEXIST. */
@@ -371,9 +430,7 @@ async function staleReason(seen: SeenLock, path: string, staleMs: number): Promi
  */
 export async function claimStale(path: string, seen: SeenLock, runId: string): Promise<'claimed' | 'gone' | 'restored'> {
   const mine = `${path}.stale-${runId}`;
-  // Already replaced (another contender took over since our read): never move a live lock aside. This narrows, but
-  // does not close, the window in which a live lock is moved aside and a third contender links meanwhile.
-  if (inodeOf(path) !== seen.ino) return 'gone';
+  if (inodeOf(path) !== seen.ino) return 'gone'; // already replaced since our read: never move a live lock aside
   try {
     await rename(path, mine);
   } catch (err) {

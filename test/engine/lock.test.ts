@@ -154,6 +154,7 @@ t.test('contenders racing for a stale lock: exactly one wins, the others name it
     for (const c of contenders) c.child.stdin!.end();
     for (const c of contenders) t.equal((await c.exited).code, 0);
     t.notOk(existsSync(lockPath(dir)), `round ${round}: the winner released`);
+    t.same(await readdir(dir), [], `round ${round}: no mutex, aside or temporary file is left`);
   }
 });
 
@@ -173,6 +174,28 @@ t.test('claimStale: takes the file judged stale, puts back a newer one, and repo
   t.equal(await claimStale(path, after, 'me'), 'claimed', 'the file judged is the file moved');
   t.notOk(existsSync(path));
   t.equal(await claimStale(path, after, 'me'), 'gone', 'nothing to move: someone else was first');
+});
+
+t.test('the takeover mutex: one left by a dead contender is taken over; a live one is waited for, then E_LOCK', async (t) => {
+  const dir = await tempDir(t, 'lock-');
+  const path = await plantLock(dir, { pid: 999_999 }); // a stale lock: its pid is gone
+  // A contender that died in the middle of its takeover left the mutex behind.
+  await writeFile(`${path}.takeover`, JSON.stringify({ pid: 999_998, host: hostname(), started_at: '2026-01-01T00:00:00.000Z', run_id: 'dead-contender', argv: ['planted'] }));
+  const logs: string[] = [];
+  const lock = await RunLock.acquire(dir, { log: (l) => logs.push(l) });
+  t.equal(logs.filter((l) => l.includes('taking over the stale lock') && l.includes('pid 999999 ')).length, 1, 'the stale lock is taken over, once');
+  t.same((await readdir(dir)).sort(), [LOCK_FILE], 'the dead mutex is gone and no file of ours is left');
+  await lock.release();
+
+  await plantLock(dir, { pid: 999_999 });
+  // A live contender (this very process) is in the middle of its takeover: the next one waits, then gives up.
+  await writeFile(`${path}.takeover`, JSON.stringify({ pid: process.pid, host: hostname(), started_at: '2026-01-01T00:00:00.000Z', run_id: 'live-contender', argv: ['planted'] }));
+  const err = await RunLock.acquire(dir, { takeoverWaitMs: 100, log: (l) => t.fail(`no takeover expected: ${l}`) }).catch((e: unknown) => e as { code: string; message: string; holder?: LockHolder });
+  t.match(err, { code: 'E_LOCK', message: /takeover of this stale lock has not ended/ });
+  t.match(err, { message: new RegExp(`pid ${process.pid} on host`) }, 'names the mutex holder');
+  t.equal((err as { holder?: LockHolder }).holder?.run_id, 'live-contender');
+  t.equal((await readLock(path))?.holder?.pid, 999_999, 'the stale lock is left for the mutex holder');
+  t.same((await readdir(dir)).sort(), [LOCK_FILE, `${LOCK_FILE}.takeover`], 'no file of the contender is left');
 });
 
 t.test('another host: a fresh heartbeat is refused, an old one is taken over', async (t) => {
