@@ -15,7 +15,6 @@
  */
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CLI, e2eUnavailable, makeSlides, readReport, runCli, shardBytes, tempDir, TILE, TILE_FLAGS, waitFor, writeCsv, type SlideSpec } from '../helpers/e2e.js';
@@ -36,11 +35,17 @@ const PASSWORD = 'e2e-secret-7f3a';
 // Short lock and stalled-check periods: a lost machine's slide is taken again within about 3 s.
 const LOCK_FLAGS = ['--queue-lock-ms', '2000', '--queue-stalled-ms', '1000'];
 
-/** Every file under `dir` (relative paths). */
+/**
+ * Every file under `dir` (relative paths). Read while a run works in it: a folder may go between its listing and its
+ * reading (the job's write probe makes and removes --out before the run; temporary folders come and go).
+ */
 async function walk(dir: string, base = dir): Promise<string[]> {
-  if (!existsSync(dir)) return [];
+  const entries = await readdir(dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [];
+    throw err;
+  });
   const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true })) {
+  for (const e of entries) {
     const p = join(dir, e.name);
     if (e.isDirectory()) out.push(...(await walk(p, base)));
     else out.push(p.slice(base.length + 1));
