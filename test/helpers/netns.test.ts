@@ -4,7 +4,9 @@
  * Redis keeps its data across kill -9 (AOF), and teardown leaves no namespace, interface or process.
  */
 import t from 'tap';
-import { createLab, netnsMissing, type Lab, type Machine, type NsProcess } from './netns.js';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createLab, LAB_PREFIX, netnsMissing, type Lab, type Machine, type NsProcess } from './netns.js';
 import { startNsRedis, type NsRedis } from './netns-redis.js';
 
 /** A PING over TCP from inside a namespace: prints Redis's answer, or the error, or "timeout" after `timeoutMs`. */
@@ -26,6 +28,17 @@ const missing = netnsMissing();
 if (missing) {
   t.plan(0, missing);
 } else {
+  t.test("a lab left by a killed test process is removed by the next lab; a live process's lab is not", async (t) => {
+    const gone = spawnSync(process.execPath, ['-p', 'process.pid']); // a pid that ran and is gone now
+    const dead = `${LAB_PREFIX}${Number(gone.stdout).toString(36)}_0-br`;
+    const live = `${LAB_PREFIX}${process.ppid.toString(36)}_0-br`; // tap's process runs on
+    for (const ns of [dead, live]) t.equal(spawnSync('ip', ['netns', 'add', ns]).status, 0, `made ${ns}`);
+    t.teardown(() => void spawnSync('ip', ['netns', 'del', live]));
+    createLab(t, 1);
+    t.notOk(existsSync(`/run/netns/${dead}`), 'the dead creator\'s namespace is gone');
+    t.ok(existsSync(`/run/netns/${live}`), 'the live one stays');
+  });
+
   t.test('machines, links, kills, redis', async (t) => {
     const lab = createLab(t, 3);
     const [m0, m1, m2] = lab.machines as [Machine, Machine, Machine];

@@ -112,7 +112,8 @@ function linkUp(bridgeNs: string, m: Machine, machines: readonly Machine[]): voi
 /** Creates the bridge and `n` machines (n <= 200); everything is removed in `t.teardown`. */
 export function createLab(t: Teardown, n: number): Lab {
   if (n < 1 || n > 200) throw new Error(`createLab: ${n} machines (1..200)`);
-  const prefix = `q${process.pid.toString(36)}${(labs++).toString(36)}`;
+  removeOrphanLabs();
+  const prefix = `${LAB_PREFIX}${process.pid.toString(36)}_${(labs++).toString(36)}`;
   const bridgeNs = `${prefix}-br`;
   const machines: Machine[] = Array.from({ length: n }, (_, i) => ({
     name: `m${i}`,
@@ -157,6 +158,26 @@ export function createLab(t: Teardown, n: number): Lab {
   });
   build(bridgeNs, machines);
   return lab;
+}
+
+/** Lab names: `wq<creator pid, base 36>_<lab number>-...`, so that a lab whose creator is gone can be told. */
+export const LAB_PREFIX = 'wq';
+const LAB_NAME = new RegExp(`^${LAB_PREFIX}([0-9a-z]+)_[0-9a-z]+-`);
+
+/**
+ * Removes the labs of test processes that died before their teardown (SIGKILLed after a tap timeout): their
+ * namespaces (and with them their interfaces) and whatever still runs in them. Only names of this helper's pattern
+ * whose creating process no longer runs.
+ */
+function removeOrphanLabs(): void {
+  const orphans = ip('netns', 'list')
+    .split('\n')
+    .map((l) => l.split(' ')[0] ?? '')
+    .filter((ns) => {
+      const m = LAB_NAME.exec(ns);
+      return m !== null && !running(parseInt(m[1]!, 36));
+    });
+  removeNow(orphans);
 }
 
 function build(bridgeNs: string, machines: readonly Machine[]): void {
