@@ -113,7 +113,10 @@ class SharpSlide implements SlideReader {
   private corrupt(level: number, err: CorruptTileError): SlideError {
     const ifd = this.pages[level]!;
     const ds = this.levels[level]!.downsample;
-    const tile = { level, x: Math.round(err.column * ifd.tileWidth! * ds), y: Math.round(err.row * ifd.tileHeight! * ds), width: Math.round(ifd.tileWidth! * ds), height: Math.round(ifd.tileHeight! * ds) };
+    const x = Math.round(err.column * ifd.tileWidth! * ds);
+    const y = Math.round(err.row * ifd.tileHeight! * ds);
+    // The tile's box, cut to the slide (an edge tile's padding is not pixels of it).
+    const tile = { level, x, y, width: Math.min(Math.round(ifd.tileWidth! * ds), this.width - x), height: Math.min(Math.round(ifd.tileHeight! * ds), this.height - y) };
     const where = `tile at level-0 x ${tile.x}, y ${tile.y} (${tile.width}x${tile.height} px${level > 0 ? `, level ${level}` : ''}; JPEG tile ${err.index} of TIFF page ${ifd.index})`;
     return new SlideError('E_TILE_CORRUPT', this.image_id, this.path, `${where} is corrupt: ${err.fault}`, { cause: err, tile });
   }
