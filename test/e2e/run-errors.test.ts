@@ -135,7 +135,7 @@ if (unavailable) {
     t.equal(strips.status, 'failed');
     t.equal(strips.code, 'E_SLIDE_READ');
     t.match(strips.error, /^strips\.tiff: .*Corrupt JPEG data: premature end of data segment/, 'the decoder\'s words, on one line');
-    t.match(r.stderr, /^2 slide\(s\) failed: 1 E_SLIDE_READ, 1 E_TILE_CORRUPT$/m, "counted by code");
+    t.match(r.stderr, /^2 slide\(s\) failed: 1 E_SLIDE_READ, 1 E_TILE_CORRUPT$/m, 'counted by code');
     t.match(r.stderr, /^ {2}slide tiled \(patient p0\) failed: E_TILE_CORRUPT: slide "tiled" \(.+tiled\.tiff\): tile at level-0 x 1280, y 0 .*is corrupt: Corrupt JPEG data/m, 'stderr names the slide and the tile');
     t.match(r.stderr, /^ {2}slide strips \(patient p2\) failed: E_SLIDE_READ: slide "strips" \(.+strips\.tiff\): .*Corrupt JPEG data/m, 'stderr names the slide');
     const unattributed = r.stderr.split('\n').filter((l) => /Corrupt JPEG|VipsJpeg/.test(l) && !/slide (strips|tiled)\b/.test(l));
