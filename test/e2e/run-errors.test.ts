@@ -141,13 +141,7 @@ if (unavailable) {
     const unattributed = r.stderr.split('\n').filter((l) => /Corrupt JPEG|VipsJpeg/.test(l) && !/slide (strips|tiled)\b/.test(l));
     t.same(unattributed, [], 'no decoder line without its slide');
 
-    // --jpeg-check off: the old behaviour, the tiled slide read with the damaged tile's wrong pixels and no message.
-    const off = await runCli(['--csv', csv, '--slides', slidesDir, '--out', join(cwd, 'out-corrupt-off'), ...TILE_FLAGS, '--workers', '2', '--progress', 'none', '--jpeg-check', 'off'], cwd);
-    t.equal(off.code, 1, 'the strip slide still fails');
-    const unchecked = new Map((await readReport(join(cwd, 'out-corrupt-off'))).slides.map((s) => [s.image_id, s]));
-    t.equal(unchecked.get('tiled')!.status, 'ok', 'unchecked, the tiled slide is read');
-    t.equal(unchecked.get('tiled')!.tiles_kept, unchecked.get('clean')!.tiles_kept, 'the same tiles kept as its clean twin');
-    t.same(unchecked.get('tiled')!.warnings, undefined, 'no message from its worker');
+    // --jpeg-check off (libvips' silent decode) is tested on the reader: test/slides/tile-check.test.ts.
     const usage = await runCli(['--csv', csv, '--slides', slidesDir, '--out', join(cwd, 'out-corrupt-usage'), '--jpeg-check', 'some'], cwd);
     t.equal(usage.code, 2, 'a bad --jpeg-check is a usage error');
     t.match(usage.stderr, '--jpeg-check must be quick, full or off, got "some"');
