@@ -59,7 +59,7 @@ export async function openSlide(path: string, image_id: string, opts: OpenSlideO
   const ext = extname(path).toLowerCase();
   if (opts.backend === 'dicom' || ext === '.dcm' || st.isDirectory()) {
     const { openDicomSlide } = await import('./backend-dicom.js');
-    return openDicomSlide(path, image_id, { allowNonRgb: opts.allowNonRgb === true });
+    return openDicomSlide(path, image_id, { allowNonRgb: opts.allowNonRgb === true, jpegCheck: opts.jpegCheck ?? 'quick' });
   }
   const { openSharpSlide } = await import('./backend-sharp.js');
   const { openOpenSlide } = await import('./backend-openslide.js');

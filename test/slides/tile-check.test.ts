@@ -2,7 +2,8 @@
  * A corrupt JPEG tile through the sharp backend (tile-check.ts): every read that decodes it (a level-0 region, the
  * pyramid thumbnail, the single-level 'jpeg' thumbnail) fails with E_TILE_CORRUPT naming the slide and the tile's
  * level-0 box; each tile is checked once; --jpeg-check off gives libvips' silent decode (wrong pixels, no error).
- * Also the shared Aperio SVS with one tile byte-mutated in a temporary copy.
+ * Also the shared Aperio SVS with one tile byte-mutated in a temporary copy, and a DICOM instance with one corrupt
+ * JPEG frame (the DICOM backend checks each frame before sharp decodes it).
  */
 import t from 'tap';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -19,6 +20,7 @@ import { BandSelector } from '../../stages/slides/tile-select.js';
 import { DEFAULT_TILE_PARAMS } from '../../stages/slides/tile-params.js';
 import type { SlideReader } from '../../stages/slides/reader.js';
 import type { TileCheck } from '../../stages/slides/tile-check.js';
+import { cutFrames, JPEG_BASELINE, writeInstance } from '../helpers/dicom.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tile-check-test-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -160,4 +162,25 @@ t.test('the shared Aperio SVS with one tile damaged in a copy: E_TILE_CORRUPT at
   const ref = await openSlide(CMU, 'ref');
   t.teardown(() => ref.close());
   t.same(await s.readRegion(0, 0, 0, 480, 240), await ref.readRegion(0, 0, 0, 480, 240), 'clean tiles read as in the original');
+});
+
+t.test('a DICOM instance with one corrupt JPEG frame: E_TILE_CORRUPT naming the frame and its level-0 box', async (t) => {
+  const src = await openSlide(clean, 'src');
+  const frames = await cutFrames(src, 0, 256, 256, 90);
+  await src.close();
+  // Frame 10 (index 9: column 1, row 1 of 8 x 8): its entropy data zeroed from 100 bytes past the scan start.
+  const jpeg = Buffer.from(frames[9]!);
+  const sos = jpeg.indexOf(Buffer.from([0xff, 0xda]));
+  jpeg.fill(0, sos + 2 + jpeg.readUInt16BE(sos + 2) + 100, jpeg.length - 2);
+  frames[9] = jpeg;
+  const path = join(dir, 'corrupt.dcm');
+  writeInstance({ path, width: 2048, height: 2048, frameWidth: 256, frameHeight: 256, frames, transferSyntax: JPEG_BASELINE, oneFragment: true });
+  const s = await openSlide(path, 'dcm');
+  t.teardown(() => s.close());
+  t.equal(s.backend, 'dicom');
+  const err = await rejection(s.readRegion(0, 300, 300, 100, 100));
+  t.equal(err.code, 'E_TILE_CORRUPT');
+  t.same(err.tile, { level: 0, x: 256, y: 256, width: 256, height: 256 });
+  t.match(err.message, /tile at level-0 x 256, y 256 \(256x256 px; frame 10 of corrupt\.dcm\) is corrupt: Corrupt JPEG data: /);
+  t.equal((await s.readRegion(0, 0, 0, 256, 256)).length, 256 * 256 * 3, 'a clean frame reads');
 });
