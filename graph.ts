@@ -33,6 +33,7 @@ import { dropNoTiles, type DropReason } from './stages/drop-no-tiles.js';
 import { toExample } from './stages/to-example.js';
 import { writeTfrecords, type WriteSummary } from './stages/write-tfrecords.js';
 import { configureSharpForWorker } from './stages/slides/backend-sharp.js';
+import type { JpegCheckSetting } from './stages/slides/tile-check.js';
 import { combineSlideFacts, type SlideFactsInput } from './stages/slide-files/slide-facts.js';
 import type { SlideFilesConfig } from './stages/slide-files/formats.js';
 import type { SlideFilesElement } from './stages/slide-files/slide-tiles.js';
@@ -60,6 +61,8 @@ export interface SlideConfig {
   readonly threads: number;
   /** Read slides that are not 8-bit RGB brightfield, mapped to RGB (--allow-non-rgb; default: E_SLIDE_NOT_BRIGHTFIELD). */
   readonly allowNonRgb?: boolean;
+  /** The corrupt-JPEG-tile check (--jpeg-check; default 'quick': stages/slides/tile-check.ts). */
+  readonly jpegCheck?: JpegCheckSetting;
 }
 
 export interface PipelineConfig {
@@ -107,7 +110,7 @@ export function perSlide(config: SlideConfig): (task: SlideTask, ctx: StageConte
       // The tile selection's summary (for the run report) joins the slide's results.
       const summary = new Channel<SlideSummary>(1);
       // A shared slide (see ItemShare): every participant selects the same tiles and reads the runs it claims.
-      const read = produceTiles(config.tile, { onSummary: (s) => void summary.push(s), slide: { allowNonRgb: config.allowNonRgb === true }, ...(ctx.share && { share: ctx.share }) });
+      const read = produceTiles(config.tile, { onSummary: (s) => void summary.push(s), slide: { allowNonRgb: config.allowNonRgb === true, jpegCheck: config.jpegCheck ?? 'quick' }, ...(ctx.share && { share: ctx.share }) });
       const tiles = g.source('ProduceTiles', (c) => closing(read(once(task), c), summary));
       const normalized = tiles.batch('Batch', { size: config.groupSize, maxWaitMs: config.batchMaxWaitMs }).pipe('NormalizeTiles', normalize);
       const embeddings = normalized.pipe('EmbedTiles', embed); // packed per group: one record per group to the parent

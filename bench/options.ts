@@ -1,6 +1,6 @@
 /**
  * The suite's options (bench/run.ts's command line) and the places it works in. Options: --full, --json FILE,
- * --only a,b (parts: stages, pipeline, memory, overhead; `scaling`, `single-level`, `queue-throughput` and `queue-control` run only when named), --job-args "..." (extra
+ * --only a,b (parts: stages, pipeline, memory, overhead; `scaling`, `single-level`, `queue-throughput`, `queue-control` and `jpeg-check` run only when named), --job-args "..." (extra
  * flags for every job run: A/B of defaults), --repeat N (stage-cost and pipeline runs, medians; 3),
  * --memory-repeat N (runs of each memory-series slide, the highest peak kept; 2). Part `embed-batch` (named only):
  * --embed-model FILE (an embedder .onnx; the demo EfficientNet-B0), --precision LABEL (recorded with it; fp32),
@@ -41,7 +41,7 @@ export interface BenchOptions {
 }
 
 /** Parts that run only when --only names them: long, and not among the README's figures. */
-const NAMED_ONLY = new Set(['scaling', 'single-level', 'embed-batch', 'embedders', 'slide-files', 'queue-throughput', 'queue-control']);
+const NAMED_ONLY = new Set(['scaling', 'single-level', 'embed-batch', 'embedders', 'slide-files', 'queue-throughput', 'queue-control', 'jpeg-check']);
 
 export function benchOptions(argv: readonly string[]): BenchOptions {
   const flag = (name: string): string | undefined => {

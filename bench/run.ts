@@ -37,6 +37,7 @@ import { benchOptions, CACHE, CORES } from './options.js';
 import { embeddersFigure } from './embedders.js';
 import { BenchRecord, log } from './record.js';
 import { queueControlFigure } from './queue-control.js';
+import { jpegCheckFigure } from './jpeg-check.js';
 import { queueThroughputFigure } from './queue-throughput.js';
 import { scalingFigure } from './scaling.js';
 import { singleLevelFigure } from './single-level.js';
@@ -60,6 +61,7 @@ const FIGURES: readonly Figure[] = [
   slideFilesFigure(), // per-slide h5 / geojson writers (part `slide-files`, only when named)
   queueThroughputFigure(), // the queue against the local pool (part `queue-throughput`, only when named)
   queueControlFigure(), // the queue's control plane, 10,000 tiny jobs (part `queue-control`, only when named)
+  jpegCheckFigure(), // the corrupt-JPEG-tile check against the tile read (part `jpeg-check`, only when named)
 ];
 
 /** results.json, and results.svg beside it when the memory series ran. */

@@ -206,6 +206,7 @@ async function slideConfig(opts: RunOptions, models: JobModels, workers: number,
     ...(models.normalizer !== 'none' && { normalizerMode: await normalizerMode(models.normalizer, lutCacheDir, availableParallelism()) }),
     threads: Math.max(1, Math.floor(availableParallelism() / Math.max(1, workers))),
     ...(opts.allowNonRgb && { allowNonRgb: true }),
+    jpegCheck: opts.jpegCheck,
   };
 }
 

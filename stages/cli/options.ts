@@ -9,6 +9,7 @@ import { EMBEDDER_ARCHS } from '../../models/embedders.js';
 import { parseFormats, type OutputFormat } from '../slide-files/formats.js';
 import { parsePrecision, PRECISION_FLAGS, PRECISION_HELP, type PrecisionOptions } from './precision-options.js';
 import { UsageError } from './usage-error.js';
+import type { JpegCheckSetting } from '../slides/tile-check.js';
 import { QUEUE_FLAGS, QUEUE_HELP, queueOptions, type QueueOptions } from './queue-options.js';
 
 export interface RunOptions extends PrecisionOptions {
@@ -45,6 +46,8 @@ export interface RunOptions extends PrecisionOptions {
   readonly formats: readonly OutputFormat[];
   /** Process slides that are not 8-bit RGB brightfield, mapped to RGB as stated in the report (default: refuse them). */
   readonly allowNonRgb: boolean;
+  /** --jpeg-check: how each JPEG tile of a TIFF / SVS is checked for corrupt data before it is decoded (default 'quick'). */
+  readonly jpegCheck: JpegCheckSetting;
   /** --queue: the slides run through BullMQ on Redis (stages/cli/queue-run.ts); --workers may then be 0. */
   readonly queue?: QueueOptions;
 }
@@ -90,9 +93,19 @@ Main job options (defaults are the seed's constants):
   --progress MODE            auto | bars | lines | none (auto: bars on a terminal, lines otherwise)
   --allow-non-rgb            process fluorescence / 16-bit / single-channel slides, mapped to 8-bit RGB as
                              report.json states per slide (default: they fail with E_SLIDE_NOT_BRIGHTFIELD)
+  --jpeg-check MODE          quick | full | off: check each JPEG tile of a TIFF / SVS before it is decoded; a corrupt
+                             one fails its slide with E_TILE_CORRUPT (default quick: markers and lost data; full:
+                             every Huffman code too, more CPU)
 ${PRECISION_HELP}  -h, --help                 this help
 
 ${QUEUE_HELP}`;
+
+/** --jpeg-check: quick (default), full or off. */
+function jpegCheck(value: string | undefined): JpegCheckSetting {
+  if (value === undefined) return 'quick';
+  if (value === 'quick' || value === 'full' || value === 'off') return value;
+  throw new UsageError(`--jpeg-check must be quick, full or off, got "${value}"`);
+}
 
 function positiveInt(name: string, value: string | undefined, fallback: number): number;
 function positiveInt(name: string, value: string | undefined, fallback: undefined): number | undefined;
@@ -144,6 +157,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
         progress: { type: 'string' },
         formats: { type: 'string' },
         'allow-non-rgb': { type: 'boolean' },
+        'jpeg-check': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         ...PRECISION_FLAGS,
         ...QUEUE_FLAGS,
@@ -213,6 +227,7 @@ export function parseRunOptions(argv: readonly string[]): RunOptions | 'help' {
     progress,
     formats,
     allowNonRgb: v['allow-non-rgb'] ?? false,
+    jpegCheck: jpegCheck(v['jpeg-check']),
     ...parsePrecision(v),
     ...(queue !== undefined && { queue }),
   };

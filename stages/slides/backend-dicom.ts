@@ -7,13 +7,15 @@
  * at most FRAME_CACHE_BYTES of decoded frames and the frames of the region being read.
  */
 import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import sharp from 'sharp';
 import { SlideError } from './errors.js';
 import { brightfieldCheck, type ChannelMapping } from './brightfield.js';
 import { chooseLevel, findLevels, thumbnailSource, type RgbImage, type SlideFacts, type SlideLevel, type SlideReader } from './reader.js';
 import { DicomFormatError, readDicomInstance, readFrameBytes, type DicomInstance } from './dicom-parse.js';
+import { jpegTileFault } from './jpeg-check.js';
+import type { JpegCheckSetting } from './tile-check.js';
 
 /** Decoded frames kept for the next regions (neighbouring tiles share frames). */
 export const FRAME_CACHE_BYTES = 16 * 1024 * 1024;
@@ -28,7 +30,7 @@ interface OpenInstance {
 }
 
 /** Opens a `.dcm` file or a series folder of `.dcm` files. Errors are SlideErrors naming the file. */
-export async function openDicomSlide(path: string, image_id: string, limits: { thumbnailWholePixels?: number; allowNonRgb?: boolean } = {}): Promise<SlideReader> {
+export async function openDicomSlide(path: string, image_id: string, limits: { thumbnailWholePixels?: number; allowNonRgb?: boolean; jpegCheck?: JpegCheckSetting } = {}): Promise<SlideReader> {
   const files = await dicomFiles(path, image_id);
   const opened: OpenInstance[] = [];
   try {
@@ -46,7 +48,7 @@ export async function openDicomSlide(path: string, image_id: string, limits: { t
     const mapping = dicomBrightfield(used[0]!.inst, limits.allowNonRgb === true, image_id);
     for (const o of opened) if (!used.includes(o)) await o.fh.close();
     opened.length = 0;
-    return new DicomSlide(image_id, path, used, limits.thumbnailWholePixels ?? THUMBNAIL_WHOLE_PIXELS, dicomFacts(used[0]!.inst, mapping));
+    return new DicomSlide(image_id, path, used, limits.thumbnailWholePixels ?? THUMBNAIL_WHOLE_PIXELS, dicomFacts(used[0]!.inst, mapping), limits.jpegCheck ?? 'quick');
   } finally {
     for (const o of opened) await o.fh.close();
   }
@@ -125,6 +127,8 @@ class DicomSlide implements SlideReader {
     private readonly instances: readonly OpenInstance[],
     private readonly thumbnailWholePixels: number,
     readonly facts: SlideFacts,
+    /** The corrupt-JPEG check of each frame before it is decoded (sharp's failOn misses libjpeg's late warnings). */
+    private readonly jpegCheck: JpegCheckSetting,
   ) {
     const l0 = instances[0]!.inst;
     this.width = l0.width;
@@ -147,7 +151,7 @@ class DicomSlide implements SlideReader {
       for (let c = Math.floor(x / fw); c <= Math.floor((x + width - 1) / fw); c++) {
         const f = inst.grid[r * across + c]!;
         if (f < 0) continue;
-        const frame = await this.frame(level, f);
+        const frame = await this.frame(level, f, c, r);
         // The part of frame (c, r) inside the region, copied row by row.
         const x0 = Math.max(x, c * fw);
         const x1 = Math.min(x + width, (c + 1) * fw);
@@ -160,8 +164,8 @@ class DicomSlide implements SlideReader {
     return out;
   }
 
-  /** Frame f of a level as frameWidth x frameHeight RGB. */
-  private async frame(level: number, f: number): Promise<Buffer> {
+  /** Frame f (at column c, row r of the level's frame grid) as frameWidth x frameHeight RGB. */
+  private async frame(level: number, f: number, c: number, r: number): Promise<Buffer> {
     const key = `${level}:${f}`;
     const hit = this.cache.get(key);
     if (hit !== undefined) return hit;
@@ -169,13 +173,27 @@ class DicomSlide implements SlideReader {
     let pixels: Buffer;
     try {
       const bytes = await readFrameBytes(fh, inst, f);
+      const fault = inst.encapsulated && this.jpegCheck !== 'off' ? jpegTileFault(bytes, undefined, this.jpegCheck) : undefined;
+      if (fault !== undefined) throw this.corrupt(level, f, c, r, fault);
       pixels = inst.encapsulated ? await decodeJpeg(bytes, inst) : inst.planar === 1 ? interleave(bytes, inst.frameWidth * inst.frameHeight) : bytes;
     } catch (err) {
+      if (err instanceof SlideError) throw err;
       const code = err instanceof DicomFormatError ? 'E_SLIDE_FORMAT' : 'E_SLIDE_READ';
       throw new SlideError(code, this.image_id, inst.path, `level ${level} frame ${f + 1}: ${(err as Error).message}`, { cause: err });
     }
     this.cache.set(key, pixels);
     return pixels;
+  }
+
+  /** E_TILE_CORRUPT for frame f of a level, placed in level-0 pixels (cut to the slide). */
+  private corrupt(level: number, f: number, c: number, r: number, fault: string): SlideError {
+    const { inst } = this.instances[level]!;
+    const ds = this.levels[level]!.downsample;
+    const x = Math.round(c * inst.frameWidth * ds);
+    const y = Math.round(r * inst.frameHeight * ds);
+    const tile = { level, x, y, width: Math.min(Math.round(inst.frameWidth * ds), this.width - x), height: Math.min(Math.round(inst.frameHeight * ds), this.height - y) };
+    const where = `tile at level-0 x ${x}, y ${y} (${tile.width}x${tile.height} px${level > 0 ? `, level ${level}` : ''}; frame ${f + 1} of ${basename(inst.path)})`;
+    return new SlideError('E_TILE_CORRUPT', this.image_id, inst.path, `${where} is corrupt: ${fault}`, { tile });
   }
 
   async thumbnail(downsample: number): Promise<{ image: RgbImage; level: number }> {

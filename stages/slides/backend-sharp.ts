@@ -11,6 +11,7 @@ import { chooseLevel, findLevels, thumbnailSource, type LevelStorage, type RgbIm
 import { tiffFacts, tiffPixelKind } from './tiff-facts.js';
 import { parseTiff, TiffFormatError, type TiffFile, type TiffIfd } from './tiff-parse.js';
 import { canCopyTiles, canReadTiles, readTiledRegion, tiledRegion } from './tiff-region.js';
+import { CorruptTileError, TileCheck, type JpegCheckSetting } from './tile-check.js';
 
 // libvips' operation cache would keep decoded slide pixels alive between regions: off.
 sharp.cache(false);
@@ -27,8 +28,10 @@ const UNSUPPORTED_COMPRESSION = new Set([33003, 33004, 33005, 34712, 34713]);
  * Opens a TIFF-family slide. Levels: page 0 and its SubIFDs when it has them (an OME-TIFF pyramid), else the
  * main chain's pages (findLevels). An image that is not 8-bit RGB brightfield is refused (E_SLIDE_NOT_BRIGHTFIELD)
  * before any pixel is read, unless `allowNonRgb`: then every read maps it to RGB the same way (brightfield.ts).
+ * `jpegCheck` (default 'quick'): every JPEG tile a read decodes is checked first (tile-check.ts); a corrupt one
+ * fails the read with E_TILE_CORRUPT.
  */
-export async function openSharpSlide(path: string, image_id: string, opts: { allowNonRgb?: boolean } = {}): Promise<SlideReader> {
+export async function openSharpSlide(path: string, image_id: string, opts: { allowNonRgb?: boolean; jpegCheck?: JpegCheckSetting } = {}): Promise<SlideReader> {
   let fh: FileHandle;
   try {
     fh = await open(path, 'r');
@@ -66,7 +69,7 @@ export async function openSharpSlide(path: string, image_id: string, opts: { all
     const facts = { ...tiffFacts(tiff), ...(mapping !== undefined && { channelMapping: mapping.text }) };
     // A mapped image is read in its own colourspace and depth (libvips' sRGB conversion would otherwise apply first).
     const native = mapping === undefined ? undefined : { space: meta.space ?? 'multiband', depth: meta.depth ?? 'uchar' };
-    return new SharpSlide(image_id, path, fh, pageIdx.map((i) => pages[i]!), levels, facts, mapping && native && { ...mapping, ...native });
+    return new SharpSlide(image_id, path, fh, pageIdx.map((i) => pages[i]!), levels, facts, mapping && native && { ...mapping, ...native }, opts.jpegCheck ?? 'quick');
   } catch (err) {
     await fh.close();
     throw err;
@@ -88,9 +91,64 @@ class SharpSlide implements SlideReader {
     readonly facts: SlideFacts,
     /** Set for a non-brightfield image let through (--allow-non-rgb): how its samples become RGB, and libvips' native colourspace and depth. */
     readonly mapping: (ChannelMapping & { readonly space: string; readonly depth: string }) | undefined,
+    private readonly jpegCheck: JpegCheckSetting,
   ) {
     this.width = levels[0]!.width;
     this.height = levels[0]!.height;
+  }
+
+  /** Each JPEG-tiled level's tile check, made on first use (undefined: not JPEG tiles, or --jpeg-check off). */
+  private readonly checks = new Map<number, TileCheck>();
+
+  /** The tile check of a level (tests and the bench read its count). */
+  tileCheck(level: number): TileCheck | undefined {
+    const ifd = this.pages[level];
+    if (this.jpegCheck === 'off' || ifd === undefined || !TileCheck.applies(ifd)) return undefined;
+    let c = this.checks.get(level);
+    if (c === undefined) this.checks.set(level, (c = new TileCheck(ifd, this.jpegCheck)));
+    return c;
+  }
+
+  /** E_TILE_CORRUPT for a tile of `level`, placed in level-0 pixels. */
+  private corrupt(level: number, err: CorruptTileError): SlideError {
+    const ifd = this.pages[level]!;
+    const ds = this.levels[level]!.downsample;
+    const x = Math.round(err.column * ifd.tileWidth! * ds);
+    const y = Math.round(err.row * ifd.tileHeight! * ds);
+    // The tile's box, cut to the slide (an edge tile's padding is not pixels of it).
+    const tile = { level, x, y, width: Math.min(Math.round(ifd.tileWidth! * ds), this.width - x), height: Math.min(Math.round(ifd.tileHeight! * ds), this.height - y) };
+    const where = `tile at level-0 x ${tile.x}, y ${tile.y} (${tile.width}x${tile.height} px${level > 0 ? `, level ${level}` : ''}; JPEG tile ${err.index} of TIFF page ${ifd.index})`;
+    return new SlideError('E_TILE_CORRUPT', this.image_id, this.path, `${where} is corrupt: ${err.fault}`, { cause: err, tile });
+  }
+
+  /**
+   * Checks the JPEG tiles under a region that libvips reads from the file itself (a mapped image's page, a thumbnail
+   * page): their bytes read here, each tile once.
+   */
+  private async verifyTiles(level: number, x: number, y: number, width: number, height: number): Promise<void> {
+    const check = this.tileCheck(level);
+    if (check === undefined) return;
+    const ifd = this.pages[level]!;
+    const tw = ifd.tileWidth!;
+    const th = ifd.tileHeight!;
+    const across = Math.ceil(ifd.width / tw);
+    for (let r = Math.floor(y / th); r <= Math.floor((y + height - 1) / th); r++) {
+      for (let c = Math.floor(x / tw); c <= Math.floor((x + width - 1) / tw); c++) {
+        const i = r * across + c;
+        if (!check.has(i)) check.verify(i, await this.tileBytes(ifd, i));
+      }
+    }
+  }
+
+  /** The stored (compressed) bytes of tile `index` of a page. */
+  private async tileBytes(ifd: TiffIfd, index: number): Promise<Buffer> {
+    const n = ifd.byteCounts[index] ?? 0;
+    const off = ifd.offsets[index];
+    if (off === undefined || n === 0) throw new Error(`tile ${index} of TIFF page ${ifd.index} has no data`);
+    const buf = Buffer.alloc(n);
+    const { bytesRead } = await this.fh.read(buf, 0, n, off);
+    if (bytesRead !== n) throw new Error(`truncated TIFF: tile ${index} of page ${ifd.index} is cut short`);
+    return buf;
   }
 
   async readRegion(level: number, x: number, y: number, width: number, height: number): Promise<Uint8Array> {
@@ -99,12 +157,15 @@ class SharpSlide implements SlideReader {
     if (x < 0 || y < 0 || width < 1 || height < 1 || x + width > ifd.width || y + height > ifd.height) {
       throw new RangeError(`slide ${this.image_id}: region ${x},${y} ${width}x${height} outside level ${level} (${ifd.width}x${ifd.height})`);
     }
+    const check = this.tileCheck(level);
     try {
-      if (canReadTiles(ifd) && this.mapping === undefined) return await readTiledRegion(this.fh, ifd, x, y, width, height);
+      if (canReadTiles(ifd) && this.mapping === undefined) return await readTiledRegion(this.fh, ifd, x, y, width, height, check);
       // A SubIFD level: its tiles copied into a mini TIFF (libvips cannot open a SubIFD through sharp).
-      if (ifd.subIfd !== undefined) return await this.rgb(await tiledRegion(this.fh, ifd, x, y, width, height));
+      if (ifd.subIfd !== undefined) return await this.rgb(await tiledRegion(this.fh, ifd, x, y, width, height, check));
+      await this.verifyTiles(level, x, y, width, height);
       return await this.rgb(this.page(ifd).extract({ left: x, top: y, width, height }));
     } catch (err) {
+      if (err instanceof CorruptTileError) throw this.corrupt(level, err);
       throw new SlideError('E_SLIDE_READ', this.image_id, this.path, `reading level ${level} region ${x},${y} ${width}x${height}: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -117,6 +178,8 @@ class SharpSlide implements SlideReader {
     const ifd = this.pages[level]!;
     try {
       const src = thumbnailSource(this.width, this.height, this.levels[level]!, width, height, downsample);
+      // A SubIFD level or a mapped image is read through readRegion below, which checks its tiles.
+      if (this.mapping === undefined && ifd.subIfd === undefined) await this.verifyTiles(level, 0, 0, src.width, src.height);
       let img = this.page(ifd);
       if (src.width !== ifd.width || src.height !== ifd.height) img = img.extract({ left: 0, top: 0, width: src.width, height: src.height });
       // A SubIFD level, or a mapped image (mapped to RGB first, then resized, as the banded thumbnail does): RGB regions.
@@ -125,6 +188,8 @@ class SharpSlide implements SlideReader {
       const data = await rgb(img);
       return { image: { width, height, data }, level };
     } catch (err) {
+      if (err instanceof CorruptTileError) throw this.corrupt(level, err);
+      if (err instanceof SlideError) throw err;
       throw new SlideError('E_SLIDE_READ', this.image_id, this.path, `thumbnail from level ${level}: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -152,13 +217,15 @@ class SharpSlide implements SlideReader {
     const unitBytes = (tiled ? ifd.tileWidth! : ifd.width) * unitRows * 3;
     if (!canReadTiles(ifd) || this.mapping !== undefined) return { unitBytes };
     const across = Math.ceil(ifd.width / ifd.tileWidth!);
+    const check = this.tileCheck(level);
     const read = async (index: number): Promise<Buffer> => {
-      const n = ifd.byteCounts[index] ?? 0;
-      const off = ifd.offsets[index];
-      if (off === undefined || n === 0) throw new Error(`tile ${index} of TIFF page ${ifd.index} has no data`);
-      const buf = Buffer.alloc(n);
-      const { bytesRead } = await this.fh.read(buf, 0, n, off);
-      if (bytesRead !== n) throw new Error(`truncated TIFF: tile ${index} of page ${ifd.index} is cut short`);
+      const buf = await this.tileBytes(ifd, index);
+      try {
+        check?.verify(index, buf);
+      } catch (err) {
+        if (err instanceof CorruptTileError) throw this.corrupt(level, err);
+        throw err;
+      }
       return buf;
     };
     const jpeg = { tileWidth: ifd.tileWidth!, tileHeight: ifd.tileHeight!, across, down: Math.ceil(ifd.height / ifd.tileHeight!), photometric: ifd.photometric, tables: ifd.jpegTables, read };

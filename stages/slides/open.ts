@@ -9,6 +9,7 @@ import { SlideError } from './errors.js';
 import type { SlideBackend, SlideReader } from './reader.js';
 import { tiffPixelKind } from './tiff-facts.js';
 import { parseTiff, TiffFormatError } from './tiff-parse.js';
+import type { JpegCheckSetting } from './tile-check.js';
 
 /** Extensions only OpenSlide reads. */
 export const OPENSLIDE_ONLY = new Set(['.ndpi', '.mrxs', '.scn', '.vms', '.vmu', '.bif']);
@@ -43,6 +44,8 @@ export interface OpenSlideOptions {
   readonly backend?: SlideBackend;
   /** Process images that are not 8-bit RGB brightfield, mapped to RGB as brightfield.ts states (--allow-non-rgb); default: refuse them. */
   readonly allowNonRgb?: boolean;
+  /** The corrupt-JPEG-tile check of TIFF-family slides read by sharp (--jpeg-check, tile-check.ts); default 'quick'. */
+  readonly jpegCheck?: JpegCheckSetting;
 }
 
 /**
@@ -56,7 +59,7 @@ export async function openSlide(path: string, image_id: string, opts: OpenSlideO
   const ext = extname(path).toLowerCase();
   if (opts.backend === 'dicom' || ext === '.dcm' || st.isDirectory()) {
     const { openDicomSlide } = await import('./backend-dicom.js');
-    return openDicomSlide(path, image_id, { allowNonRgb: opts.allowNonRgb === true });
+    return openDicomSlide(path, image_id, { allowNonRgb: opts.allowNonRgb === true, jpegCheck: opts.jpegCheck ?? 'quick' });
   }
   const { openSharpSlide } = await import('./backend-sharp.js');
   const { openOpenSlide } = await import('./backend-openslide.js');
@@ -64,7 +67,7 @@ export async function openSlide(path: string, image_id: string, opts: OpenSlideO
     if (TIFF_BASED.has(ext)) await tiffBrightfield(path, image_id, opts.allowNonRgb === true);
     return openOpenSlide(path, image_id, opts.openslideLibrary);
   }
-  const sharpOpts = { allowNonRgb: opts.allowNonRgb === true };
+  const sharpOpts = { allowNonRgb: opts.allowNonRgb === true, jpegCheck: opts.jpegCheck ?? 'quick' };
   if (opts.backend === 'sharp') return openSharpSlide(path, image_id, sharpOpts);
   try {
     return await openSharpSlide(path, image_id, sharpOpts);

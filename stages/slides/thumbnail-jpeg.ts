@@ -76,6 +76,7 @@ export class JpegThumbnail {
       try {
         parts.push(tileParts(await this.jpeg.read(index), tables, TW, TH));
       } catch (err) {
+        if (err instanceof SlideError) throw err; // E_TILE_CORRUPT from the backend's check, naming the tile
         throw new SlideError('E_SLIDE_READ', this.slide.image_id, this.slide.path, `JPEG tile ${index} (column ${c}, row ${j}): ${(err as Error).message}`, { cause: err });
       }
     }

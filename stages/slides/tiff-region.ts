@@ -9,6 +9,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import sharp from 'sharp';
 import type { TiffIfd } from './tiff-parse.js';
+import type { TileCheck } from './tile-check.js';
 
 /** True when the region reader below can serve this level (8-bit, chunky, 3-channel, JPEG tiles). */
 export function canReadTiles(ifd: TiffIfd): boolean {
@@ -34,13 +35,16 @@ export function canCopyTiles(ifd: TiffIfd, littleEndian: boolean): boolean {
   return ifd.tileWidth !== undefined && ifd.tileHeight !== undefined && (ifd.planarConfig === 1 || ifd.samplesPerPixel === 1) && (ifd.bitsPerSample === 8 || littleEndian);
 }
 
-/** Reads an RGB region (level pixel coordinates, inside the level) as width*height*3 bytes. */
-export async function readTiledRegion(fh: FileHandle, ifd: TiffIfd, x: number, y: number, width: number, height: number): Promise<Buffer> {
-  return (await tiledRegion(fh, ifd, x, y, width, height)).raw().toBuffer();
+/**
+ * Reads an RGB region (level pixel coordinates, inside the level) as width*height*3 bytes. `check`: each JPEG tile is
+ * checked before libvips decodes it (libvips does not report a corrupt JPEG tile: tile-check.ts).
+ */
+export async function readTiledRegion(fh: FileHandle, ifd: TiffIfd, x: number, y: number, width: number, height: number, check?: TileCheck): Promise<Buffer> {
+  return (await tiledRegion(fh, ifd, x, y, width, height, check)).raw().toBuffer();
 }
 
 /** The region as a sharp image of its tiles copied into a mini TIFF with the level's own tags, not yet decoded. */
-export async function tiledRegion(fh: FileHandle, ifd: TiffIfd, x: number, y: number, width: number, height: number): Promise<sharp.Sharp> {
+export async function tiledRegion(fh: FileHandle, ifd: TiffIfd, x: number, y: number, width: number, height: number, check?: TileCheck): Promise<sharp.Sharp> {
   const tw = ifd.tileWidth!;
   const th = ifd.tileHeight!;
   const across = Math.ceil(ifd.width / tw);
@@ -64,6 +68,7 @@ export async function tiledRegion(fh: FileHandle, ifd: TiffIfd, x: number, y: nu
     if (off === undefined || n === 0) throw new Error(`tile ${i} of TIFF page ${ifd.index} has no data`);
     const { bytesRead } = await fh.read(data, pos, n, off);
     if (bytesRead !== n) throw new Error(`truncated TIFF: tile ${i} of page ${ifd.index} is cut short`);
+    check?.verify(i, data.subarray(pos, pos + n));
     offsets.push(pos);
     pos += n;
   }

@@ -17,6 +17,15 @@ t.test('defaults are the seed constants', async (t) => {
   t.equal(o.groupSize, 8, 'eight tiles per stage at a time');
   t.equal(o.csv, undefined, 'no --csv means the demo run');
   t.match(o.out, /out\/demo$/);
+  t.equal(o.jpegCheck, 'quick', 'JPEG tiles checked (quick) by default');
+});
+
+t.test('--jpeg-check quick | full | off', async (t) => {
+  for (const mode of ['quick', 'full', 'off'] as const) {
+    const o = parseRunOptions(['--jpeg-check', mode]);
+    t.equal(o !== 'help' && o.jpegCheck, mode);
+  }
+  t.match(HELP, /--jpeg-check MODE +quick \| full \| off/);
 });
 
 t.test('flags are parsed', async (t) => {
@@ -74,6 +83,7 @@ t.test('usage errors', async (t) => {
     [['--resume', '--no-resume'], /contradict/],
     [['--bogus'], /bogus/],
     [['--progress', 'fancy'], /--progress/],
+    [['--jpeg-check', 'some'], /--jpeg-check must be quick, full or off, got "some"/],
     [['--downsample', '32', '--tile-size', '16'], /must not exceed/],
   ];
   for (const [argv, re] of bad) {

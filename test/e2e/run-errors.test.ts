@@ -105,11 +105,11 @@ if (unavailable) {
     t.match(html, `<h2>Dropped patients (${n})</h2>`);
   });
 
-  t.test('corrupt JPEG data: what the decoder says reaches the user naming the slide', async (t) => {
+  t.test('corrupt JPEG data: the slide fails naming the slide and the tile (tiled: E_TILE_CORRUPT; strips: the decoder\'s words)', async (t) => {
     const slidesDir = join(cwd, 'slides-corrupt');
     const tissue = [{ kind: 'rect' as const, x: 0, y: 0, w: 8 * T, h: 8 * T }];
     await makeSlides(slidesDir, [{ image_id: 'tiled', width: 8 * T, height: 8 * T, seed: 3, tissue }, { image_id: 'clean', width: 8 * T, height: 8 * T, seed: 3, tissue }]);
-    // A tiled JPEG TIFF (the generator's): one level-0 tile corrupted.
+    // A tiled JPEG TIFF (the generator's, 256 px tiles, 7 across): level-0 tile 5 (x 1280, y 0) corrupted.
     await corruptJpeg(join(slidesDir, 'tiled.tiff'), 5);
     // A strip JPEG TIFF (one level, 256-row strips): one strip corrupted.
     const w = 8 * T;
@@ -121,22 +121,30 @@ if (unavailable) {
     await writeCsv(csv, ['tiled', 'clean', 'strips'].map((id, i) => ({ image_id: id, center_id: 0, patient_id: `p${i}`, image_num: 0, label: '1' })), true);
     const out = join(cwd, 'out-corrupt');
     const r = await runCli(['--csv', csv, '--slides', slidesDir, '--out', out, ...TILE_FLAGS, '--workers', '2', '--progress', 'none'], cwd);
-    t.equal(r.code, 1, 'a failed slide: exit code 1');
+    t.equal(r.code, 1, 'failed slides: exit code 1');
     const slides = new Map((await readReport(out)).slides.map((s) => [s.image_id, s]));
-    // libvips 8.17 (sharp 0.34) decodes a JPEG tile of a tiled TIFF itself and says nothing about corrupt entropy
-    // data (measured: no warning event, nothing on stderr): the slide is read, the damaged tile with wrong pixels.
+    // libvips 8.17 (sharp 0.34) decodes a JPEG tile of a tiled TIFF itself and says nothing of corrupt entropy data;
+    // the tile check (--jpeg-check, default quick) finds it before the decode.
     const tiled = slides.get('tiled')!;
-    t.equal(tiled.status, 'ok', 'the tiled slide is read');
-    t.equal(tiled.tiles_kept, slides.get('clean')!.tiles_kept, 'the same tiles kept as its clean twin');
-    t.same([tiled.warnings, slides.get('clean')!.warnings], [undefined, undefined], 'no message from its worker');
+    t.equal(tiled.status, 'failed', 'the tiled slide fails');
+    t.equal(tiled.code, 'E_TILE_CORRUPT');
+    t.match(tiled.error, /^tiled\.tiff: tile at level-0 x 1280, y 0 \(256x256 px; JPEG tile 5 of TIFF page 0\) is corrupt: Corrupt JPEG data: premature end of data segment$/, 'the slide, the tile, what is wrong');
+    t.equal(slides.get('clean')!.status, 'ok', 'its clean twin is read');
     // Strips go through libtiff's JPEG codec, whose warning sharp turns into an error (failOn 'warning').
     const strips = slides.get('strips')!;
     t.equal(strips.status, 'failed');
     t.equal(strips.code, 'E_SLIDE_READ');
     t.match(strips.error, /^strips\.tiff: .*Corrupt JPEG data: premature end of data segment/, 'the decoder\'s words, on one line');
-    t.match(r.stderr, /^1 slide\(s\) failed:\n {2}slide strips \(patient p2\) failed: E_SLIDE_READ: slide "strips" \(.+strips\.tiff\): .*Corrupt JPEG data/m, 'stderr names the slide');
+    t.match(r.stderr, /^2 slide\(s\) failed: 1 E_SLIDE_READ, 1 E_TILE_CORRUPT$/m, 'counted by code');
+    t.match(r.stderr, /^ {2}slide tiled \(patient p0\) failed: E_TILE_CORRUPT: slide "tiled" \(.+tiled\.tiff\): tile at level-0 x 1280, y 0 .*is corrupt: Corrupt JPEG data/m, 'stderr names the slide and the tile');
+    t.match(r.stderr, /^ {2}slide strips \(patient p2\) failed: E_SLIDE_READ: slide "strips" \(.+strips\.tiff\): .*Corrupt JPEG data/m, 'stderr names the slide');
     const unattributed = r.stderr.split('\n').filter((l) => /Corrupt JPEG|VipsJpeg/.test(l) && !/slide (strips|tiled)\b/.test(l));
     t.same(unattributed, [], 'no decoder line without its slide');
+
+    // --jpeg-check off (libvips' silent decode) is tested on the reader: test/slides/tile-check.test.ts.
+    const usage = await runCli(['--csv', csv, '--slides', slidesDir, '--out', join(cwd, 'out-corrupt-usage'), '--jpeg-check', 'some'], cwd);
+    t.equal(usage.code, 2, 'a bad --jpeg-check is a usage error');
+    t.match(usage.stderr, '--jpeg-check must be quick, full or off, got "some"');
   });
 
   t.test('--workers above the cores and a small --tile-budget: warned before the run; below one tile per worker: exit 2', async (t) => {

@@ -166,7 +166,8 @@ t.test('errors: bad ids, missing, not an image, truncated', async (t) => {
   writeFileSync(join(tmp, 'cut.tiff'), bytes.subarray(0, bytes.length - 200)); // directories are at the end
   // A directory cut short is a damaged TIFF: E_SLIDE_FORMAT naming the directory (tiff-parse checks every span against the file size).
   await t.rejects(openSlide(join(tmp, 'cut.tiff'), 'cut'), { code: 'E_SLIDE_FORMAT', image_id: 'cut', message: /TIFF directory 1 .*run past the end of the file .*truncated/ });
-  // Tile data cut short: opening works (directories intact), the region read fails with E_SLIDE_READ.
+  // Tile data zeroed: opening works (directories intact), the region read fails with E_TILE_CORRUPT (the tile check),
+  // or, unchecked, E_SLIDE_READ (libvips finds no JPEG).
   const fh = await open(good);
   const ifd0 = (await parseTiff(fh)).ifds[0]!;
   await fh.close();
@@ -174,6 +175,9 @@ t.test('errors: bad ids, missing, not an image, truncated', async (t) => {
   broken.fill(0, ifd0.offsets[0]!, ifd0.offsets[0]! + ifd0.byteCounts[0]!);
   writeFileSync(join(tmp, 'broken.tiff'), broken);
   const s = await openSlide(join(tmp, 'broken.tiff'), 'broken');
-  await t.rejects(s.readRegion(0, 0, 0, 64, 64), { code: 'E_SLIDE_READ', image_id: 'broken' });
+  await t.rejects(s.readRegion(0, 0, 0, 64, 64), { code: 'E_TILE_CORRUPT', image_id: 'broken', tile: { level: 0, x: 0, y: 0 } });
   await s.close();
+  const off = await openSlide(join(tmp, 'broken.tiff'), 'broken', { jpegCheck: 'off' });
+  await t.rejects(off.readRegion(0, 0, 0, 64, 64), { code: 'E_SLIDE_READ', image_id: 'broken' });
+  await off.close();
 });

@@ -263,8 +263,15 @@ t.test('refused and damaged files: clear E_SLIDE_FORMAT naming the file', async 
   const across = Math.ceil(base.width / 256);
   await withSlide(broken, 'broken', async (s) => {
     t.equal((await s.readRegion(0, 0, 0, 256, 256)).length, 256 * 256 * 3, 'frame 1 still reads');
-    await t.rejects(s.readRegion(0, (k % across) * 256, Math.floor(k / across) * 256, 256, 256), { code: 'E_SLIDE_READ', path: broken, message: new RegExp(`level 0 frame ${k + 1}: `) });
+    // The frame check (--jpeg-check) finds it before sharp: E_TILE_CORRUPT naming the frame and its level-0 box.
+    const x = (k % across) * 256;
+    const y = Math.floor(k / across) * 256;
+    await t.rejects(s.readRegion(0, x, y, 256, 256), { code: 'E_TILE_CORRUPT', path: broken, tile: { level: 0, x, y }, message: new RegExp(`tile at level-0 x ${x}, y ${y} .*frame ${k + 1} of broken\\.dcm\\) is corrupt: `) });
   });
+  // Unchecked, sharp refuses the frame: E_SLIDE_READ naming it.
+  const unchecked = await openDicomSlide(broken, 'broken', { jpegCheck: 'off' });
+  t.teardown(() => unchecked.close());
+  await t.rejects(unchecked.readRegion(0, (k % across) * 256, Math.floor(k / across) * 256, 256, 256), { code: 'E_SLIDE_READ', path: broken, message: new RegExp(`level 0 frame ${k + 1}: `) });
   const onlyLabel = join(dir, 'label-only');
   mkdirSync(onlyLabel);
   writeInstance({ ...base, path: join(onlyLabel, 'label.dcm'), imageType: 'DERIVED\\PRIMARY\\LABEL\\NONE', transferSyntax: JPEG_BASELINE });

@@ -255,7 +255,7 @@ t.test('shared slides read as level 0 only: the JPEG path decodes them, selectio
   t.ok(exact.keys.size > 0 && differ <= Math.max(2, exact.keys.size * 0.05), `${differ} tiles differ in keep/drop (exact keeps ${exact.keys.size})`);
 });
 
-t.test('a damaged JPEG tile fails the thumbnail with E_SLIDE_READ naming the slide and the tile', async (t) => {
+t.test('a damaged JPEG tile fails the thumbnail naming the slide and the tile: E_TILE_CORRUPT (the check), E_SLIDE_READ (unchecked)', async (t) => {
   const path = join(dir, 'damaged.tiff');
   await generateRepeatedTileSlide({ path, width: 2048, height: 2048, tissue: [] });
   const fh = await open(path, 'r+');
@@ -267,7 +267,11 @@ t.test('a damaged JPEG tile fails the thumbnail with E_SLIDE_READ naming the sli
   }
   const s = await openSlide(path, 'damaged');
   t.teardown(() => s.close());
-  await t.rejects(bands(s, {}), { code: 'E_SLIDE_READ', message: /"damaged".*JPEG tile 0 \(column 0, row 0\): JPEG tile does not start with SOI/ });
+  await t.rejects(bands(s, {}), { code: 'E_TILE_CORRUPT', message: /"damaged".*tile at level-0 x 0, y 0 \(512x512 px; JPEG tile 0 of TIFF page 0\) is corrupt: Not a JPEG file: no SOI marker/ });
+  // Unchecked (--jpeg-check off), the stacking of the 'jpeg' thumbnail finds it too.
+  const off = await openSlide(path, 'damaged', { jpegCheck: 'off' });
+  t.teardown(() => off.close());
+  await t.rejects(bands(off, {}), { code: 'E_SLIDE_READ', message: /"damaged".*JPEG tile 0 \(column 0, row 0\): JPEG tile does not start with SOI/ });
 });
 
 t.test('a chunked band taller than its limit allows is refused, not read', async (t) => {
