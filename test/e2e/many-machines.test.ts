@@ -36,11 +36,15 @@ const PASSWORD = 'e2e-secret-7f3a';
 // Short lock and stalled-check periods: a lost machine's slide is taken again within about 3 s.
 const LOCK_FLAGS = ['--queue-lock-ms', '2000', '--queue-stalled-ms', '1000'];
 
-/** Every file under `dir` (relative paths). */
+/** Every file under `dir` (relative paths); a folder the run removes while it is walked (a reducer's spill folder) has none. */
 async function walk(dir: string, base = dir): Promise<string[]> {
   if (!existsSync(dir)) return [];
   const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true })) {
+  const entries = await readdir(dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [];
+    throw err;
+  });
+  for (const e of entries) {
     const p = join(dir, e.name);
     if (e.isDirectory()) out.push(...(await walk(p, base)));
     else out.push(p.slice(base.length + 1));
