@@ -41,7 +41,7 @@ export interface BenchOptions {
 }
 
 /** Parts that run only when --only names them: long, and not among the README's figures. */
-const NAMED_ONLY = new Set(['scaling', 'single-level', 'embed-batch', 'embedders', 'slide-files', 'queue-throughput', 'queue-control', 'jpeg-check']);
+const NAMED_ONLY = new Set(['scaling', 'single-level', 'embed-batch', 'embedders', 'slide-files', 'queue-throughput', 'queue-control', 'jpeg-check', 'queue-counts']);
 
 export function benchOptions(argv: readonly string[]): BenchOptions {
   const flag = (name: string): string | undefined => {

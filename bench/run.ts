@@ -21,7 +21,8 @@
  * `--only embedders` the CPU cost per tile of each embedder architecture and the dynamically quantized ViTs' speed
  * and accuracy (bench/embedders.ts).
  * to every core (bench/scaling.ts). `--only queue-throughput,queue-control` (named only; need redis-server): the queue
- * against the local pool, and the queue's control plane (bench/queue-throughput.ts, bench/queue-control.ts).
+ * against the local pool, and the queue's control plane (bench/queue-throughput.ts, bench/queue-control.ts);
+ * `--only queue-counts` what the coordinator's progress counts cost Redis per refresh (bench/queue-counts.ts).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -38,6 +39,7 @@ import { embeddersFigure } from './embedders.js';
 import { BenchRecord, log } from './record.js';
 import { queueControlFigure } from './queue-control.js';
 import { jpegCheckFigure } from './jpeg-check.js';
+import { queueCountsFigure } from './queue-counts.js';
 import { queueThroughputFigure } from './queue-throughput.js';
 import { scalingFigure } from './scaling.js';
 import { singleLevelFigure } from './single-level.js';
@@ -62,6 +64,7 @@ const FIGURES: readonly Figure[] = [
   queueThroughputFigure(), // the queue against the local pool (part `queue-throughput`, only when named)
   queueControlFigure(), // the queue's control plane, 10,000 tiny jobs (part `queue-control`, only when named)
   jpegCheckFigure(), // the corrupt-JPEG-tile check against the tile read (part `jpeg-check`, only when named)
+  queueCountsFigure(), // the coordinator's progress counts per refresh (part `queue-counts`, only when named)
 ];
 
 /** results.json, and results.svg beside it when the memory series ran. */

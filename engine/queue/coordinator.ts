@@ -17,6 +17,7 @@ import { findCommitted, removePartials, replayCommitted } from '../staging.js';
 import { EngineError, type StageContext } from '../types.js';
 import type { QueueConnection } from './connection.js';
 import { itemJobId, JOB_VERSION, parseReason, QUEUE_NAME, QUEUE_PREFIX, type ItemJob, type ItemJobProgress, type ItemJobResult, type ItemQueue } from './job-data.js';
+import { RunJobCounts, type QueueCounts } from './counts.js';
 import { JobWaits } from './wait.js';
 
 export interface QueueRunnerOptions {
@@ -31,6 +32,12 @@ export interface QueueRunnerOptions {
   readonly sweepMs?: number;
   /** Lines for the log (connection trouble), already redacted. */
   readonly log?: (line: string) => void;
+  /**
+   * This run's jobs as the queue holds them (waiting, active per host, retrying, completed, failed), every `countsMs`
+   * (1500 ms; one Redis round trip each, counts.ts) and once more, `final`, when every item is done.
+   */
+  readonly onCounts?: (counts: QueueCounts) => void;
+  readonly countsMs?: number;
 }
 
 /** Times a job lost by Redis (a restart without its last writes) is added again before the item fails. */
@@ -51,13 +58,16 @@ export class QueueRunner implements FanOutRunner {
     const events = new QueueEvents(name, { connection: this.opts.connection.options, prefix: QUEUE_PREFIX });
     events.on('error', log);
     const waits = new JobWaits(queue, events, this.opts.sweepMs ?? 2000, log);
-    const run = new QueueRun<I, O>(this.opts, queue, waits, ctx, env, settings, dir);
+    const onCounts = this.opts.onCounts;
+    const counts = onCounts === undefined ? undefined : new RunJobCounts(queue, onCounts, log);
+    const run = new QueueRun<I, O>(this.opts, queue, waits, counts, ctx, env, settings, dir);
     const m = ctx.metrics;
     m.custom.items_done = 0;
     m.custom.items_failed = 0;
     m.custom.items_replayed = 0;
     try {
       await events.waitUntilReady();
+      counts?.start(this.opts.countsMs ?? 1500);
       const all = run.all(source).then(
         () => run.out.close(),
         (e: unknown) => run.out.fail(e),
@@ -74,7 +84,9 @@ export class QueueRunner implements FanOutRunner {
       // Every item is committed or failed: partial files left by machines that died mid-item go (a late one from a
       // machine cut off then fails its rename, and its job was redone elsewhere anyway).
       if (finished) await removePartials(dir);
+      if (finished) await counts?.refresh(true);
     } finally {
+      counts?.close();
       waits.close();
       await events.close();
       await queue.close();
@@ -93,6 +105,7 @@ class QueueRun<I, O> {
     private readonly opts: QueueRunnerOptions,
     private readonly queue: ItemQueue,
     private readonly waits: JobWaits,
+    private readonly counts: RunJobCounts | undefined,
     private readonly ctx: StageContext,
     private readonly env: RunEnv,
     private readonly settings: FanOutSettings<I>,
@@ -137,13 +150,17 @@ class QueueRun<I, O> {
     let attempt = 0;
     for (let adds = 0; ; adds++) {
       if (await this.ensureJob(jobId, data, key, checkpointKey)) return;
+      this.counts?.track(jobId);
       const finished = await this.waits.wait(jobId, this.controller.signal, (p) => {
+        this.counts?.changed(jobId);
+        if (p.pid === undefined) return; // taken, not yet on a process: the attempt starts with the first report that names one
         if (p.attempt !== attempt) {
           attempt = p.attempt;
           this.env.item({ type: 'started', stage, key, attempt, pid: p.pid, host: p.host });
         }
         this.env.item({ type: 'remote-progress', stage, key, attempt, tiles: p.tiles, ...(p.total !== undefined && { total: p.total }) });
       });
+      this.counts?.changed(jobId);
       if (finished.state === 'completed') return this.completed(finished.job, key, checkpointKey, t0);
       if (finished.state === 'failed') return this.failed(finished.job, key);
       if (await this.replay(key, checkpointKey, undefined)) return; // lost by Redis after its checkpoint was written
@@ -211,6 +228,7 @@ class QueueRun<I, O> {
     const m = this.ctx.metrics.custom;
     if (done === undefined) {
       m.items_replayed = (m.items_replayed ?? 0) + 1;
+      this.counts?.replayed();
       this.env.item({ type: 'replayed', stage, key, count });
     } else {
       m.items_done = (m.items_done ?? 0) + 1;

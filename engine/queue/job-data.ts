@@ -43,7 +43,8 @@ export interface ItemJobResult {
 /** A running job's progress (job.updateProgress). */
 export interface ItemJobProgress {
   readonly host: string;
-  readonly pid: number;
+  /** The worker process running the attempt; absent in the first report, sent as the job is taken (before its checks). */
+  readonly pid?: number;
   readonly attempt: number;
   readonly tiles: number;
   readonly total?: number;

@@ -123,6 +123,8 @@ export class QueueWorker {
     const id = job.id ?? '';
     this.active.set(id, { job, token });
     this.log(`took ${data.key} attempt ${attemptOf(job)}`);
+    // Who has the job, at once: the coordinator's counts name this host while the checks run and a process starts.
+    this.sendProgress(job, { host, attempt: attemptOf(job), tiles: 0 });
     try {
       await this.check(data);
       const result = await this.runOnProcess(job, data);
@@ -136,6 +138,11 @@ export class QueueWorker {
     } finally {
       this.active.delete(id);
     }
+  }
+
+  /** job.updateProgress, not awaited (a failure is logged: the next report or the job's end says more). */
+  private sendProgress(job: Job<ItemJob, ItemJobResult>, p: ItemJobProgress): void {
+    job.updateProgress(p).catch((err: unknown) => this.log(`progress of ${job.data.key} not sent: ${this.opts.connection.redact((err as Error).message)}`));
   }
 
   /** The job's version and export, its checkpoint folder and every path it names under a root, its models' hashes. */
@@ -163,7 +170,7 @@ export class QueueWorker {
     const report = (force: boolean): void => {
       if (!force && performance.now() - sent < PROGRESS_MS) return;
       sent = performance.now();
-      job.updateProgress({ ...progress }).catch((err: unknown) => this.log(`progress of ${data.key} not sent: ${this.opts.connection.redact((err as Error).message)}`));
+      this.sendProgress(job, { ...progress });
     };
     let committed = false;
     try {

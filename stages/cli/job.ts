@@ -31,6 +31,7 @@ import { openDataset, publish, type Publication } from '../dataset/publish.js';
 import type { SlideFilesConfig } from '../slide-files/formats.js';
 import { preparePrecision, type PrecisionRecord } from './precision.js';
 import type { QueueConnection } from '../../engine/queue/connection.js';
+import type { QueueCounts } from '../../engine/queue/counts.js';
 import { modelInWorkDir, openQueue, startQueueRun } from './queue-run.js';
 
 export interface MainDeps {
@@ -115,7 +116,7 @@ async function runLocked(opts: RunOptions, deps: MainDeps, queue: QueueConnectio
 
   const record = new RunRecord(inputs.rows, opts.tileSize, createProgress(opts.progress, inputs.rows.length));
   onWorkerStderr((pid, line) => record.onWorkerLine(pid, line)); // a worker's messages name the slide it runs
-  const queueRun = queue === undefined ? undefined : await startQueueRun({ connection: queue, queue: opts.queue!, sha256: Object.fromEntries(Object.values(models.report).map((m) => [m.path, m.sha256])), workers, retries: config.retries, tileBudget: opts.tileBudget, slidesDir: inputs.slidesDir, workDir: inputs.workDir, workerModule: deps.workerModule, lutCacheDir: slide.lutCacheDir, log: (line) => console.error(line) });
+  const queueRun = queue === undefined ? undefined : await startQueueRun({ connection: queue, queue: opts.queue!, sha256: Object.fromEntries(Object.values(models.report).map((m) => [m.path, m.sha256])), workers, retries: config.retries, tileBudget: opts.tileBudget, slidesDir: inputs.slidesDir, workDir: inputs.workDir, workerModule: deps.workerModule, lutCacheDir: slide.lutCacheDir, log: (line) => console.error(line), ...(opts.progress !== 'none' && { onCounts: (c: QueueCounts) => record.progress.queueCounts(c) }) });
   let outcome: RunOutcome | undefined;
   try {
     outcome = await runGraph(deps, config, opts, inputs.workDir, record, queueRun?.runner);

@@ -1,8 +1,13 @@
 /**
  * Progress display: on a terminal an overall bar plus one bar per slide in progress (tiles/s, ETA),
- * drawn by cli-progress; otherwise one plain line per finished slide (log-friendly).
+ * drawn by cli-progress; otherwise one plain line per finished slide (log-friendly). With --queue the overall bar
+ * (or, in lines, a `queue: ...` line each time they change) shows this run's jobs as the queue counts them
+ * (queue-progress.ts), and the per-slide bars follow the jobs' progress on whichever machine runs them.
  */
+import type { Writable } from 'node:stream';
 import cliProgress from 'cli-progress';
+import type { QueueCounts } from '../../engine/queue/counts.js';
+import { countsText, finishedOf } from './queue-progress.js';
 
 export type ProgressMode = 'bars' | 'lines' | 'none';
 
@@ -14,24 +19,35 @@ export interface Progress {
   slideTiles(imageId: string, n: number): void;
   slideDone(imageId: string, tiles: number, seconds: number, resumed: boolean): void;
   slideFailed(imageId: string, error: string): void;
+  /** --queue: this run's jobs as the queue holds them (every refresh, then once more with `final`). */
+  queueCounts(counts: QueueCounts): void;
   stop(): void;
 }
 
 const FORMAT = ' {bar} {percentage}% | {value}/{total} {unit} | {rate}/s | ETA {eta_formatted} | {name}';
 
 class BarsProgress implements Progress {
-  private readonly multibar = new cliProgress.MultiBar(
-    { format: FORMAT, hideCursor: true, clearOnComplete: false, stopOnComplete: false, etaBuffer: 50, fps: 5 },
-    cliProgress.Presets.shades_grey,
-  );
+  private readonly multibar: cliProgress.MultiBar;
   private readonly overall: cliProgress.SingleBar;
   private readonly bars = new Map<string, { bar: cliProgress.SingleBar; value: number; started: number }>();
   private done = 0;
   private readonly started = Date.now();
   private tilesDone = 0;
+  /** Set once the queue's counts came: the overall bar follows them, not the slides seen here. */
+  private fromQueue = false;
 
-  constructor(totalSlides: number) {
+  /** `stream`: where to draw (default stderr, a terminal; tests pass one and draw to it although it is not). */
+  constructor(totalSlides: number, stream?: Writable) {
+    this.multibar = new cliProgress.MultiBar(
+      { format: FORMAT, hideCursor: true, clearOnComplete: false, stopOnComplete: false, etaBuffer: 50, fps: 5, ...(stream !== undefined && { stream: stream as NodeJS.WriteStream, noTTYOutput: true }) },
+      cliProgress.Presets.shades_grey,
+    );
     this.overall = this.multibar.create(totalSlides, 0, { name: 'all slides', unit: 'slides', rate: '0.0' });
+  }
+
+  queueCounts(c: QueueCounts): void {
+    this.fromQueue = true;
+    this.overall.update(finishedOf(c), { name: countsText(c) });
   }
 
   slideStarted(imageId: string): void {
@@ -69,7 +85,8 @@ class BarsProgress implements Progress {
     }
     this.done += 1;
     const rate = this.tilesDone / Math.max(0.001, (Date.now() - this.started) / 1000);
-    this.overall.update(this.done, { rate: `${rate.toFixed(1)} tiles` });
+    if (this.fromQueue) this.overall.update({ rate: `${rate.toFixed(1)} tiles` });
+    else this.overall.update(this.done, { rate: `${rate.toFixed(1)} tiles` });
     this.multibar.log(`${line}\n`);
   }
 
@@ -88,7 +105,15 @@ class BarsProgress implements Progress {
 
 class LinesProgress implements Progress {
   private done = 0;
+  private lastCounts = '';
   constructor(private readonly totalSlides: number, private readonly write: (line: string) => void) {}
+  /** A line when the counts changed (at most one per refresh of them); the last one is the final state. */
+  queueCounts(c: QueueCounts): void {
+    const line = countsText(c);
+    if (line === this.lastCounts) return;
+    this.lastCounts = line;
+    this.write(`${line} [${finishedOf(c)}/${this.totalSlides}]`);
+  }
   slideStarted(): void {}
   slideTotal(): void {}
   slideTiles(): void {}
@@ -104,9 +129,9 @@ class LinesProgress implements Progress {
 }
 
 /** Creates the display for `mode` ('auto': bars when stdout is a terminal). */
-export function createProgress(mode: ProgressMode | 'auto', totalSlides: number, write: (line: string) => void = (l) => console.log(l)): Progress {
+export function createProgress(mode: ProgressMode | 'auto', totalSlides: number, write: (line: string) => void = (l) => console.log(l), barsStream?: Writable): Progress {
   const resolved = mode === 'auto' ? (process.stdout.isTTY ? 'bars' : 'lines') : mode;
-  if (resolved === 'bars') return new BarsProgress(totalSlides);
+  if (resolved === 'bars') return new BarsProgress(totalSlides, barsStream);
   if (resolved === 'lines') return new LinesProgress(totalSlides, write);
   return new LinesProgress(totalSlides, () => undefined);
 }

@@ -8,6 +8,7 @@ import { copyFile, mkdir, rename, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { checkReachable, queueConnection, type QueueConnection } from '../../engine/queue/connection.js';
 import { QueueRunner } from '../../engine/queue/coordinator.js';
+import type { QueueCounts } from '../../engine/queue/counts.js';
 import { RootGuard } from '../../engine/queue/roots.js';
 import { QueueWorker } from '../../engine/queue/worker.js';
 import type { QueueOptions } from './queue-options.js';
@@ -52,6 +53,8 @@ export interface QueueRunParts {
   readonly workerModule: string;
   readonly lutCacheDir: string;
   readonly log: (line: string) => void;
+  /** This run's jobs as the queue counts them, every refresh (the progress display's overall bar). */
+  readonly onCounts?: (counts: QueueCounts) => void;
 }
 
 export interface QueueRun {
@@ -65,7 +68,7 @@ export interface QueueRun {
 
 /** The runner for the graph, and this machine's own workers when --workers > 0 (started now). */
 export async function startQueueRun(p: QueueRunParts): Promise<QueueRun> {
-  const runner = new QueueRunner({ connection: p.connection, queueName: p.queue.name, sha256: p.sha256, attempts: p.retries + 1, log: p.log });
+  const runner = new QueueRunner({ connection: p.connection, queueName: p.queue.name, sha256: p.sha256, attempts: p.retries + 1, log: p.log, ...(p.onCounts !== undefined && { onCounts: p.onCounts }) });
   if (p.workers === 0) return { runner, stop: async () => undefined };
   const roots = await RootGuard.open(p.queue.roots.length > 0 ? p.queue.roots : [p.slidesDir, p.workDir]);
   const worker = new QueueWorker({

@@ -95,7 +95,10 @@ export class RunRecord {
       // A slide on another machine (--queue): its job's progress, cumulative.
       if (e.total !== undefined) this.progress.slideTotal(e.key, e.total);
       const seen = this.remoteTiles.get(e.key) ?? 0;
-      if (e.tiles > seen) this.progress.slideTiles(e.key, e.tiles - seen);
+      if (e.tiles > seen) {
+        this.progress.slideTiles(e.key, e.tiles - seen);
+        this.timeline.onTiles(e.tiles - seen);
+      }
       this.remoteTiles.set(e.key, e.tiles);
     } else if (e.type === 'done' || e.type === 'replayed') {
       if (e.type === 'done') queueFacts(r, e);

@@ -10,6 +10,7 @@ import { formatCell } from './slide-format.js';
 import { slideFigure, writePictureFiles, type SlidePicture, type SlidePictures } from './figures.js';
 import type { TimelineReport } from './timeline.js';
 import { runCharts } from './run-charts.js';
+import { precisionSection } from './precision-section.js';
 
 export { slidePicture, type SlidePicture, type SlidePictureInput, type SlidePictures } from './figures.js';
 
@@ -190,7 +191,7 @@ const REPORT_CSS = `*{box-sizing:border-box}
 body{font:14px system-ui,sans-serif;margin:0 auto;padding:1em 2em;color:#222;max-width:1400px;overflow-wrap:anywhere}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;overflow-wrap:normal}
-td:first-child,th:first-child{text-align:left}td,th{white-space:nowrap}td:last-child{text-align:left;min-width:16em;white-space:normal}tr.failed td{background:#fee}
+td:first-child,th:first-child{text-align:left}table.precision td{text-align:left;white-space:normal;overflow-wrap:anywhere}td,th{white-space:nowrap}td:last-child{text-align:left;min-width:16em;white-space:normal}tr.failed td{background:#fee}
 figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:100%}figcaption{font-size:12px}
 svg.slide{border:1px solid #999;background:#fff;max-width:100%;height:auto}.note{color:#555;font-style:italic}
 svg.chart{display:block;width:100%;height:auto;max-width:1100px;margin:.5em 0 1em}
@@ -224,6 +225,7 @@ ${report.tiles_written} tiles written for ${report.patients.written} patients; p
 max tiles in flight ${report.max_tiles_in_flight} (budget ${report.tile_budget}).</p>
 ${warnings ? `<h2>Warnings</h2><ul>${warnings}</ul>` : ''}
 ${failureSection(report)}
+${precisionSection(report.params, escapeHtml)}
 ${runCharts(report)}
 <h2>Slides (${report.slides.length})</h2>
 ${slideRows(report)}

@@ -6,7 +6,7 @@
  * lane less than 1/200 of the run apart are drawn as one block (its title says how many): at most about 200
  * blocks per lane and kind.
  */
-import { barsOf, type TimelineBar, type TimelineReport } from './timeline.js';
+import { barsOf, type TimelineBar, type TimelineLane, type TimelineReport } from './timeline.js';
 import { escapeXml, num, timeAxis, timeLabel } from './svg.js';
 
 /** Geometry of the chart (viewBox units) and the bar count past which ok bars are merged. */
@@ -60,7 +60,7 @@ function drawnBars(t: TimelineReport, gapMs: number): Drawn[] {
     const b = open.get(kind);
     if (b === undefined) return;
     open.delete(kind);
-    const title = `${b.slides} bar(s): ${BAR_LABELS[kind]}; worker ${t.lanes[b.lane]!.pid}; ${timeLabel(b.start / 1000)} to ${timeLabel(b.end / 1000)}`;
+    const title = `${b.slides} bar(s): ${BAR_LABELS[kind]}; worker ${workerName(t.lanes[b.lane]!)}; ${timeLabel(b.start / 1000)} to ${timeLabel(b.end / 1000)}`;
     out.push(b.slides === 1 ? one(b.first) : { lane: b.lane, start: b.start, end: b.end, kind, title, slides: b.slides });
   };
   for (const b of bars) {
@@ -86,6 +86,21 @@ export function timelineLegend(kinds: readonly BarKind[] = ['ok', 'join', 'retri
   return `<ul class="legend">${items.join('')}</ul>`;
 }
 
+/** A worker process as titles name it: its pid, after its host in a run over several machines. */
+function workerName(l: TimelineLane): string {
+  return l.host === undefined ? String(l.pid) : `${l.host} ${l.pid}`;
+}
+
+/** Characters of a host name a lane's label shows (the margin holds about 11 with the pid; the title has it whole). */
+const LABEL_HOST = 8;
+
+/** A lane's label: the pid, after the host's first name part (cut to LABEL_HOST characters) when it has one. */
+function laneLabel(l: TimelineLane): string {
+  if (l.host === undefined) return String(l.pid);
+  const short = l.host.split('.')[0] ?? l.host;
+  return `${short.length > LABEL_HOST ? `${short.slice(0, LABEL_HOST - 1)}\u2026` : short} ${l.pid}`;
+}
+
 /** The lanes' labels and the processes' lives (a thin line; a cross where a process died of a signal). */
 function laneParts(t: TimelineReport, x: (ms: number) => number, laneY: (lane: number) => number): string[] {
   const { left, lane } = TIMELINE_SVG;
@@ -94,12 +109,13 @@ function laneParts(t: TimelineReport, x: (ms: number) => number, laneY: (lane: n
     const mid = num(y + lane / 2);
     const from = x(l.spawned_ms ?? 0);
     const to = x(l.exited_ms ?? t.end_ms);
-    const host = l.host === undefined ? '' : `${l.host} `;
-    const label = `<text class="lane" x="${left - 6}" y="${num(y + lane / 2 + 4)}" text-anchor="end">${escapeXml(host)}${l.pid}</text>`;
-    const life = `<line class="life" x1="${num(from)}" y1="${mid}" x2="${num(to)}" y2="${mid}"><title>worker ${l.pid}: ${l.bars} bar(s), busy ${num(l.busy_ms / 1000)} s</title></line>`;
+    const name = workerName(l);
+    const label = `<text class="lane" x="${left - 6}" y="${num(y + lane / 2 + 4)}" text-anchor="end">${escapeXml(laneLabel(l))}<title>${escapeXml(`worker ${name}`)}</title></text>`;
+    const life = `<line class="life" x1="${num(from)}" y1="${mid}" x2="${num(to)}" y2="${mid}"><title>${escapeXml(`worker ${name}: ${l.bars} bar(s), busy ${num(l.busy_ms / 1000)} s`)}</title></line>`;
     const how = l.exit?.signal ? `killed by ${l.exit.signal}` : `exit code ${l.exit?.code}`;
-    const killed = l.exit?.during !== undefined ? `<path class="killed" d="M${num(to - 4)} ${num(y + 3)}l8 ${lane - 6}m0 -${lane - 6}l-8 ${lane - 6}"><title>${escapeXml(`worker ${l.pid} died while running ${l.exit.during} (${how})`)}</title></path>` : '';
-    return `<g class="lane" data-pid="${l.pid}">${label}${life}${killed}</g>`;
+    const killed = l.exit?.during !== undefined ? `<path class="killed" d="M${num(to - 4)} ${num(y + 3)}l8 ${lane - 6}m0 -${lane - 6}l-8 ${lane - 6}"><title>${escapeXml(`worker ${name} died while running ${l.exit.during} (${how})`)}</title></path>` : '';
+    const host = l.host === undefined ? '' : ` data-host="${escapeXml(l.host)}"`;
+    return `<g class="lane" data-pid="${l.pid}"${host}>${label}${life}${killed}</g>`;
   });
 }
 

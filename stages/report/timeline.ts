@@ -7,7 +7,8 @@
  * — retried, failed, joins — up to TIMELINE_LIMITS.markedBars more; the others are counted in `bars_left_out`
  * and still counted in their lane's totals); the series are bucketed (buckets.ts: at most
  * TIMELINE_LIMITS.buckets values each, the bucket width doubling as the run goes on). Open bars are one per
- * worker process at most. A lane is a worker process; `host` is there for runs spread over several machines.
+ * worker process at most. A lane is a worker process, known by host and pid: in a run over several machines
+ * (--queue) slides run on other hosts, whose pids may be the same as this machine's or each other's.
  */
 import { Buckets, type BucketSeries } from './buckets.js';
 
@@ -70,7 +71,8 @@ export interface TimelineReport {
 
 /** An item event as the timeline needs it (engine/events.ts's ItemEvent fits). */
 export type TimelineItemEvent =
-  | { readonly type: 'started' | 'joined'; readonly key: string; readonly attempt: number; readonly pid: number }
+  /** `host`: the machine of `pid` when it is not this one (--queue); a lane is a (host, pid) pair. */
+  | { readonly type: 'started' | 'joined'; readonly key: string; readonly attempt: number; readonly pid: number; readonly host?: string }
   | { readonly type: 'retry' | 'failed'; readonly key: string; readonly attempt: number }
   | { readonly type: 'done'; readonly key: string; readonly attempt: number }
   | { readonly type: 'replayed'; readonly key: string }
@@ -94,10 +96,10 @@ interface OpenBar {
 export class RunTimeline {
   private readonly t0: number;
   private readonly lanes: TimelineLane[] = [];
-  /** The live lane of each pid (a pid reused after its process exited gets a new lane). */
-  private readonly laneOf = new Map<number, number>();
-  /** The bar each worker process is on now, if any. */
-  private readonly openOn = new Map<number, OpenBar>();
+  /** The live lane of each worker process, by laneKey(host, pid) (a pid reused after its process exited gets a new lane). */
+  private readonly laneOf = new Map<string, number>();
+  /** The bar each worker process (laneKey) is on now, if any. */
+  private readonly openOn = new Map<string, OpenBar>();
   private readonly bars: TimelineBar[] = [];
   private barsLeftOut = 0;
   private replayed = 0;
@@ -112,38 +114,42 @@ export class RunTimeline {
     return Math.max(0, Math.round(this.now() - this.t0));
   }
 
-  private lane(pid: number, t: number): number {
-    const known = this.laneOf.get(pid);
+  private lane(pid: number, host: string | undefined, t: number): number {
+    const key = laneKey(pid, host);
+    const known = this.laneOf.get(key);
     if (known !== undefined && this.lanes[known]!.exited_ms === null) return known;
-    this.lanes.push({ pid, spawned_ms: t, exited_ms: null, bars: 0, busy_ms: 0 });
-    this.laneOf.set(pid, this.lanes.length - 1);
+    this.lanes.push({ pid, ...(host !== undefined && { host }), spawned_ms: t, exited_ms: null, bars: 0, busy_ms: 0 });
+    this.laneOf.set(key, this.lanes.length - 1);
     return this.lanes.length - 1;
   }
 
+  /** A worker process of this machine (worker events are local: no host). */
   onWorker(e: TimelineWorkerEvent): void {
     const t = this.elapsed();
     if (e.type === 'spawn') {
-      this.lane(e.pid, t);
+      this.lane(e.pid, undefined, t);
       return;
     }
-    const idx = this.laneOf.get(e.pid);
+    const key = laneKey(e.pid, undefined);
+    const idx = this.laneOf.get(key);
     if (idx === undefined) return;
     Object.assign(this.lanes[idx]!, { exited_ms: t, exit: { code: e.code, signal: e.signal } });
     // Its bar ends here; the attempt's outcome comes as an item event (retried or failed: the process died with it).
-    const open = this.openOn.get(e.pid);
+    const open = this.openOn.get(key);
     if (open !== undefined) open.end ??= t;
   }
 
   onItem(e: TimelineItemEvent): void {
     const t = this.elapsed();
     if (e.type === 'started' || e.type === 'joined') {
-      const previous = this.openOn.get(e.pid);
+      const key = laneKey(e.pid, e.host);
+      const previous = this.openOn.get(key);
       // A worker that moves on to another slide has done its part of the one it was on.
-      if (previous !== undefined) this.close(e.pid, previous, previous.end ?? t, 'ok');
-      this.openOn.set(e.pid, { lane: this.lane(e.pid, t), slide: e.key, attempt: e.attempt, join: e.type === 'joined', start: t, end: undefined });
+      if (previous !== undefined) this.close(key, previous, previous.end ?? t, 'ok');
+      this.openOn.set(key, { lane: this.lane(e.pid, e.host, t), slide: e.key, attempt: e.attempt, join: e.type === 'joined', start: t, end: undefined });
     } else if (e.type === 'retry' || e.type === 'failed' || e.type === 'done') {
       const outcome: BarOutcome = e.type === 'retry' ? 'retried' : e.type === 'failed' ? 'failed' : 'ok';
-      for (const [pid, bar] of this.openOn) if (bar.slide === e.key) this.close(pid, bar, bar.end ?? t, outcome);
+      for (const [key, bar] of this.openOn) if (bar.slide === e.key) this.close(key, bar, bar.end ?? t, outcome);
     } else if (e.type === 'replayed') {
       this.replayed++;
     }
@@ -159,8 +165,8 @@ export class RunTimeline {
     this.inFlight.add(this.elapsed(), inUse);
   }
 
-  private close(pid: number, bar: OpenBar, end: number, outcome: BarOutcome): void {
-    this.openOn.delete(pid);
+  private close(key: string, bar: OpenBar, end: number, outcome: BarOutcome): void {
+    this.openOn.delete(key);
     const lane = this.lanes[bar.lane]!;
     // A process that exited on an attempt that then failed or was retried died with it (one let go once its part
     // of a slide was done, or at the run's end, did not).
@@ -179,9 +185,14 @@ export class RunTimeline {
   /** The timeline for the report; bars still open (the run stopped) end now, as 'running'. */
   report(): TimelineReport {
     const t = this.elapsed();
-    for (const [pid, bar] of [...this.openOn]) this.close(pid, bar, bar.end ?? t, 'running');
+    for (const [key, bar] of [...this.openOn]) this.close(key, bar, bar.end ?? t, 'running');
     this.bars.sort((a, b) => a.lane - b.lane || a.start_ms - b.start_ms);
     const rows = this.bars.map((b): TimelineBarRow => [b.lane, b.slide, b.attempt, b.join ? 1 : 0, b.start_ms, b.end_ms, b.outcome]);
     return { end_ms: t, lanes: this.lanes, bar_fields: BAR_FIELDS, bars: rows, bars_left_out: this.barsLeftOut, replayed: this.replayed, tiles: this.tiles.series(), tiles_in_flight: this.inFlight.series() };
   }
+}
+
+/** A worker process's identity in the timeline: its host (none: this machine) and pid. */
+function laneKey(pid: number, host: string | undefined): string {
+  return host === undefined ? String(pid) : `${host}\u0000${pid}`;
 }

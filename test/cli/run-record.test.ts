@@ -75,3 +75,21 @@ t.test('a worker\'s stderr lines count for the slide it runs and are printed nam
   t.ok(lines.includes('worker 99: from a worker without a slide'));
   t.equal(lines.length, PRINTED_MESSAGES + 3, 'later lines of a are counted, not printed');
 });
+
+t.test('--queue: the timeline has a lane per host and pid, and tiles per second from the jobs\' progress', async (t) => {
+  const r = record();
+  const events: ItemEvent[] = [
+    { type: 'started', stage, key: 'a', attempt: 1, pid: 7, host: 'node-a' },
+    { type: 'started', stage, key: 'b', attempt: 1, pid: 7, host: 'node-b' },
+    { type: 'remote-progress', stage, key: 'a', attempt: 1, tiles: 4, total: 10 },
+    { type: 'remote-progress', stage, key: 'a', attempt: 1, tiles: 10, total: 10 },
+    { type: 'remote-progress', stage, key: 'b', attempt: 1, tiles: 3 },
+    { type: 'done', stage, key: 'a', attempt: 1, durationMs: 100, count: 3, host: 'node-a', stalls: 0 },
+    { type: 'done', stage, key: 'b', attempt: 1, durationMs: 100, count: 3, host: 'node-b', stalls: 0 },
+  ];
+  for (const e of events) r.onItem(e);
+  const tl = r.timeline.report();
+  t.same(tl.lanes.map((l) => `${l.host}/${l.pid}/${l.bars}`), ['node-a/7/1', 'node-b/7/1'], 'same pid on two hosts: two lanes');
+  t.equal(tl.tiles.values.reduce((a, b) => a + b, 0), 13, 'every tile the jobs reported, counted once');
+  t.same([r.slides.get('a')!.host, r.slides.get('b')!.host], ['node-a', 'node-b']);
+});

@@ -2,7 +2,8 @@
  * `--precision int8` through the compiled CLI on two small generated slides: the run calibrates and gates
  * (report.json and the manifest record the precision, the sample and the figures); fp32 and int8 runs in one work
  * folder keep separate checkpoints; a deliberately bad calibration (ranges cut to 5%) is refused with exit 2 and
- * E_INT8_GATE before anything is written. Cache keys and the lowered gate: test/cli/precision.test.ts. The
+ * E_INT8_GATE before anything is written; report.html shows the precision section (int8: model sha256, samples, gate
+ * figures, tensors kept in fp32; fp32 says so). Cache keys and the lowered gate: test/cli/precision.test.ts. The
  * normalizer is off here (calibration sees the tiles the embedder sees either way: NormalizeTiles' own output).
  */
 import t from 'tap';
@@ -10,6 +11,7 @@ import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { e2eUnavailable, makeSlides, readReport, runCli, shardBytes, tempDir, TILE, TILE_FLAGS, writeCsv, type SlideSpec } from '../helpers/e2e.js';
 import type { PrecisionRecord } from '../../stages/cli/precision.js';
+import { precisionSection } from '../../stages/report/precision-section.js';
 
 const T = TILE.tileSize;
 const SLIDES: SlideSpec[] = [
@@ -49,11 +51,33 @@ if (unavailable) {
     t.ok((await stat(q.model)).size > 0);
   });
 
+  t.test('report.html records the precision: the int8 model, the samples, the gate and its figures', async (t) => {
+    const q = (await precisionOf(join(cwd, 'out-a'))).int8!;
+    const html = await readFile(join(cwd, 'out-a', 'report.html'), 'utf8');
+    const section = /<h2>Precision<\/h2>[\s\S]*?<\/table><\/div>/.exec(html)?.[0] ?? '';
+    t.match(section, /data-precision="int8"/);
+    t.match(section, new RegExp(`<th>int8 model</th><td>[^<]*<br>sha256 <code>${q.sha256}</code>`), 'the int8 model\'s sha256');
+    t.match(section, new RegExp(`<th>made from \\(fp32\\)</th><td>sha256 <code>${q.fp32_sha256}</code>`));
+    t.match(section, new RegExp(`<th>calibration sample</th><td>6 tiles from 2 slide\\(s\\); identity sha256 <code>${q.calibration.sample_sha256}</code>; ranges by percentile`), 'calibration size and identity');
+    t.match(section, new RegExp(`<th>held-out sample</th><td>4 tiles; identity sha256 <code>${q.held_out.sample_sha256}</code>`));
+    t.match(section, /<th>gate<\/th><td>mean cosine &ge; 0\.99, 1st percentile &ge; 0\.97/);
+    const f = q.figures;
+    t.match(section, `on 4 held-out tiles: mean cosine <b>${f.mean_cosine.toFixed(5)}</b>, 1st percentile <b>${f.p1_cosine.toFixed(5)}</b>, min ${f.min_cosine.toFixed(5)}, max abs error ${f.max_abs_error.toPrecision(3)}`);
+    t.match(section, q.kept_float.length === 0 ? /<th>kept in fp32<\/th><td>none<\/td>/ : new RegExp(`<th>kept in fp32</th><td>${q.kept_float.length} tensor`));
+    // The same record with tensors kept in fp32 by the fallback: listed with their errors, and the figures before it.
+    const kept = { ...q, kept_float: [{ tensor: 'x<1>', label: 'Sigmoid output after blocks.1.0', error: 0.0512 }], first_figures: { ...f, mean_cosine: 0.98 } };
+    const withKept = precisionSection({ precision: { precision: 'int8', int8: kept } }, (s) => s.replace(/</g, '&lt;').replace(/>/g, '&gt;'));
+    t.match(withKept, /<th>kept in fp32<\/th><td>1 tensor\(s\):<br>Sigmoid output after blocks\.1\.0 \(x&lt;1&gt;; relative error 0\.0512\)<br>with every tensor quantized: mean cosine 0\.98000/);
+  });
+
   t.test('fp32 and int8 in one work folder: separate checkpoints, different embeddings', async (t) => {
     const out = join(cwd, 'out-fp32');
     const r = await runCli([...common, '--out', out, '--work-dir', workDir], cwd);
     t.equal(r.code, 0, r.stderr);
     t.equal((await precisionOf(out)).precision, 'fp32');
+    const html = await readFile(join(out, 'report.html'), 'utf8');
+    t.match(html, /<h2>Precision<\/h2>\n<p class="precision" data-precision="fp32">Embedder precision: <b>fp32<\/b>/, 'report.html says fp32');
+    t.notMatch(html, /data-precision="int8"|calibration sample/, 'and nothing of int8');
     t.equal((await readdir(join(workDir, 'checkpoints'))).length, 2, 'one checkpoint folder per precision');
     const [fp32] = [...(await shardBytes(out)).values()];
     const [q] = [...(await shardBytes(join(cwd, 'out-a'))).values()];

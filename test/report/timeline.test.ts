@@ -71,6 +71,33 @@ t.test('bars per attempt and per join, ended by done, retry, failed, a move to a
   t.notMatch(svg, /<script|href="http/, 'no script, nothing fetched');
 });
 
+t.test('--queue: a lane per host and pid; two machines whose workers have the same pid keep their own lanes and bars', async (t) => {
+  const { at } = clocked();
+  at(0).onWorker({ type: 'spawn', pid: 40 }); // this machine's own worker, pid 40 too
+  at(10).onItem({ type: 'started', key: 'a', attempt: 1, pid: 40, host: 'node-a.cluster.local' });
+  at(20).onItem({ type: 'started', key: 'b', attempt: 1, pid: 40, host: 'node-b' }); // must not end a's bar
+  at(30).onItem({ type: 'started', key: 'c', attempt: 1, pid: 40 });
+  at(200).onItem({ type: 'done', key: 'b', attempt: 1 });
+  at(300).onItem({ type: 'done', key: 'a', attempt: 1 });
+  at(310).onItem({ type: 'started', key: 'd', attempt: 1, pid: 40, host: 'node-b' }); // node-b's worker goes on to d
+  at(320).onItem({ type: 'done', key: 'c', attempt: 1 });
+  at(400).onItem({ type: 'failed', key: 'd', attempt: 1 });
+  const r = at(500).report();
+  t.same(r.lanes.map((l) => [l.host ?? null, l.pid, l.bars]), [[null, 40, 1], ['node-a.cluster.local', 40, 1], ['node-b', 40, 2]], 'three lanes: this machine, node-a, node-b');
+  const bars = barsOf(r).map((b) => [r.lanes[b.lane]!.host ?? null, b.slide, b.start_ms, b.end_ms, b.outcome]);
+  t.same(bars, [
+    [null, 'c', 30, 320, 'ok'],
+    ['node-a.cluster.local', 'a', 10, 300, 'ok'], // not cut short when node-b's pid 40 started b
+    ['node-b', 'b', 20, 200, 'ok'],
+    ['node-b', 'd', 310, 400, 'failed'],
+  ]);
+  const svg = timelineSvg(r);
+  const lanes = [...svg.matchAll(/<g class="lane" data-pid="(\d+)"(?: data-host="([^"]+)")?>/g)].map((m) => `${m[2] ?? ''}/${m[1]}`);
+  t.same(lanes, ['/40', 'node-a.cluster.local/40', 'node-b/40'], 'the SVG draws one lane per host and pid');
+  t.match(svg, />node-a 40<title>worker node-a\.cluster\.local 40<\/title><\/text>/, 'a lane is labelled by host (first name part) and pid; the title names it whole');
+  t.match(svg, /worker node-b 40: 2 bar\(s\)/);
+});
+
 t.test('a big run: bars kept up to the limit (then the marked ones), the SVG merges ok bars and stays bounded', async (t) => {
   const { at } = clocked();
   const slides = TIMELINE_LIMITS.bars + 3000;

@@ -1,14 +1,15 @@
 /**
  * The queue runner through the compiled CLI, on a real redis-server: a coordinator with --workers 0 and one
  * `node graph.js worker` process write the same bytes as a local run; the coordinator with its own workers does too;
- * the report names the host of each slide; killed and rerun, nothing is redone.
+ * the report names the host of each slide; killed and rerun, nothing is redone; the progress lines show this run's
+ * jobs as the queue counts them, moving as the worker takes and finishes them, the last line as the report has it.
  */
 import t from 'tap';
 import { hostname } from 'node:os';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { redisMissing, startRedis } from '../../helpers/redis.js';
-import { e2eUnavailable, makeSlides, readReport, runCli, shardBytes, startCli, tempDir, TILE, TILE_FLAGS, writeCsv, type SlideSpec } from '../../helpers/e2e.js';
+import { e2eUnavailable, makeSlides, readReport, runCli, shardBytes, startCli, tempDir, TILE, TILE_FLAGS, waitFor, writeCsv, type SlideSpec } from '../../helpers/e2e.js';
 
 const T = TILE.tileSize;
 const SLIDES: SlideSpec[] = Array.from({ length: 4 }, (_, i) => ({
@@ -77,6 +78,46 @@ if (unavailable) {
     t.equal(gone?.code, 'E_SLIDE_MISSING', 'the slide keeps its own code');
     t.equal(gone?.attempts, 1, 'not retried: the error is the slide\'s own');
     t.equal(report.patients.written, 2, 'the other patients are written');
+  });
+
+  t.test('progress lines from the queue\'s counts: all waiting, then moving as a worker runs them; the last line matches the report', async (t) => {
+    const redis = await startRedis(t);
+    const csv2 = join(cwd, 'counts.csv');
+    await writeCsv(csv2, [...SLIDES.map((s, i) => ({ image_id: s.image_id, center_id: 0, patient_id: `p${Math.floor(i / 2)}`, image_num: i % 2, label: String(Math.floor(i / 2) % 2) })), { image_id: 'gone', center_id: 0, patient_id: 'pg', image_num: 0, label: '1' }], true);
+    const out = join(cwd, 'q5');
+    const coordinator = startCli(['--csv', csv2, '--slides', slidesDir, '--out', out, ...TILE_FLAGS, '--progress', 'lines', '--queue', redis.url, '--workers', '0'], cwd);
+    t.teardown(() => coordinator.child.kill('SIGKILL'));
+    let stdout = '';
+    coordinator.child.stdout!.on('data', (d: string) => (stdout += d));
+    const queueLines = (): string[] => stdout.split('\n').filter((l) => l.startsWith('queue: '));
+    // No worker yet: the five jobs wait. Only then does a worker start (so the counts must move).
+    await waitFor('every job waiting', () => queueLines().some((l) => l.startsWith('queue: 5 waiting, 0 active, 0 retrying, 0 completed, 0 failed')));
+    const worker = startCli(['worker', '--queue', redis.url, '--root', cwd, '--workers', '1'], cwd);
+    t.teardown(() => worker.child.kill('SIGKILL'));
+    const run = await coordinator.done;
+    t.equal(run.code, 1, 'exit 1: the missing slide failed');
+    const lines = queueLines();
+    const parsed = lines.map((l) => {
+      const m = /^queue: (\d+) waiting, (\d+) active(?: \(([^)]*)\))?, (\d+) retrying, (\d+) completed, (\d+) failed \[(\d+)\/5\]$/.exec(l);
+      t.ok(m, `a counts line: ${l}`);
+      return { waiting: Number(m?.[1]), active: Number(m?.[2]), hosts: m?.[3] ?? '', completed: Number(m?.[5]), failed: Number(m?.[6]), finished: Number(m?.[7]) };
+    });
+    t.ok(parsed.length >= 2, `the counts moved: ${lines.join(' | ')}`);
+    for (let i = 1; i < parsed.length; i++) {
+      t.ok(parsed[i]!.completed + parsed[i]!.failed >= parsed[i - 1]!.completed + parsed[i - 1]!.failed, 'finished jobs never go down');
+      t.ok(parsed[i]!.waiting <= parsed[i - 1]!.waiting, 'waiting jobs never go up (nothing is retried here)');
+    }
+    for (const p of parsed) {
+      t.ok(p.active <= 1, 'at most one job active: the worker has one process');
+      if (p.active > 0) t.equal(p.hosts, `${hostname()} 1`, 'the active job runs on this host');
+    }
+    const report = await readReport(out);
+    const last = parsed.at(-1)!;
+    const ok = report.slides.filter((s) => s.status === 'ok').length;
+    const failed = report.slides.filter((s) => s.status === 'failed').length;
+    t.same([last.waiting, last.active, last.completed, last.failed, last.finished], [0, 0, ok, failed, 5], `the last line (${lines.at(-1)}) as the report has it: ${ok} ok, ${failed} failed`);
+    t.same([ok, failed], [4, 1]);
+    t.ok(stdout.indexOf(lines.at(-1)!) > stdout.lastIndexOf('[5/5] '), 'the final counts come after every slide\'s own line');
   });
 
   t.test('a worker whose --root holds the work folder but not the slides: every slide fails E_QUEUE_PATH', async (t) => {
