@@ -14,7 +14,8 @@ const { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } = require('
 const { tmpdir } = require('node:os');
 const { dirname, join } = require('node:path');
 
-const CACHE = join(tmpdir(), `wsi-ts-transpile-${process.getuid?.() ?? 'user'}`);
+// WSI_TS_TRANSPILE_CACHE: another folder (its test uses one of its own).
+const CACHE = process.env.WSI_TS_TRANSPILE_CACHE || join(tmpdir(), `wsi-ts-transpile-${process.getuid?.() ?? 'user'}`);
 
 /** ts-node's own transpile (not exported by the package: found beside its entry point). */
 function tsNodeTranspile(ts, compilerOptions) {
