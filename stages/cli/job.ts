@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { basename, join, relative, resolve } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { Graph, onWorkerStderr, prestartWorkers, type FanOutRunner, type RunResult } from '../../engine/index.js';
 import type { PipelineConfig, PipelineHooks, SlideConfig } from '../../graph.js';
 import { BATCH_WAIT_MS, HELP, optionWarnings, parseRunOptions, type RunOptions } from './options.js';
@@ -33,6 +33,7 @@ import { preparePrecision, type PrecisionRecord } from './precision.js';
 import type { QueueConnection } from '../../engine/queue/connection.js';
 import type { QueueCounts } from '../../engine/queue/counts.js';
 import { modelInWorkDir, openQueue, startQueueRun } from './queue-run.js';
+import { CACHE_DIR_ENV, cacheDir } from './cache-dir.js';
 
 export interface MainDeps {
   readonly pipeline: (g: Graph, c: PipelineConfig, hooks: PipelineHooks) => Graph;
@@ -58,7 +59,7 @@ export async function runJob(argv: readonly string[], deps: MainDeps): Promise<n
     return 0;
   }
   // The folders, before any work: --slides a folder; --out and the work folder creatable and writable (exit 2).
-  await checkJobPaths({ slides: parsed.slides, out: parsed.out, workDir: parsed.workDir ?? join(parsed.out, '.work') });
+  await checkJobPaths({ slides: parsed.slides, out: parsed.out, workDir: parsed.workDir ?? join(parsed.out, '.work'), cache: process.env[CACHE_DIR_ENV] ? cacheDir() : undefined });
   // Before anything is written: a second run into the same --out or work folder stops here (E_LOCKED, exit 2).
   // --queue: Redis reachable (and the password found) before any work, else exit 2 (E_QUEUE_UNREACHABLE).
   const queue = parsed.queue === undefined ? undefined : await openQueue(parsed.queue);
@@ -77,9 +78,9 @@ async function runLocked(opts: RunOptions, deps: MainDeps, queue: QueueConnectio
   const t0 = performance.now();
   // Every 500 ms: each sample reads /proc for the whole tree (~1 ms of the parent's CPU); the bench samples finer.
   const rss = sampleTreeRss(500);
-  const cacheDir = resolve('.cache');
+  const cache = cacheDir();
 
-  const inputs = await readInputs(opts, cacheDir);
+  const inputs = await readInputs(opts, cache);
   // Fewer slides than workers: with sharing the idle workers join the slides (more processes beat more
   // onnxruntime threads per process); without, a worker per slide and the spare cores as onnxruntime threads.
   const workers = opts.shareSlides ? opts.workers : Math.min(opts.workers, inputs.rows.length || 1);
@@ -87,10 +88,10 @@ async function runLocked(opts: RunOptions, deps: MainDeps, queue: QueueConnectio
   // only join start when there is something to join, so they do not slow down the first slide's start.
   prestartWorkers(Math.min(workers, inputs.rows.length || 1), deps.workerModule);
 
-  const models = await prepareModels(opts, inputs.workDir, cacheDir, queue !== undefined);
-  const fp32Slide = await slideConfig(opts, models, workers, cacheDir);
+  const models = await prepareModels(opts, inputs.workDir, cache, queue !== undefined);
+  const fp32Slide = await slideConfig(opts, models, workers, cache);
   // --precision int8: the embedder's int8 copy, calibrated and gated on these slides (E_INT8_GATE: exit 2).
-  const precision = await preparePrecision({ ...opts, rows: inputs.rows, slidesDir: inputs.slidesDir, slide: fp32Slide, embedderSha256: models.report.embedder!.sha256, normalizerSha256: models.report.normalizer?.sha256 ?? 'none', cacheDir, log: (line) => console.error(line) });
+  const precision = await preparePrecision({ ...opts, rows: inputs.rows, slidesDir: inputs.slidesDir, slide: fp32Slide, embedderSha256: models.report.embedder!.sha256, normalizerSha256: models.report.normalizer?.sha256 ?? 'none', cacheDir: cache, log: (line) => console.error(line) });
   // With --queue the int8 copy goes to the work folder too, where every machine loads it from.
   const int8File = precision.record.int8 === undefined || queue === undefined ? precision.embedder : await modelInWorkDir(precision.embedder, 'embedder-int8', precision.record.int8.sha256, inputs.workDir);
   const slide: SlideConfig = { ...fp32Slide, embedder: int8File };

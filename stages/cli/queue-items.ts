@@ -4,13 +4,14 @@
  * cache and onnxruntime threads), and how far a result takes a slide (for the job's progress).
  */
 import { availableParallelism } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { SlideConfig } from '../../graph.js';
 import type { ItemJob } from '../../engine/queue/job-data.js';
 import type { RootGuard } from '../../engine/queue/roots.js';
 import type { JobPaths, QueueWorkerOptions } from '../../engine/queue/worker.js';
 import { resolveSlidePath } from '../slides/resolve.js';
 import type { SlideResult, SlideTask } from '../types.js';
+import { cacheDir } from './cache-dir.js';
 
 /** The exports of graph.js a job may name. */
 export const SLIDE_EXPORTS: readonly string[] = ['perSlide'];
@@ -37,9 +38,9 @@ function measure(value: unknown): { total?: number; tiles?: number } {
 
 /**
  * The slide-specific part of a QueueWorker's options. The lookup table: each machine builds its own, into
- * `lutCacheDir` (local disk; default ./.cache/lut as a local run's), so workers never write into each other's cache.
+ * `lutCacheDir` (local disk; default <cache>/lut as a local run's: WSI_CACHE_DIR or ./.cache), so workers never write into each other's cache.
  */
-export function slideWorkerParts(processes: number, lutCacheDir: string = resolve('.cache', 'lut')): Pick<QueueWorkerOptions, 'paths' | 'localConfig' | 'measure' | 'exportNames'> {
+export function slideWorkerParts(processes: number, lutCacheDir: string = join(cacheDir(), 'lut')): Pick<QueueWorkerOptions, 'paths' | 'localConfig' | 'measure' | 'exportNames'> {
   const threads = Math.max(1, Math.floor(availableParallelism() / Math.max(1, processes)));
   return {
     exportNames: SLIDE_EXPORTS,

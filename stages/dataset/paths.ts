@@ -88,8 +88,10 @@ async function mkdirEach(dir: string, created: string[]): Promise<void> {
 }
 
 /** The main job's folders, before any work. */
-export async function checkJobPaths(p: { readonly slides: string | undefined; readonly out: string; readonly workDir: string }): Promise<void> {
+export async function checkJobPaths(p: { readonly slides: string | undefined; readonly out: string; readonly workDir: string; readonly cache?: string | undefined }): Promise<void> {
   if (p.slides !== undefined) await checkSlidesDir(p.slides);
   await checkWritableDir('--out', p.out);
   await checkWritableDir('--work-dir', p.workDir);
+  // The cache folder when given by WSI_CACHE_DIR (./.cache is the job's own, made when needed).
+  if (p.cache !== undefined) await checkWritableDir('WSI_CACHE_DIR', p.cache);
 }

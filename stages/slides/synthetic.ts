@@ -147,28 +147,65 @@ function hash2(x: number, y: number, seed: number): number {
   return ((h ^ (h >>> 16)) >>> 0) / 4294967296;
 }
 
-/** H&E-like colour at a level-0 tissue point: pink stroma with fibres, purple nuclei on a 20 px cell grid. */
-function textureAt(x: number, y: number, seed: number, out: Uint8Array, o: number): void {
-  const cx = Math.floor(x / 20);
-  const cy = Math.floor(y / 20);
-  const h = hash2(cx, cy, seed);
-  if (h < 0.45) {
-    const r = 3 + h * 8;
-    const nx = cx * 20 + 10 + (hash2(cy, cx, seed) - 0.5) * (20 - 2 * r);
-    const ny = cy * 20 + 10 + (hash2(cx + 7, cy + 3, seed) - 0.5) * (20 - 2 * r);
-    const d2 = ((x - nx) * (x - nx) + (y - ny) * (y - ny)) / (r * r);
-    if (d2 <= 1) {
-      const k = 1 - 0.3 * d2;
-      out[o] = 120 - 30 * k;
-      out[o + 1] = 70 - 30 * k;
-      out[o + 2] = 165 - 20 * k;
-      return;
-    }
+/**
+ * H&E-like colour at level-0 tissue points: pink stroma with fibres, purple nuclei on a 20 px cell grid. One
+ * painter per tile row: what depends on y only (the cell row, the fibre phase) is computed once per row, a cell's
+ * nucleus once per run of pixels in that cell. Every value is the same floating-point expression, evaluated in the
+ * same order, as a per-pixel evaluation would be, so the bytes never depend on this caching.
+ */
+class TexturePainter {
+  private y = 0;
+  private cy = 0;
+  private y03 = 0;
+  private fibre = 0;
+  private cellX = Number.NaN;
+  private nucleus = false;
+  private nx = 0;
+  private r2 = 0;
+  private dy2 = 0;
+
+  constructor(private readonly seed: number) {}
+
+  /** Starts a row at level-0 y. */
+  row(y: number): void {
+    this.y = y;
+    this.cy = Math.floor(y / 20);
+    this.y03 = y * 0.3;
+    this.fibre = 2 * Math.sin(y / 45);
+    this.cellX = Number.NaN;
   }
-  const f = 0.5 + 0.5 * Math.sin((x * 0.7 + y * 0.3) / 6 + 2 * Math.sin(y / 45));
-  out[o] = 232 - 22 * f;
-  out[o + 1] = 150 - 40 * f;
-  out[o + 2] = 190 - 25 * f;
+
+  private cell(cx: number): void {
+    const { cy, seed } = this;
+    this.cellX = cx;
+    const h = hash2(cx, cy, seed);
+    this.nucleus = h < 0.45;
+    if (!this.nucleus) return;
+    const r = 3 + h * 8;
+    this.nx = cx * 20 + 10 + (hash2(cy, cx, seed) - 0.5) * (20 - 2 * r);
+    const ny = cy * 20 + 10 + (hash2(cx + 7, cy + 3, seed) - 0.5) * (20 - 2 * r);
+    this.dy2 = (this.y - ny) * (this.y - ny);
+    this.r2 = r * r;
+  }
+
+  /** The colour at (x, this row's y) into out[o..o+2]. `x07` is x * 0.7, `cx` Math.floor(x / 20). */
+  paint(x: number, x07: number, cx: number, out: Uint8Array, o: number): void {
+    if (cx !== this.cellX) this.cell(cx);
+    if (this.nucleus) {
+      const d2 = ((x - this.nx) * (x - this.nx) + this.dy2) / this.r2;
+      if (d2 <= 1) {
+        const k = 1 - 0.3 * d2;
+        out[o] = 120 - 30 * k;
+        out[o + 1] = 70 - 30 * k;
+        out[o + 2] = 165 - 20 * k;
+        return;
+      }
+    }
+    const f = 0.5 + 0.5 * Math.sin((x07 + this.y03) / 6 + this.fibre);
+    out[o] = 232 - 22 * f;
+    out[o + 1] = 150 - 40 * f;
+    out[o + 2] = 190 - 25 * f;
+  }
 }
 
 /** Levels /1, /4, /16, ... (floor of the level-0 size) until a level fits in one tile. */
@@ -186,7 +223,7 @@ export function pyramidLevels(width: number, height: number, tileSize: number): 
   return levels;
 }
 
-/** Writes the slide; returns its levels. Memory: a few tiles at a time plus the offset tables. */
+/** Writes the slide; returns its levels. Memory: two batches of tiles at a time plus the offset tables. */
 export async function generateSlide(spec: SyntheticSlideSpec): Promise<GeneratedLevel[]> {
   const T = spec.tileSize ?? 256;
   const quality = spec.quality ?? 85;
@@ -194,12 +231,12 @@ export async function generateSlide(spec: SyntheticSlideSpec): Promise<Generated
   const bg = spec.background ?? DEFAULT_BG;
   const shapes = tissueOf(spec);
   const boxes = shapes.map(bbox);
-  const texture = spec.texture ?? true;
-  const flat = spec.tissueColor ?? [120, 60, 160];
   const levels = spec.levels === 'single' ? pyramidLevels(spec.width, spec.height, T).slice(0, 1) : pyramidLevels(spec.width, spec.height, T);
   const noiseRand = rng(spec.seed ^ 0x5eed);
   const noise = new Int8Array(T * T);
   for (let i = 0; i < noise.length; i++) noise[i] = Math.round((noiseRand() * 2 - 1) * bg.noise);
+  const backgrounds = new BackgroundTiles(T, noise);
+  const painter = new TissuePainter(T, spec);
   // Tiles that are all background repeat (the gradient is constant per tile): encode each kind once.
   const bgCache = new Map<string, Buffer>();
   const encode = (raw: Uint8Array): Promise<Buffer> =>
@@ -207,12 +244,16 @@ export async function generateSlide(spec: SyntheticSlideSpec): Promise<Generated
 
   const writer = await BigTiffWriter.create(spec.path);
   try {
+    // One batch of tiles is encoded (sharp, on libuv threads) while the next one is painted; tiles are written in order.
+    let pending: Promise<Buffer[]> | undefined;
     for (const lvl of levels) {
       const ds = lvl.downsample;
       const cols = Math.ceil(lvl.width / T);
       const rows = Math.ceil(lvl.height / T);
+      if (pending !== undefined) for (const jpeg of await pending) await writer.addTile(jpeg);
+      pending = undefined;
       writer.beginLevel({ width: lvl.width, height: lvl.height, tileSize: T, subsampling: chroma === '4:4:4' ? [1, 1] : [2, 2], description: `synthetic slide seed=${spec.seed} level downsample=${ds}` });
-      const BATCH = 8; // tiles encoded concurrently (sharp runs them on libuv threads)
+      const BATCH = 8; // tiles encoded concurrently
       for (let ty = 0; ty < rows; ty++) {
         for (let tx0 = 0; tx0 < cols; tx0 += BATCH) {
           const jobs: Promise<Buffer>[] = [];
@@ -229,39 +270,95 @@ export async function generateSlide(spec: SyntheticSlideSpec): Promise<Generated
               const key = base.join(',');
               let jpeg = bgCache.get(key);
               if (jpeg === undefined) {
-                jpeg = await encode(fillBackground(T, base, noise));
+                jpeg = await encode(backgrounds.copy(base));
                 if (bgCache.size < 256) bgCache.set(key, jpeg);
               }
               jobs.push(Promise.resolve(jpeg));
               continue;
             }
-            const raw = fillBackground(T, base, noise);
-            for (let j = 0; j < T; j++) {
-              const y = (ty * T + j + 0.5) * ds;
-              for (let i = 0; i < T; i++) {
-                const x = (tx * T + i + 0.5) * ds;
-                if (!tissueMaskAt(hit, x, y)) continue;
-                const o = (j * T + i) * 3;
-                if (texture) textureAt(x, y, spec.seed, raw, o);
-                else {
-                  raw[o] = flat[0];
-                  raw[o + 1] = flat[1];
-                  raw[o + 2] = flat[2];
-                }
-              }
-            }
+            const raw = backgrounds.copy(base);
+            painter.paint(raw, tx, ty, ds, hit);
             jobs.push(encode(raw));
           }
-          for (const jpeg of await Promise.all(jobs)) await writer.addTile(jpeg);
+          const previous = pending;
+          pending = Promise.all(jobs);
+          // An encode that fails while the previous batch is written is caught when its batch is awaited.
+          pending.catch(() => undefined);
+          if (previous !== undefined) for (const jpeg of await previous) await writer.addTile(jpeg);
         }
       }
     }
+    if (pending !== undefined) for (const jpeg of await pending) await writer.addTile(jpeg);
   } catch (err) {
     await writer.abort();
     throw err;
   }
   await writer.close();
   return levels;
+}
+
+/** Paints the tissue pixels of a tile (level-0 pixel centres inside a shape) over its background. */
+class TissuePainter {
+  private readonly texture: TexturePainter;
+  private readonly xs: Float64Array;
+  private readonly x07: Float64Array;
+  private readonly cellX: Float64Array;
+  private readonly flat: Rgb;
+  private readonly textured: boolean;
+
+  constructor(private readonly T: number, spec: Pick<SyntheticSlideSpec, 'seed' | 'texture' | 'tissueColor'>) {
+    this.texture = new TexturePainter(spec.seed);
+    this.textured = spec.texture ?? true;
+    this.flat = spec.tissueColor ?? [120, 60, 160];
+    this.xs = new Float64Array(T);
+    this.x07 = new Float64Array(T);
+    this.cellX = new Float64Array(T);
+  }
+
+  paint(raw: Uint8Array, tx: number, ty: number, ds: number, hit: readonly TissueShape[]): void {
+    const { T, xs, x07, cellX, flat, texture } = this;
+    // The tile's column positions, the same in every row.
+    for (let i = 0; i < T; i++) {
+      const x = (tx * T + i + 0.5) * ds;
+      xs[i] = x;
+      x07[i] = x * 0.7;
+      cellX[i] = Math.floor(x / 20);
+    }
+    for (let j = 0; j < T; j++) {
+      const y = (ty * T + j + 0.5) * ds;
+      if (this.textured) texture.row(y);
+      for (let i = 0; i < T; i++) {
+        const x = xs[i]!;
+        if (!tissueMaskAt(hit, x, y)) continue;
+        const o = (j * T + i) * 3;
+        if (this.textured) texture.paint(x, x07[i]!, cellX[i]!, raw, o);
+        else {
+          raw[o] = flat[0];
+          raw[o + 1] = flat[1];
+          raw[o + 2] = flat[2];
+        }
+      }
+    }
+  }
+}
+
+/** Background tiles (colour plus the fixed noise pattern), filled once per colour and copied. */
+class BackgroundTiles {
+  private readonly filled = new Map<string, Uint8Array>();
+
+  constructor(private readonly T: number, private readonly noise: Int8Array) {}
+
+  /** A fresh copy of the background tile of this colour. */
+  copy(base: readonly number[]): Uint8Array {
+    const key = base.join(',');
+    let tile = this.filled.get(key);
+    if (tile === undefined) {
+      tile = fillBackground(this.T, base, this.noise);
+      if (this.filled.size < 256) this.filled.set(key, tile);
+      else return tile;
+    }
+    return tile.slice();
+  }
 }
 
 function fillBackground(T: number, base: readonly number[], noise: Int8Array): Uint8Array {

@@ -22,8 +22,8 @@ if (unavailable) {
   const aFile = join(cwd, 'a-file');
   await writeFile(aFile, 'not a folder\n');
 
-  async function refused(t: Tap.Test, args: string[], message: string): Promise<void> {
-    const r = await runCli(['--csv', csv, '--progress', 'none', ...args], cwd);
+  async function refused(t: Tap.Test, args: string[], message: string, env: NodeJS.ProcessEnv = {}): Promise<void> {
+    const r = await runCli(['--csv', csv, '--progress', 'none', ...args], cwd, { ownCache: true, env });
     t.equal(r.code, 2, `exit code 2\n${r.stderr}`);
     t.match(r.stderr, `error: ${message}`);
     t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
@@ -41,6 +41,12 @@ if (unavailable) {
     await refused(t, ['--slides', slides, '--out', join(aFile, 'sub')], `--out ${join(aFile, 'sub')}: ENOTDIR`);
     await refused(t, ['--slides', slides, '--out', join(cwd, 'o3'), '--work-dir', aFile], `--work-dir ${aFile}: ENOTDIR: exists and is not a folder`);
     t.notOk(existsSync(join(cwd, 'o3')), 'a refused run leaves no folder it made for its checks');
+  });
+
+  t.test('WSI_CACHE_DIR that is a file, or under one: refused before any work, naming it', async (t) => {
+    await refused(t, ['--slides', slides, '--out', join(cwd, 'o5')], `WSI_CACHE_DIR ${aFile}: ENOTDIR: exists and is not a folder`, { WSI_CACHE_DIR: aFile });
+    await refused(t, ['--slides', slides, '--out', join(cwd, 'o5')], `WSI_CACHE_DIR ${join(aFile, 'c')}: ENOTDIR`, { WSI_CACHE_DIR: join(aFile, 'c') });
+    t.notOk(existsSync(join(cwd, 'o5')), 'nothing made for the output');
   });
 
   t.test('--out or --work-dir on a read-only file system', async (t) => {

@@ -10,6 +10,9 @@ import t from 'tap';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { e2eUnavailable, makeSlides, readReport, runCli, shardBytes, tempDir, TILE, TILE_FLAGS, writeCsv, type SlideSpec } from '../helpers/e2e.js';
+
+/** What is calibrated and when it is reused is what this file tests: its own cache (cwd/.cache), not the run's shared one. */
+const OWN_CACHE = { ownCache: true } as const;
 import type { PrecisionRecord } from '../../stages/cli/precision.js';
 import { precisionSection } from '../../stages/report/precision-section.js';
 
@@ -35,7 +38,7 @@ if (unavailable) {
 
   t.test('an int8 run: calibrated, gated and recorded in report.json and the manifest', async (t) => {
     const out = join(cwd, 'out-a');
-    const r = await runCli([...common, ...int8, '--out', out, '--work-dir', workDir], cwd);
+    const r = await runCli([...common, ...int8, '--out', out, '--work-dir', workDir], cwd, OWN_CACHE);
     t.equal(r.code, 0, r.stderr);
     t.match(r.stderr, /int8: calibrating on 6 tiles from 2 slide\(s\) \(percentile\)/);
     const p = await precisionOf(out);
@@ -72,7 +75,7 @@ if (unavailable) {
 
   t.test('fp32 and int8 in one work folder: separate checkpoints, different embeddings', async (t) => {
     const out = join(cwd, 'out-fp32');
-    const r = await runCli([...common, '--out', out, '--work-dir', workDir], cwd);
+    const r = await runCli([...common, '--out', out, '--work-dir', workDir], cwd, OWN_CACHE);
     t.equal(r.code, 0, r.stderr);
     t.equal((await precisionOf(out)).precision, 'fp32');
     const html = await readFile(join(out, 'report.html'), 'utf8');
@@ -93,7 +96,7 @@ if (unavailable) {
     }
     await writeFile(a.calibration.ranges_file, JSON.stringify(cached));
     const out = join(cwd, 'out-bad');
-    const r = await runCli([...common, ...int8, '--int8-fallback', '0', '--out', out], cwd);
+    const r = await runCli([...common, ...int8, '--int8-fallback', '0', '--out', out], cwd, OWN_CACHE);
     t.equal(r.code, 2, r.stderr);
     t.match(r.stderr, /--precision int8 refused \(E_INT8_GATE\): on 4 held-out tiles the int8 embedder agrees with fp32 at mean cosine [-0-9.]+ and 1st percentile/);
     t.match(r.stderr, /The tensors whose quantization errs most:\n {2}\w+ output after/);

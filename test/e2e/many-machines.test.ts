@@ -17,7 +17,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLI, e2eUnavailable, makeSlides, readReport, runCli, shardBytes, tempDir, TILE, TILE_FLAGS, waitFor, writeCsv, type SlideSpec } from '../helpers/e2e.js';
+import { CLI, cliEnv, e2eUnavailable, makeSlides, readReport, runCli, shardBytes, tempDir, TILE, TILE_FLAGS, waitFor, writeCsv, type SlideSpec } from '../helpers/e2e.js';
 import { createLab, netnsMissing, type Lab, type Machine, type NsProcess } from '../helpers/netns.js';
 import { startNsRedis, type NsRedis } from '../helpers/netns-redis.js';
 import { redisMissing } from '../helpers/redis.js';
@@ -76,10 +76,11 @@ if (unavailable) {
   await writeCsv(csv, SLIDES.map((s, i) => ({ image_id: s.image_id, center_id: Math.floor(i / 2) % 2, patient_id: `p${Math.floor(i / 2)}`, image_num: i % 2, label: String(Math.floor(i / 2) % 2) })), true);
   const args = (out: string): string[] => ['--csv', csv, '--slides', slidesDir, '--out', out, ...TILE_FLAGS, '--progress', 'none'];
 
-  // The reference: one machine, the local pool (also builds the demo models and the lookup table in cwd/.cache once).
+  // The reference: one machine, the local pool (also builds the demo models and the lookup table in the run's shared cache once).
   const single = await runCli([...args(join(cwd, 'single')), '--workers', '2'], cwd);
   const singleBytes = await shardBytes(join(cwd, 'single'));
-  const env = { ...process.env, NODE_OPTIONS: '' };
+  // Every machine's processes use the run's shared cache (WSI_CACHE_DIR): the lab's machines share one file system.
+  const env = cliEnv();
 
   /** A fresh lab: Redis on m0, the coordinator's machine m1, workers on m2 and m3 (started, ready). */
   interface Cluster {

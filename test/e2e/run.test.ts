@@ -6,7 +6,8 @@
  * `label` feature; `inspect` and `split` work through the CLI.
  */
 import t from 'tap';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   e2eUnavailable,
@@ -24,6 +25,7 @@ import {
   type CsvLine,
   type SlideSpec,
 } from '../helpers/e2e.js';
+import { TEST_CACHE } from '../helpers/test-cache.js';
 
 const T = TILE.tileSize;
 const SLIDES: SlideSpec[] = [
@@ -48,7 +50,7 @@ const unavailable = e2eUnavailable();
 if (unavailable) {
   t.plan(0, unavailable);
 } else {
-  // One working directory for the whole file: the demo models and the LUT are built once, in its .cache.
+  // One working directory for the whole file; the demo models and the LUT go to the run's shared cache (WSI_CACHE_DIR).
   const cwd = await tempDir(t, 'e2e-run-');
   const slidesDir = join(cwd, 'slides');
   await makeSlides(slidesDir, SLIDES);
@@ -59,6 +61,16 @@ if (unavailable) {
   const common = ['--csv', csv, '--slides', slidesDir, ...TILE_FLAGS, '--progress', 'none'];
   const out2 = join(cwd, 'out-w2');
   const run2 = await runCli([...common, '--out', out2, '--workers', '2'], cwd);
+
+  t.test('WSI_CACHE_DIR: the models and the lookup table are there, nothing in the working directory', async (t) => {
+    const lut = await readdir(join(TEST_CACHE, 'lut'));
+    t.ok(lut.some((f) => /^stain-lut-[0-9a-f]{64}\.rgb$/.test(f)), `the table in ${TEST_CACHE}/lut: ${lut.join(', ')}`);
+    t.same((await readdir(join(TEST_CACHE, 'models'))).filter((f) => f.endsWith('.onnx')).sort(), ['efficientnet_b0.onnx', 'stainnet.onnx']);
+    t.notOk(existsSync(join(cwd, '.cache')), 'no ./.cache');
+    const report = await readReport(out2);
+    t.equal(report.models.embedder?.path, join(TEST_CACHE, 'models', 'efficientnet_b0.onnx'), 'the report names the model in the cache folder');
+    t.equal(report.models.embedder?.weights, 'demo-untrained', 'known as the demo model there');
+  });
 
   t.test('exit code 1, the corrupt slide named on stderr', async (t) => {
     t.equal(run2.code, 1, run2.stderr);

@@ -1,8 +1,8 @@
 /**
  * End-to-end test helpers: run the compiled CLI (`node graph.js`, i.e. dist/) as a child process in a
- * temporary working directory (so the demo models and the LUT land in that directory's .cache, not the
- * repo's), generate small slides with known tissue, compute the expected kept tiles from the tissue
- * geometry, and decode the written TFRecord shards.
+ * temporary working directory, with the tap run's shared cache folder as WSI_CACHE_DIR (test/helpers/test-cache.ts:
+ * the demo models and the LUT are built once per run, never in the repo's .cache), generate small slides with
+ * known tissue, compute the expected kept tiles from the tissue geometry, and decode the written TFRecord shards.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -14,6 +14,10 @@ import { generateSlide, tissueMaskAt, type TissueShape } from '../../stages/slid
 import { readTfrecords } from '../../stages/tfrecord/framing.js';
 import { ExampleType } from '../../stages/tfrecord/example-proto.js';
 import type { RunReport } from '../../stages/report/report.js';
+import { CACHE_DIR_ENV } from '../../stages/cli/cache-dir.js';
+import { pruneDeadRunCaches, TEST_CACHE } from './test-cache.js';
+
+pruneDeadRunCaches();
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = join(REPO, 'graph.js');
@@ -43,13 +47,27 @@ export interface RunningCli {
   readonly done: Promise<CliResult>;
 }
 
-/**
- * Starts `node graph.js ...args` with `cwd` (no progress bars: not a terminal). `group`: in a process
- * group of its own (its workers too), so a test can signal the group as a terminal's Ctrl-C does.
- * `stdin`: written to the child's standard input, which is then closed (otherwise stdin is /dev/null).
- */
-export function startCli(args: readonly string[], cwd: string, opts: { group?: boolean; stdin?: string | Buffer } = {}): RunningCli {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' }, detached: opts.group ?? false });
+export interface CliOptions {
+  /** In a process group of its own (its workers too), so a test can signal the group as a terminal's Ctrl-C does. */
+  readonly group?: boolean;
+  /** Written to the child's standard input, which is then closed (otherwise stdin is /dev/null). */
+  readonly stdin?: string | Buffer;
+  /** The CLI's own cache, `cwd`/.cache, instead of the run's shared one: for the tests of what is cached. */
+  readonly ownCache?: boolean;
+  /** Variables added to the child's environment (after WSI_CACHE_DIR, so a test can set its own). */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** The environment of a CLI child: NODE_OPTIONS cleared, WSI_CACHE_DIR the run's shared cache (or unset: `ownCache`). */
+export function cliEnv(opts: { ownCache?: boolean; env?: NodeJS.ProcessEnv } = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, NODE_OPTIONS: '', [CACHE_DIR_ENV]: TEST_CACHE };
+  if (opts.ownCache === true) delete env[CACHE_DIR_ENV];
+  return { ...env, ...opts.env };
+}
+
+/** Starts `node graph.js ...args` with `cwd` (no progress bars: not a terminal). */
+export function startCli(args: readonly string[], cwd: string, opts: CliOptions = {}): RunningCli {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: cliEnv(opts), detached: opts.group ?? false });
   // A child that exits before reading all of it (a refused CSV) closes the pipe: EPIPE is then expected.
   child.stdin?.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code !== 'EPIPE') child.emit('error', err);
@@ -66,7 +84,7 @@ export function startCli(args: readonly string[], cwd: string, opts: { group?: b
   return { child, done };
 }
 
-export function runCli(args: readonly string[], cwd: string, opts: { stdin?: string | Buffer } = {}): Promise<CliResult> {
+export function runCli(args: readonly string[], cwd: string, opts: Omit<CliOptions, 'group'> = {}): Promise<CliResult> {
   return startCli(args, cwd, opts).done;
 }
 

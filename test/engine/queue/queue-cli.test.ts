@@ -12,13 +12,13 @@ import { freePort, redisMissing, startRedis } from '../../helpers/redis.js';
 import { readFile } from 'node:fs/promises';
 import { Queue } from 'bullmq';
 import { QUEUE_NAME, QUEUE_PREFIX } from '../../../engine/queue/job-data.js';
-import { CLI, e2eUnavailable, makeSlides, runCli, startCli, tempDir, TILE_FLAGS, waitFor, writeCsv, type CliResult } from '../../helpers/e2e.js';
+import { CLI, cliEnv, e2eUnavailable, makeSlides, runCli, startCli, tempDir, TILE_FLAGS, waitFor, writeCsv, type CliResult } from '../../helpers/e2e.js';
 
 const SECRET = 'pw-s3cr3t-4217';
 
 /** `node graph.js ...args` with `env` added; resolves once `readyLine` appears on stderr (then SIGTERM) or it exits. */
 function cli(args: readonly string[], cwd: string, env: NodeJS.ProcessEnv = {}, readyLine?: RegExp): Promise<CliResult & { ready: boolean }> {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '', ...env } });
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...cliEnv(), ...env } });
   let stdout = '';
   let stderr = '';
   let ready = false;
