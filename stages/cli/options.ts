@@ -98,6 +98,11 @@ Main job options (defaults are the seed's constants):
                              every Huffman code too, more CPU)
 ${PRECISION_HELP}  -h, --help                 this help
 
+Environment:
+  WSI_CACHE_DIR              the cache folder (demo set, models, StainNet lookup table, int8 copies) for every run
+                             of this user, shared safely by concurrent runs (default ./.cache)
+  REDIS_PASSWORD             the queue's Redis password when neither the URL nor --queue-password-file gives one
+
 ${QUEUE_HELP}`;
 
 /** --jpeg-check: quick (default), full or off. */

@@ -58,6 +58,7 @@ t.test('help', async (t) => {
     '--batch-size', '--group-size', '--normalizer', '--embedder', '--shards', '--work-dir', '--fail-fast', '--resume', '--no-resume', '--no-share']) {
     t.ok(HELP.includes(flag), `help documents ${flag}`);
   }
+  for (const name of ['WSI_CACHE_DIR', 'REDIS_PASSWORD']) t.match(HELP, new RegExp(`^  ${name} `, 'm'), `help documents the environment variable ${name}`);
 });
 
 t.test('--group-size is at least --batch-size', async (t) => {
