@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { queueConnection } from '../engine/queue/connection.js';
 import { MAX_IDS_PER_REFRESH, RunJobCounts, type QueueCounts } from '../engine/queue/counts.js';
+import { finishedState } from '../engine/queue/wait.js';
 import { QUEUE_NAME, QUEUE_PREFIX, type ItemQueue } from '../engine/queue/job-data.js';
 import type { Figure } from './figure.js';
 import { Redis } from 'ioredis';
@@ -25,6 +26,9 @@ export interface QueueCountsFigures {
   readonly script_wall_ms: number;
   readonly get_job_state_redis_ms: number;
   readonly get_job_state_wall_ms: number;
+  /** The same ids as the coordinator's wait sweep checks them (engine/queue/wait.ts finishedState). */
+  readonly finished_state_redis_ms: number;
+  readonly finished_state_wall_ms: number;
   /** The final refresh: every one of the run's ids, in batches. */
   readonly final_wall_ms: number;
 }
@@ -69,10 +73,12 @@ export async function measureQueueCounts(jobs = 10_000, pairs = 15): Promise<Que
     const slice = ids.slice(0, MAX_IDS_PER_REFRESH);
     const script: Array<[number, number]> = [];
     const perId: Array<[number, number]> = [];
+    const byHash: Array<[number, number]> = [];
     await counts.refresh(false); // warm: the script loaded
     for (let i = 0; i < pairs; i++) {
       script.push(await cost(stats, () => counts.refresh(false)));
       perId.push(await cost(stats, () => Promise.all(slice.map((id) => queue.getJobState(id)))));
+      byHash.push(await cost(stats, () => Promise.all(slice.map((id) => finishedState(queue, id)))));
     }
     const [, finalWall] = await cost(stats, () => counts.refresh(true));
     if (last?.waiting !== jobs) throw new Error(`queue-counts: ${last?.waiting} waiting counted, ${jobs} expected`);
@@ -84,6 +90,8 @@ export async function measureQueueCounts(jobs = 10_000, pairs = 15): Promise<Que
       script_wall_ms: median(script.map((c) => c[1])),
       get_job_state_redis_ms: median(perId.map((c) => c[0])),
       get_job_state_wall_ms: median(perId.map((c) => c[1])),
+      finished_state_redis_ms: median(byHash.map((c) => c[0])),
+      finished_state_wall_ms: median(byHash.map((c) => c[1])),
       final_wall_ms: finalWall,
     };
   } finally {
@@ -96,6 +104,7 @@ export async function measureQueueCounts(jobs = 10_000, pairs = 15): Promise<Que
 export function showQueueCounts(record: Pick<BenchRecord, 'show'>, f: QueueCountsFigures): void {
   record.show(`queue counts: one refresh of ${f.ids_per_refresh} of ${f.jobs} waiting ids (script), Redis time / wall`, `${f.script_redis_ms.toFixed(1)} ms / ${f.script_wall_ms.toFixed(1)} ms`);
   record.show(`queue counts: the same ids by getJobState each, Redis time / wall`, `${f.get_job_state_redis_ms.toFixed(1)} ms / ${f.get_job_state_wall_ms.toFixed(1)} ms`);
+  record.show(`queue counts: the same ids by the coordinator's wait sweep (job hash, finishedState), Redis time / wall`, `${f.finished_state_redis_ms.toFixed(1)} ms / ${f.finished_state_wall_ms.toFixed(1)} ms`);
   record.show(`queue counts: final refresh of all ${f.jobs} ids`, `${f.final_wall_ms.toFixed(1)} ms`);
 }
 

@@ -66,13 +66,11 @@ export class JobWaits {
   private async settle(jobId: string): Promise<void> {
     if (!this.waiters.has(jobId)) return;
     try {
-      const state = await this.queue.getJobState(jobId);
-      if (state !== 'completed' && state !== 'failed' && state !== 'unknown') return;
-      const job = state === 'unknown' ? undefined : await Job.fromId<ItemJob, ItemJobResult>(this.queue, jobId);
+      const finished = await finishedState(this.queue, jobId);
       const w = this.waiters.get(jobId);
-      if (w === undefined) return;
+      if (finished === undefined || w === undefined) return;
       this.waiters.delete(jobId);
-      w.resolve(job === undefined ? { state: 'missing' } : { state: state as 'completed' | 'failed', job });
+      w.resolve(finished);
     } catch (err) {
       this.onError(err as Error); // Redis away: the next event or sweep tries again
     }
@@ -91,4 +89,19 @@ export class JobWaits {
       this.sweeping = false;
     }
   }
+}
+
+/**
+ * The job's final state, `missing` when Redis no longer has it, or undefined while it is not finished. Read from the
+ * job's own hash (BullMQ sets `finishedOn` when a job completed or failed for good, in the script that moves it) and
+ * one sorted-set lookup, not Queue.getJobState: that searches the wait list for every waiting job (LPOS, linear in the
+ * queue's length; bench/queue-counts.ts measures both).
+ */
+export async function finishedState(queue: ItemQueue, jobId: string): Promise<Finished | undefined> {
+  const job = await Job.fromId<ItemJob, ItemJobResult>(queue, jobId);
+  if (job === undefined) return { state: 'missing' };
+  if (job.finishedOn === undefined) return undefined; // waiting, active, delayed or to be retried
+  if (await job.isCompleted()) return { state: 'completed', job };
+  if (await job.isFailed()) return { state: 'failed', job };
+  return undefined;
 }
