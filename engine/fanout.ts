@@ -17,14 +17,16 @@ import type { RunEnv } from './run-env.js';
 import { removePartials } from './staging.js';
 import type { StageContext } from './types.js';
 import { fanOutSettings, type FanOutOptions } from './fanout/options.js';
+import { refuseKnown } from './fanout/refuse.js';
 import { FanOutRun } from './fanout/run.js';
 import { Slot } from './fanout/slot.js';
 
 export type { FanOutOptions } from './fanout/options.js';
 
 /** Runs each item of `source` on a pool of worker processes (options: FanOutOptions) and yields their results. */
-export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageContext, env: RunEnv, opts: FanOutOptions<I>): AsyncGenerator<O> {
+export async function* fanOutStage<I, O>(input: AsyncIterable<I>, ctx: StageContext, env: RunEnv, opts: FanOutOptions<I>): AsyncGenerator<O> {
   const settings = fanOutSettings(ctx.name, opts, env);
+  const source = opts.refuse === undefined ? input : refuseKnown(input, ctx, env, settings);
   if (env.fanOutRunner !== undefined) {
     yield* env.fanOutRunner.run<I, O>(source, ctx, env, settings); // another runner (engine/fanout/runner.ts)
     return;
