@@ -26,11 +26,13 @@ export type { FanOutOptions } from './fanout/options.js';
 /** Runs each item of `source` on a pool of worker processes (options: FanOutOptions) and yields their results. */
 export async function* fanOutStage<I, O>(input: AsyncIterable<I>, ctx: StageContext, env: RunEnv, opts: FanOutOptions<I>): AsyncGenerator<O> {
   const settings = fanOutSettings(ctx.name, opts, env);
-  const source = opts.refuse === undefined ? input : refuseKnown(input, ctx, env, settings);
   if (env.fanOutRunner !== undefined) {
-    yield* env.fanOutRunner.run<I, O>(source, ctx, env, settings); // another runner (engine/fanout/runner.ts)
+    // Every item goes to the other runner, refused ones too: there each item is a job that its queue counts and
+    // whose worker reports it (the machines that run it decide what they can read).
+    yield* env.fanOutRunner.run<I, O>(input, ctx, env, settings); // another runner (engine/fanout/runner.ts)
     return;
   }
+  const source = opts.refuse === undefined ? input : refuseKnown(input, ctx, env, settings);
   await mkdir(settings.stageDir, { recursive: true });
   if (opts.checkpointDir !== undefined) await removePartials(settings.stageDir);
   const run = new FanOutRun<I, O>(source, ctx, env, settings);

@@ -6,8 +6,8 @@ import type { CsvRow, SlideTask } from './types.js';
 
 /**
  * A slide that cannot be resolved here is not an error of this stage: its task goes on unstamped, carrying the
- * slide's own error (missing file, bad id, unsupported format), and the fan-out fails that slide alone without
- * sending it to a worker (graph.ts: `refuse`).
+ * slide's own error (missing file, bad id, unsupported format), and the local fan-out fails that slide alone without
+ * sending it to a worker (graph.ts: `refuse`; through the queue, the worker that takes its job reports it).
  */
 export function slideTasks(slidesDir: string): Stage<CsvRow, SlideTask> {
   return async function* slideTasksStage(rows) {

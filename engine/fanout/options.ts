@@ -36,7 +36,8 @@ export interface FanOutOptions<I> {
   readonly checkpointKey?: (item: I) => string;
   /**
    * The error an item's worker would fail it with, when the parent already knows it (a slide with no file), else
-   * undefined. Such an item fails at once, without a worker or an attempt: one 'failed' event, attempt 0.
+   * undefined. On the local pool such an item fails at once, without a worker or an attempt: one 'failed' event,
+   * attempt 0 (another runner, the queue, runs every item).
    */
   readonly refuse?: (item: I) => Error | undefined;
   /** Each worker's tile budget (floor(run limit / workers)). */

@@ -1,7 +1,8 @@
 /**
- * Items the parent already knows will fail (FanOutOptions.refuse: a slide with no file) fail here, before either
- * runner sees them: no worker round trip, no Redis job. Each gets the 'failed' event and the error a worker's
- * failure would give (E_WORKER_ITEM, its cause the item's own error), with attempt 0; failFast stops the run.
+ * Items the parent already knows will fail (FanOutOptions.refuse: a slide with no file) fail here, before the local
+ * pool sees them: no worker round trip. Each gets the 'failed' event and the error a worker's failure would give
+ * (E_WORKER_ITEM, its cause the item's own error), with attempt 0; failFast stops the run. Another runner (the
+ * queue) gets every item: there each is a job its queue counts and its worker reports.
  */
 import type { RunEnv } from '../run-env.js';
 import { EngineError, type StageContext } from '../types.js';
