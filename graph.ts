@@ -136,6 +136,7 @@ export function pipeline(g: Graph, c: PipelineConfig, hooks: PipelineHooks): Gra
       config: c.slide,
       key: (t: SlideTask) => t.image_id,
       checkpointKey: slideCheckpointKey,
+      refuse: (t: SlideTask) => t.unresolved, // a slide with no file fails in the parent (local pool), not in a worker
       workers: c.workers,
       retries: c.retries,
       failFast: c.failFast,

@@ -17,18 +17,22 @@ import type { RunEnv } from './run-env.js';
 import { removePartials } from './staging.js';
 import type { StageContext } from './types.js';
 import { fanOutSettings, type FanOutOptions } from './fanout/options.js';
+import { refuseKnown } from './fanout/refuse.js';
 import { FanOutRun } from './fanout/run.js';
 import { Slot } from './fanout/slot.js';
 
 export type { FanOutOptions } from './fanout/options.js';
 
 /** Runs each item of `source` on a pool of worker processes (options: FanOutOptions) and yields their results. */
-export async function* fanOutStage<I, O>(source: AsyncIterable<I>, ctx: StageContext, env: RunEnv, opts: FanOutOptions<I>): AsyncGenerator<O> {
+export async function* fanOutStage<I, O>(input: AsyncIterable<I>, ctx: StageContext, env: RunEnv, opts: FanOutOptions<I>): AsyncGenerator<O> {
   const settings = fanOutSettings(ctx.name, opts, env);
   if (env.fanOutRunner !== undefined) {
-    yield* env.fanOutRunner.run<I, O>(source, ctx, env, settings); // another runner (engine/fanout/runner.ts)
+    // Every item goes to the other runner, refused ones too: there each item is a job that its queue counts and
+    // whose worker reports it (the machines that run it decide what they can read).
+    yield* env.fanOutRunner.run<I, O>(input, ctx, env, settings); // another runner (engine/fanout/runner.ts)
     return;
   }
+  const source = opts.refuse === undefined ? input : refuseKnown(input, ctx, env, settings);
   await mkdir(settings.stageDir, { recursive: true });
   if (opts.checkpointDir !== undefined) await removePartials(settings.stageDir);
   const run = new FanOutRun<I, O>(source, ctx, env, settings);

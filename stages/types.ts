@@ -28,6 +28,8 @@ export interface SlideTask {
   readonly slidesDir: string;
   /** The slide file's size and mtime when the task was made: a changed file invalidates its checkpoint. */
   readonly fileStamp?: string;
+  /** Why the slide's file could not be found when the task was made (E_SLIDE_MISSING, ...): it fails without a worker. */
+  readonly unresolved?: Error;
 }
 
 /** Tile selection parameters; defaults are the seed's constants (see stages/slides/tile-params.ts). */

@@ -34,6 +34,12 @@ export interface FanOutOptions<I> {
    * slide: its patient and image number, the file's size and mtime) so a changed input is recomputed.
    */
   readonly checkpointKey?: (item: I) => string;
+  /**
+   * The error an item's worker would fail it with, when the parent already knows it (a slide with no file), else
+   * undefined. On the local pool such an item fails at once, without a worker or an attempt: one 'failed' event,
+   * attempt 0 (another runner, the queue, runs every item).
+   */
+  readonly refuse?: (item: I) => Error | undefined;
   /** Each worker's tile budget (floor(run limit / workers)). */
   readonly workerTileBudget?: number;
   /** Capacity of the output edge(s), in elements. */

@@ -119,6 +119,25 @@ t.test('failFast stops the run with the item error', async (t) => {
   for (const w of workers) t.notOk(alive(w.pid), 'workers gone');
 });
 
+t.test('refuse: an item the parent knows will fail fails at once, without a worker or an attempt; failFast stops on it', async (t) => {
+  const dir = setup(t);
+  const items: TestItem[] = [{ key: 'ok1', n: 2 }, { key: 'known-bad', n: 5 }, { key: 'ok2', n: 3 }];
+  const refuse = (i: TestItem): Error | undefined => (i.key.startsWith('known') ? Object.assign(new Error(`${i.key}: no file`), { code: 'E_TEST_KNOWN' }) : undefined);
+  const { g, events, got } = build(dir, items, { refuse });
+  const res = await g.run();
+  t.same([count(got, 'ok1'), count(got, 'known-bad'), count(got, 'ok2')], [2, 0, 3], 'the others run; the refused one gives nothing');
+  t.equal(res.items.failed.length, 1);
+  const failed = res.items.failed[0]!;
+  t.match(failed.error, { code: 'E_WORKER_ITEM', stage: 'Work', key: 'known-bad', message: /item failed after 0 attempt\(s\): known-bad: no file/ });
+  t.match((failed.error as Error).cause, { code: 'E_TEST_KNOWN' }, 'its cause is the item\'s own error');
+  t.same(events.filter((e) => e.key === 'known-bad').map((e) => [e.type, 'attempt' in e ? e.attempt : undefined]), [['failed', 0]], 'one failed event, attempt 0, never started');
+  t.notMatch(readFileSync(join(dir, 'started'), 'utf8'), /known-bad/, 'no worker saw it');
+
+  const dir2 = setup(t);
+  const stop = build(dir2, [{ key: 'known-first', n: 1 }, ...Array.from({ length: 5 }, (_, i) => ({ key: `k${i}`, n: 2 }))], { refuse, failFast: true, workers: 1 });
+  await t.rejects(stop.g.run(), { name: 'EngineError', code: 'E_WORKER_ITEM', key: 'known-first' });
+});
+
 t.test('stream delivery: a slow consumer bounds what the worker produced (credit window)', async (t) => {
   const dir = setup(t);
   let release: () => void = () => undefined;
